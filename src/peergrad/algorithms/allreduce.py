@@ -1,0 +1,69 @@
+"""All-reduce SGD: synchronous mini-batch SGD with exact gradient averaging.
+
+Reference: the centralized baseline of data-parallel training, e.g. P. Goyal et al., "Accurate,
+Large Minibatch SGD: Training ImageNet in 1 Hour", 2017, arXiv:1706.02677. Every decentralized
+method in peergrad reduces to it (complete graph, one local step, identity compressor).
+
+Update rule (all workers, iteration k; shapes ``[w, D]``)::
+
+    g_bar <- mean_i(g_i + weight_decay * x_i)        (one all-reduce of D values)
+    d     <- heavy_ball(buf, g_bar, momentum, nesterov)
+    x     <- x - lr * d
+
+With identical initial models all workers hold the same x forever, and the run equals
+``torch.optim.SGD(lr, momentum, nesterov=..., weight_decay)`` on the combined batch of n·B samples.
+
+Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1) and ``weight_decay < 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from peergrad.algorithms.base import (
+    Algorithm,
+    Closure,
+    MomentumState,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+)
+from peergrad.comm.base import Communicator
+from peergrad.transforms import add_weight_decay, heavy_ball
+
+
+@dataclasses.dataclass(frozen=True)
+class AllReduceSGD(Algorithm):
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    name: ClassVar[str] = "allreduce"
+    paper: ClassVar[str] = "synchronous mini-batch SGD (e.g. Goyal et al. 2017, arXiv:1706.02677)"
+    summary: ClassVar[str] = "centralized reference: all-reduce of gradients, then an SGD step"
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        check_unit_interval("momentum", self.momentum)
+        check_non_negative("weight_decay", self.weight_decay)
+
+    def init(self, x: Tensor, comm: Communicator) -> MomentumState:
+        return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
+
+    def step(
+        self,
+        x: Tensor,
+        g: Tensor,
+        state: MomentumState,
+        comm: Communicator,
+        closure: Closure | None = None,
+    ) -> MomentumState:
+        g_bar = comm.mean(add_weight_decay(g, x, self.weight_decay))
+        d = heavy_ball(state.momentum_buffer, g_bar, self.momentum, self.nesterov)
+        x.sub_(d, alpha=self.lr)
+        return MomentumState(step=state.step + 1, momentum_buffer=state.momentum_buffer)

@@ -1,0 +1,115 @@
+"""The Algorithm interface, its state convention and parameter checks.
+
+An algorithm is a frozen dataclass of hyper-parameters with two methods:
+
+- ``init(x, comm) -> state``: allocate the state for parameters ``x`` (``[w, D]``);
+- ``step(x, g, state, comm, closure=None) -> state``: one iteration, i.e. one stochastic gradient
+  ``g`` (``[w, D]``, evaluated at the current ``x``) per worker plus the communication the paper
+  does in one iteration. ``x`` is updated **in place** (the model's parameters are views into it);
+  the returned state replaces the old one (its tensors may also be updated in place).
+
+``closure(x_trial)`` (optional) returns each worker's loss ``[w]`` on its current minibatch at a
+trial point; line-search methods use it.
+
+State is a dataclass of tensors and ints (``step`` counts iterations from 0) so that it can be
+saved and restored exactly with :func:`state_to_dict` / :func:`state_from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from peergrad.comm.base import Communicator
+
+Closure = Callable[[Tensor], Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """Base class: subclasses are frozen dataclasses that set ``name``, ``paper`` and ``summary``."""
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def init(self, x: Tensor, comm: Communicator) -> Any:
+        raise NotImplementedError
+
+    def step(
+        self, x: Tensor, g: Tensor, state: Any, comm: Communicator, closure: Closure | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+    def check_topology(self, comm: Communicator) -> None:
+        """Raise ``ValueError`` when the communicator's topology does not suit the method."""
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, dataclasses.Field[Any]]:
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+    def options(self) -> dict[str, Any]:
+        """The hyper-parameters as a JSON-serialisable dict."""
+        return {k: getattr(self, k) for k in self.hyperparameters()}
+
+
+@dataclasses.dataclass
+class MomentumState:
+    """``step``: iterations done; ``momentum_buffer``: ``[w, D]`` (zeros when momentum = 0)."""
+
+    step: int
+    momentum_buffer: Tensor
+
+
+def check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_unit_interval(name: str, value: float, *, closed_right: bool = False) -> None:
+    ok = isinstance(value, int | float) and (0 <= value <= 1 if closed_right else 0 <= value < 1)
+    if not ok:
+        bound = "[0, 1]" if closed_right else "[0, 1)"
+        raise ValueError(f"{name} must be in {bound}, got {value!r}")
+
+
+def check_non_negative(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def require_doubly_stochastic(comm: Communicator, method: str, atol: float = 1e-10) -> None:
+    """Raise ``ValueError`` unless every W(k) of the schedule has rows and columns summing to 1."""
+    for k, W in enumerate(comm.topology.matrices):
+        d = W.dense
+        rows, cols = abs(d.sum(axis=1) - 1).max(), abs(d.sum(axis=0) - 1).max()
+        if rows > atol or cols > atol:
+            raise ValueError(
+                f"{method} needs a doubly stochastic mixing matrix, but W({k}) of topology "
+                f"{comm.topology.name!r} has row sums off by {rows:.3g} and column sums off by "
+                f"{cols:.3g} (tolerance {atol})"
+            )
+
+
+def state_to_dict(state: Any) -> dict[str, Any]:
+    """Shallow dict of a state dataclass (tensors are not copied)."""
+    return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+
+
+def state_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a state dataclass of type ``cls`` from :func:`state_to_dict` output."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    if set(data) != names:
+        raise ValueError(
+            f"state for {cls.__name__} needs exactly the fields {sorted(names)}, got {sorted(data)}"
+        )
+    return cls(**data)

@@ -1,0 +1,90 @@
+"""D-PSGD: decentralized parallel stochastic gradient descent.
+
+Paper: X. Lian, C. Zhang, H. Zhang, C.-J. Hsieh, W. Zhang, J. Liu, "Can Decentralized Algorithms
+Outperform Centralized Algorithms? A Case Study for Decentralized Parallel Stochastic Gradient
+Descent", NeurIPS 2017, arXiv:1705.09056.
+
+Update rule (worker i, iteration k, W = ``comm.topology.at(k)``; shapes ``[w, D]``)::
+
+    g   <- g + weight_decay * x                      (if weight_decay > 0)
+    d   <- heavy_ball(buf, g, momentum, nesterov)    (d = g when momentum = 0)
+    CTA (the paper's form):   x <- W x - lr * d      (gossip of x can overlap the gradient)
+    ATC (adapt-then-combine): x <- W (x - lr * d)
+
+Average dynamics (doubly stochastic W, momentum 0): ``mean(x) <- mean(x) - lr * mean(d)`` exactly,
+in both forms. On heterogeneous data D-PSGD converges to a biased fixed point whose distance to
+the optimum is roughly proportional to ``lr`` (spec decentralized.md §3.1).
+
+One message (the model) per neighbour per iteration.
+
+Deviations from the paper: local momentum, Nesterov momentum and weight decay are common in
+deep-learning practice but are not part of the paper's analysis; the ATC form is offered besides
+the paper's CTA form. With time-varying W(k) (e.g. the one-peer exponential graph, Ying et al.
+2021) the matrix of iteration k is used.
+
+Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, an unknown
+``form`` and a topology whose W(k) is not doubly stochastic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from peergrad.algorithms.base import (
+    Algorithm,
+    Closure,
+    MomentumState,
+    check_choice,
+    check_non_negative,
+    check_positive,
+    check_unit_interval,
+    require_doubly_stochastic,
+)
+from peergrad.comm.base import Communicator
+from peergrad.transforms import add_weight_decay, heavy_ball
+
+
+@dataclasses.dataclass(frozen=True)
+class DPSGD(Algorithm):
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    form: str = "cta"
+
+    name: ClassVar[str] = "dpsgd"
+    paper: ClassVar[str] = "Lian et al., NeurIPS 2017, arXiv:1705.09056"
+    summary: ClassVar[str] = "decentralized SGD: gossip the model with neighbours, local SGD step"
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        check_unit_interval("momentum", self.momentum)
+        check_non_negative("weight_decay", self.weight_decay)
+        check_choice("form", self.form, ("cta", "atc"))
+
+    def check_topology(self, comm: Communicator) -> None:
+        require_doubly_stochastic(comm, "dpsgd")
+
+    def init(self, x: Tensor, comm: Communicator) -> MomentumState:
+        return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
+
+    def step(
+        self,
+        x: Tensor,
+        g: Tensor,
+        state: MomentumState,
+        comm: Communicator,
+        closure: Closure | None = None,
+    ) -> MomentumState:
+        W = comm.topology.at(state.step)
+        g = add_weight_decay(g, x, self.weight_decay)
+        d = heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)
+        if self.form == "cta":
+            x.copy_(comm.mix(x, W).sub_(d, alpha=self.lr))
+        else:
+            x.copy_(comm.mix(x - self.lr * d, W))
+        return MomentumState(step=state.step + 1, momentum_buffer=state.momentum_buffer)

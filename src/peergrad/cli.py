@@ -1,0 +1,212 @@
+"""The ``peergrad`` command: ``train``, ``topology`` and ``algorithms``.
+
+Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
+(repeatable), so a new algorithm needs no CLI change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from peergrad.train.config import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def parse_set(items: Sequence[str]) -> dict[str, str]:
+    """``["a=1", "b=x"] -> {"a": "1", "b": "x"}``; ``ValueError`` on a missing ``=``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from peergrad.algorithms import REGISTRY
+    from peergrad.data import DATASETS, PARTITIONS
+    from peergrad.models import MODELS
+    from peergrad.topology import TOPOLOGIES
+
+    d = DEFAULTS
+    p.add_argument("--algorithm", default=d.algorithm, help=f"one of: {', '.join(REGISTRY)}")
+    p.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="algorithm hyper-parameter (repeatable), e.g. --set form=atc",
+    )
+    p.add_argument("--topology", default=d.topology, help=f"one of: {', '.join(TOPOLOGIES)}")
+    p.add_argument("--workers", type=int, default=d.workers, help="number of workers n")
+    p.add_argument(
+        "--erdos-renyi-p",
+        type=float,
+        default=d.erdos_renyi_p,
+        help="edge probability of --topology erdos-renyi",
+    )
+    p.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument(
+        "--data-root", default=d.data_root, help="directory of mnist-idx / cifar10 / cifar100 files"
+    )
+    p.add_argument("--model", default=d.model, help=f"one of: {', '.join(MODELS)}")
+    p.add_argument("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
+    p.add_argument(
+        "--dirichlet-alpha",
+        type=float,
+        default=d.dirichlet_alpha,
+        help="concentration of --partition dirichlet (smaller = more skewed)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=float,
+        default=d.epochs,
+        help="passes over the training set by all workers together",
+    )
+    p.add_argument("--steps", type=int, default=d.steps, help="iterations (overrides --epochs)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
+    p.add_argument("--lr", type=float, default=d.lr, help="step size")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="local momentum")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=d.dtype, choices=("float32", "float64"))
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=d.eval_every,
+        help="steps between metric records (default: half an epoch)",
+    )
+    p.add_argument(
+        "--eval-workers",
+        type=int,
+        default=d.eval_workers,
+        help="how many workers' own models to evaluate (evenly spaced)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=d.latency_ms,
+        help="network model: per-message latency in milliseconds",
+    )
+    p.add_argument(
+        "--bandwidth-gbps",
+        type=float,
+        default=d.bandwidth_gbps,
+        help="network model: link bandwidth in gigabits per second",
+    )
+    p.add_argument("--out", default=d.out, help="run folder (default: runs/<name>)")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    for name in TrainConfig.__dataclass_fields__:
+        if name == "options":
+            values[name] = parse_set(args.options)
+        else:
+            values[name] = getattr(args, name)
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from peergrad.train import format_summary, train
+
+    config = config_from_args(args)
+    result = train(config)
+    print(format_summary(result.summary))
+    print(f"run folder: {result.out_dir}")
+    return 0
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from peergrad.topology import make_topology
+
+    p = args.erdos_renyi_p if args.name == "erdos-renyi" else None
+    topo = make_topology(args.name, args.workers, seed=args.seed, p=p)
+    report = topo.report(num_params=args.params, bytes_per_element=args.bytes_per_element)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(k) for k in report)
+    for k, v in report.items():
+        text = f"{v:.6g}" if isinstance(v, float) else str(v)
+        print(f"{k:<{width}}  {text}")
+    if args.show_matrix:
+        import numpy as np
+
+        with np.printoptions(precision=4, suppress=True, linewidth=160):
+            for k, W in enumerate(topo.matrices):
+                print(f"W({k}) =\n{W.dense}")
+    return 0
+
+
+def cmd_algorithms(args: argparse.Namespace) -> int:
+    from peergrad.algorithms import describe
+
+    records = describe()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    for r in records:
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+        print(
+            f"{r['name']:<12} {r['summary']}\n{'':<12} paper: {r['paper']}\n"
+            f"{'':<12} options: {opts}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="peergrad",
+        description="Communication-efficient distributed and decentralized training.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train a model with one algorithm on a topology")
+    add_train_arguments(p_train)
+    p_train.set_defaults(func=cmd_train)
+
+    p_topo = sub.add_parser("topology", help="mixing matrix, spectral gap and degree of a graph")
+    p_topo.add_argument("name", help="topology name")
+    p_topo.add_argument("--workers", type=int, required=True, help="number of workers n")
+    p_topo.add_argument("--erdos-renyi-p", type=float, default=0.3)
+    p_topo.add_argument("--seed", type=int, default=0)
+    p_topo.add_argument(
+        "--params",
+        type=int,
+        default=1_000_000,
+        help="model size D (values per message) for bytes per gossip round",
+    )
+    p_topo.add_argument("--bytes-per-element", type=int, default=4)
+    p_topo.add_argument("--json", action="store_true", help="print JSON")
+    p_topo.add_argument("--show-matrix", action="store_true", help="print W(k)")
+    p_topo.set_defaults(func=cmd_topology)
+
+    p_alg = sub.add_parser("algorithms", help="list the registered algorithms and their papers")
+    p_alg.add_argument("--json", action="store_true")
+    p_alg.set_defaults(func=cmd_algorithms)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"peergrad {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

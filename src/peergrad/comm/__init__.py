@@ -1,0 +1,30 @@
+"""Communicators: the only way algorithms touch the worker axis (see :mod:`peergrad.comm.base`).
+
+``peergrad.comm.distributed`` is the only module of peergrad that imports ``torch.distributed``;
+it is not imported here so that the simulated engine never loads it.
+"""
+
+from __future__ import annotations
+
+from peergrad.comm.base import (
+    Communicator,
+    NetworkModel,
+    allreduce_bytes,
+    message_nbytes,
+    worker_dot,
+    worker_norm,
+    worker_sum,
+)
+from peergrad.comm.simulated import SimulatedCommunicator, apply_mixing
+
+__all__ = [
+    "Communicator",
+    "NetworkModel",
+    "SimulatedCommunicator",
+    "allreduce_bytes",
+    "apply_mixing",
+    "message_nbytes",
+    "worker_dot",
+    "worker_norm",
+    "worker_sum",
+]

@@ -1,0 +1,133 @@
+"""The Communicator protocol shared by the simulated and the distributed engines.
+
+Every per-worker tensor carries a leading *worker axis*: ``x`` has shape ``[w, D]`` where
+``w = n`` on the simulated engine (all workers in one process) and ``w = 1`` on the
+distributed engine (one worker per process). Element-wise algorithm math is therefore the same
+on both engines; only the three operations below touch the worker axis:
+
+- ``mix(x, W)``: gossip, row i becomes ``sum_j W[i, j] * x[j]`` (W_ij is the weight worker i
+  gives to the value it receives from worker j);
+- ``mean(x)``: exact average over all workers (an all-reduce), returned on every worker;
+- per-worker reductions (``worker_sum``, ``worker_dot``, ``worker_norm``) that reduce every axis
+  but axis 0 and need no communication.
+
+Byte accounting: ``bytes_sent`` (float64 ``[w]``, bytes) is what each local worker would have put
+on the wire so far. A gossip round costs worker i ``out_degree(i) * message_bytes``; an all-reduce
+costs every worker ``2 (n - 1) / n * message_bytes`` (ring all-reduce, the bandwidth-optimal
+schedule). ``simulated_comm_time_s`` (seconds) accumulates the time of every communication under a
+:class:`NetworkModel`, identical on both engines.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from peergrad.topology import MixingMatrix, Topology
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """Latency/bandwidth (alpha-beta) model of the network, used for ``simulated_comm_time_s``.
+
+    Args:
+        latency_s: per-message start-up latency alpha, seconds, ``>= 0``.
+        bandwidth_bytes_per_s: link bandwidth beta, bytes per second, ``> 0``. Every worker has one
+            full-duplex link; the messages of one worker in one round are sent one after another.
+
+    A gossip round in which the busiest worker sends ``b`` bytes takes ``latency_s + b / bandwidth``
+    (all workers send in parallel). A ring all-reduce of ``m`` bytes on n workers takes
+    ``2 (n - 1) * latency_s + 2 (n - 1) / n * m / bandwidth`` (Patarasuk & Yuan 2009).
+    """
+
+    latency_s: float = 1e-3
+    bandwidth_bytes_per_s: float = 10e9 / 8
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
+            raise ValueError(f"latency_s must be a finite number >= 0, got {self.latency_s}")
+        if not (math.isfinite(self.bandwidth_bytes_per_s) and self.bandwidth_bytes_per_s > 0):
+            raise ValueError(
+                f"bandwidth_bytes_per_s must be a finite number > 0, got {self.bandwidth_bytes_per_s}"
+            )
+
+    @classmethod
+    def from_ms_gbps(cls, latency_ms: float, bandwidth_gbps: float) -> NetworkModel:
+        """Build from the CLI's units: milliseconds and gigabits per second."""
+        if not (math.isfinite(bandwidth_gbps) and bandwidth_gbps > 0):
+            raise ValueError(f"--bandwidth-gbps must be > 0, got {bandwidth_gbps}")
+        if not (math.isfinite(latency_ms) and latency_ms >= 0):
+            raise ValueError(f"--latency-ms must be >= 0, got {latency_ms}")
+        return cls(latency_s=latency_ms * 1e-3, bandwidth_bytes_per_s=bandwidth_gbps * 1e9 / 8)
+
+    def gossip_time_s(self, max_bytes_per_worker: float) -> float:
+        if max_bytes_per_worker <= 0:
+            return 0.0
+        return self.latency_s + max_bytes_per_worker / self.bandwidth_bytes_per_s
+
+    def allreduce_time_s(self, message_bytes: float, n: int) -> float:
+        if n <= 1 or message_bytes <= 0:
+            return 0.0
+        return 2 * (n - 1) * self.latency_s + allreduce_bytes(message_bytes, n) / (
+            self.bandwidth_bytes_per_s
+        )
+
+
+def allreduce_bytes(message_bytes: float, n: int) -> float:
+    """Bytes each worker sends in a ring all-reduce of ``message_bytes`` over ``n`` workers."""
+    return 0.0 if n <= 1 else 2.0 * (n - 1) / n * message_bytes
+
+
+def message_nbytes(x: Tensor) -> int:
+    """Bytes of one worker's row of ``x`` (shape ``[w, ...]``) as it would cross the wire."""
+    return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """What an algorithm may do across workers. See the module docstring for the conventions."""
+
+    topology: Topology
+    n_workers: int
+    network: NetworkModel
+    bytes_sent: Tensor
+    simulated_comm_time_s: float
+
+    @property
+    def worker_ids(self) -> Tensor:
+        """Global indices (int64 ``[w]``) of the workers held by this communicator."""
+        ...
+
+    def mix(self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None) -> Tensor:
+        """Gossip: return ``W @ x`` over the worker axis (``x`` is ``[w, ...]``, not modified)."""
+        ...
+
+    def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
+        """Exact average over all n workers, broadcast back to shape ``[w, ...]``.
+
+        ``account=False`` (metrics only) charges nothing to the byte and time counters.
+        """
+        ...
+
+
+def worker_sum(x: Tensor) -> Tensor:
+    """Sum over every axis but the worker axis: ``[w, ...] -> [w]``."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def worker_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-worker inner product ``<a_i, b_i>``: ``[w, ...] x [w, ...] -> [w]``."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"worker_dot needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return torch.einsum("wd,wd->w", a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1))
+
+
+def worker_norm(x: Tensor) -> Tensor:
+    """Per-worker Euclidean norm ``||x_i||_2``: ``[w, ...] -> [w]``."""
+    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)

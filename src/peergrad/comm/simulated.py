@@ -1,0 +1,110 @@
+"""Simulated engine: all n workers in one process, stacked on a leading worker axis ``[n, ...]``.
+
+``mix`` costs O(edges x D), never O(n^2 x D):
+
+- circulant matrices (ring, exponential, one-peer exponential) are applied as a weighted sum of
+  ``torch.roll`` shifts of the worker axis, ``(W x)_i = sum_s w_s x_{(i - s) mod n}``;
+- the complete graph (W = J) is a mean over the worker axis;
+- every other matrix is a sparse CSR product (``torch.sparse.mm``).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import Tensor
+
+from peergrad.comm.base import NetworkModel, allreduce_bytes, message_nbytes
+from peergrad.topology import MixingMatrix, Topology
+
+
+class SimulatedCommunicator:
+    """Communicator for the simulated engine (worker axis of size ``n``).
+
+    Args:
+        topology: the gossip schedule W(k); ``topology.n`` is the number of workers n.
+        network: latency/bandwidth model for ``simulated_comm_time_s``.
+
+    Attributes:
+        bytes_sent: float64 ``[n]`` on the CPU, cumulative bytes each worker has sent.
+        simulated_comm_time_s: cumulative modelled communication time, seconds.
+        rounds: number of communication calls so far (gossip rounds + all-reduces).
+    """
+
+    def __init__(self, topology: Topology, *, network: NetworkModel | None = None) -> None:
+        self.topology = topology
+        self.n_workers = topology.n
+        self.network = network if network is not None else NetworkModel()
+        self.bytes_sent = torch.zeros(self.n_workers, dtype=torch.float64)
+        self.simulated_comm_time_s = 0.0
+        self.rounds = 0
+        self._out_degrees: weakref.WeakKeyDictionary[MixingMatrix, Tensor] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._worker_ids = torch.arange(self.n_workers)
+
+    @property
+    def worker_ids(self) -> Tensor:
+        return self._worker_ids
+
+    def _check(self, x: Tensor, what: str) -> None:
+        if x.dim() < 1 or x.shape[0] != self.n_workers:
+            raise ValueError(
+                f"{what}: x must have the worker axis first with size n = {self.n_workers}, "
+                f"got shape {tuple(x.shape)}"
+            )
+
+    def out_degrees(self, W: MixingMatrix) -> Tensor:
+        """Out-degree of every worker in W (float64 ``[n]``), cached per matrix."""
+        deg = self._out_degrees.get(W)
+        if deg is None:
+            deg = torch.as_tensor(W.out_degrees, dtype=torch.float64)
+            self._out_degrees[W] = deg
+        return deg
+
+    def mix(self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None) -> Tensor:
+        """Return ``W @ x`` over the worker axis; ``x`` (``[n, ...]``) is not modified.
+
+        ``message_bytes`` overrides the size of one worker's message (compressed messages);
+        by default it is the size of one row of ``x``.
+        """
+        self._check(x, "mix")
+        if W.n != self.n_workers:
+            raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
+        nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
+        deg = self.out_degrees(W)
+        sent = deg * nbytes
+        self.bytes_sent += sent
+        self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
+        self.rounds += 1
+        return apply_mixing(W, x)
+
+    def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
+        """Exact average over workers, broadcast to ``[n, ...]`` (a read-only broadcast view).
+
+        ``account=False`` is for metrics (consensus distance, evaluation of x̄): nothing is
+        charged to ``bytes_sent`` or ``simulated_comm_time_s``.
+        """
+        self._check(x, "mean")
+        if account:
+            nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
+            self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
+            self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
+            self.rounds += 1
+        return x.mean(dim=0, keepdim=True).expand_as(x)
+
+
+def apply_mixing(W: MixingMatrix, x: Tensor) -> Tensor:
+    """``W @ x`` over the leading axis of ``x`` (``[n, ...]``) in O(edges x D); a new tensor."""
+    if W.is_complete:
+        return x.mean(dim=0, keepdim=True).expand_as(x).clone()
+    if W.shifts is not None:
+        out: Tensor | None = None
+        for offset, weight in W.shifts:
+            term = x if offset == 0 else torch.roll(x, shifts=offset, dims=0)
+            out = term * weight if out is None else out.add_(term, alpha=weight)
+        assert out is not None
+        return out
+    flat = x.reshape(x.shape[0], -1)
+    return torch.sparse.mm(W.torch_sparse(x.device, x.dtype), flat).reshape(x.shape)

@@ -1,0 +1,46 @@
+"""Data sets, partitioners and the heterogeneous-quadratics test problem.
+
+Nothing is loaded at import time: call :func:`load_dataset` (``"mnist"`` is the default of the
+tool and needs no network), then :func:`partition` its train labels across workers.
+"""
+
+from __future__ import annotations
+
+from .datasets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    DATASETS,
+    MNIST_MEAN,
+    MNIST_STD,
+    SPLIT_SEED,
+    Dataset,
+    load_dataset,
+)
+from .formats import download_cifar, download_mnist_idx, read_cifar_arrays, read_idx
+from .partition import PARTITIONS, label_histogram, partition, shard_sizes
+from .quadratics import QuadraticProblem, heterogeneous_quadratics
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DATASETS",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "PARTITIONS",
+    "SPLIT_SEED",
+    "Dataset",
+    "QuadraticProblem",
+    "download_cifar",
+    "download_mnist_idx",
+    "heterogeneous_quadratics",
+    "label_histogram",
+    "load_dataset",
+    "partition",
+    "read_cifar_arrays",
+    "read_idx",
+    "shard_sizes",
+]

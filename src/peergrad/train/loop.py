@@ -1,0 +1,302 @@
+"""The training loop of the simulated engine (``peergrad train``).
+
+One step: every worker draws a minibatch from its shard, all per-worker gradients come from one
+vectorised ``torch.func`` call (``vmap(grad_and_value)`` over the stacked parameters ``x: [n, D]``),
+then the algorithm does its local math and communication through the communicator. Every
+``eval_every`` steps one record of metrics is appended to ``metrics.jsonl`` (field units are in
+the names; see :data:`METRIC_FIELDS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from peergrad.algorithms import Algorithm, make_algorithm
+from peergrad.comm import NetworkModel, SimulatedCommunicator, worker_sum
+from peergrad.comm.base import Communicator
+from peergrad.data import Dataset, load_dataset, partition
+from peergrad.models import build_model
+from peergrad.topology import make_topology
+from peergrad.train.config import TrainConfig
+from peergrad.train.params import FlatParams, make_eval_fn, make_worker_grad_fn, make_worker_loss_fn
+from peergrad.train.plots import plot_run
+from peergrad.train.sampler import ShardSampler
+
+METRIC_FIELDS: dict[str, str] = {
+    "epoch": "passes over the training set by all workers together (float)",
+    "step": "iterations done",
+    "samples_seen": "training samples used by all workers together",
+    "train_loss": "cross-entropy of the averaged model x̄ on (up to 10,000 of) the training set",
+    "minibatch_loss": "mean of the workers' minibatch losses since the previous record",
+    "test_loss": "cross-entropy of x̄ on the test set",
+    "test_accuracy": "accuracy of x̄ on the test set, in [0, 1]",
+    "worker_test_loss": "mean over (up to eval_workers) workers' own models of their test loss",
+    "worker_test_accuracy": "mean over (up to eval_workers) workers' own models of test accuracy",
+    "consensus_distance": "(1/n) sum_i ||x_i - x̄||^2",
+    "bytes_sent_per_worker": "cumulative bytes sent, mean over workers",
+    "wall_time_s": "training wall-clock time in seconds, evaluation excluded",
+    "simulated_comm_time_s": "modelled communication time in seconds (latency/bandwidth model)",
+}
+WALL_CLOCK_FIELDS = ("wall_time_s",)
+TRAIN_EVAL_MAX = 10_000
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclasses.dataclass
+class Task:
+    """What a run trains on: data, shards, the model skeleton and the initial parameters."""
+
+    dataset: Dataset
+    shards: list[Tensor]
+    module: nn.Module
+    layout: FlatParams
+    x0: Tensor  # [D], identical initial model of every worker
+
+
+@dataclasses.dataclass
+class RunResult:
+    out_dir: Path | None
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    x: Tensor
+    state: Any
+    comm: Communicator
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} requested but CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from exc
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Reject a bad configuration before any work starts (``ValueError`` naming the option)."""
+    if not (isinstance(config.workers, int) and config.workers >= 1):
+        raise ValueError(f"--workers must be an integer >= 1, got {config.workers!r}")
+    if not (isinstance(config.batch_size, int) and config.batch_size >= 1):
+        raise ValueError(f"--batch-size must be an integer >= 1, got {config.batch_size!r}")
+    if config.steps is None and not (math.isfinite(config.epochs) and config.epochs > 0):
+        raise ValueError(f"--epochs must be > 0, got {config.epochs!r}")
+    if config.steps is not None and config.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {config.steps!r}")
+    if config.eval_every is not None and config.eval_every < 1:
+        raise ValueError(f"--eval-every must be >= 1, got {config.eval_every!r}")
+    if config.eval_workers < 1:
+        raise ValueError(f"--eval-workers must be >= 1, got {config.eval_workers!r}")
+    if config.dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
+    resolve_device(config.device)
+    NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+
+
+def build_task(config: TrainConfig) -> Task:
+    dataset = load_dataset(config.dataset, root=config.data_root, seed=config.seed)
+    shards = partition(
+        dataset.y_train,
+        config.workers,
+        config.partition,
+        seed=config.seed,
+        alpha=config.dirichlet_alpha,
+        min_size=config.batch_size,
+    )
+    torch.manual_seed(config.seed)
+    module = build_model(config.model, dataset.input_shape, dataset.num_classes)
+    layout = FlatParams.of(module)
+    return Task(dataset, shards, module, layout, layout.flatten(module))
+
+
+def build_algorithm(config: TrainConfig) -> Algorithm:
+    options = dict(config.options)
+    for key in ("lr", "momentum", "weight_decay"):
+        value = getattr(config, key)
+        if value is not None and key not in options:
+            options[key] = value
+    return make_algorithm(config.algorithm, **options)
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    if config.out:
+        return Path(config.out)
+    base = Path("runs") / (
+        f"{config.algorithm}-{config.topology}{config.workers}-{config.dataset}-"
+        f"{config.partition}-seed{config.seed}"
+    )
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+class Evaluator:
+    """Metrics of the averaged model x̄ and of (a fixed subset of) the workers' own models."""
+
+    def __init__(
+        self,
+        task: Task,
+        device: torch.device,
+        dtype: torch.dtype,
+        eval_workers: int,
+        n_workers: int,
+        chunk: int = 2048,
+    ) -> None:
+        ds = task.dataset
+        self.eval_fn = make_eval_fn(task.module, task.layout)
+        self.test = (ds.x_test.to(device, dtype), ds.y_test.to(device))
+        g = torch.Generator().manual_seed(0)
+        keep = torch.randperm(len(ds.y_train), generator=g)[:TRAIN_EVAL_MAX].sort().values
+        self.train = (ds.x_train[keep].to(device, dtype), ds.y_train[keep].to(device))
+        m = min(eval_workers, n_workers)
+        self.worker_rows = torch.linspace(0, n_workers - 1, m).round().long().unique()
+        self.chunk = chunk
+
+    def _stats(self, X: Tensor, data: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        xs, ys = data
+        loss = torch.zeros(X.shape[0], dtype=torch.float64, device=X.device)
+        correct = torch.zeros(X.shape[0], dtype=torch.float64, device=X.device)
+        for s in range(0, len(ys), self.chunk):
+            l_, c_ = self.eval_fn(X, xs[s : s + self.chunk], ys[s : s + self.chunk])
+            loss += l_.double()
+            correct += c_.double()
+        return loss / len(ys), correct / len(ys)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, comm: Communicator) -> dict[str, float]:
+        x_bar = comm.mean(x, account=False)[:1]
+        consensus = comm.mean(worker_sum((x - x_bar) ** 2)[:, None], account=False)[0, 0]
+        train_loss, _ = self._stats(x_bar, self.train)
+        test_loss, test_acc = self._stats(x_bar, self.test)
+        w_loss, w_acc = self._stats(x[self.worker_rows.to(x.device)], self.test)
+        return {
+            "train_loss": float(train_loss[0]),
+            "test_loss": float(test_loss[0]),
+            "test_accuracy": float(test_acc[0]),
+            "worker_test_loss": float(w_loss.mean()),
+            "worker_test_accuracy": float(w_acc.mean()),
+            "consensus_distance": float(consensus),
+        }
+
+
+def train(
+    config: TrainConfig,
+    *,
+    write: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run ``config`` on the simulated engine; write the run folder when ``write``."""
+    validate_config(config)
+    device, dtype = resolve_device(config.device), DTYPES[config.dtype]
+    algorithm = build_algorithm(config)
+    topology = make_topology(
+        config.topology,
+        config.workers,
+        seed=config.seed,
+        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
+    )
+    comm = SimulatedCommunicator(
+        topology, network=NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+    )
+    algorithm.check_topology(comm)
+    task = build_task(config)
+    n = config.workers
+    sampler = ShardSampler(task.shards, config.batch_size, config.seed, list(range(n)))
+    module = task.module.to(device=device, dtype=dtype)
+    grad_fn = make_worker_grad_fn(module, task.layout)
+    loss_fn = make_worker_loss_fn(module, task.layout)
+    evaluator = Evaluator(task, device, dtype, config.eval_workers, n)
+    x_train = task.dataset.x_train.to(device, dtype)
+    y_train = task.dataset.y_train.to(device)
+
+    n_train = len(task.dataset.y_train)
+    steps_per_epoch = max(1, n_train // (n * config.batch_size))
+    total = (
+        config.steps if config.steps is not None else max(1, round(config.epochs * steps_per_epoch))
+    )
+    eval_every = config.eval_every or max(1, steps_per_epoch // 2)
+
+    x = task.x0.to(device, dtype).expand(n, -1).clone()
+    state = algorithm.init(x, comm)
+    out_dir = run_dir_for(config) if write else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.json")
+        (out_dir / "metrics.jsonl").write_text("")
+
+    records: list[dict[str, Any]] = []
+    wall, loss_sum, loss_count = 0.0, 0.0, 0
+
+    def record(step: int) -> dict[str, Any]:
+        nonlocal loss_sum, loss_count
+        rec: dict[str, Any] = {
+            "epoch": step * n * config.batch_size / n_train,
+            "step": step,
+            "samples_seen": step * n * config.batch_size,
+        }
+        rec.update(evaluator(x, comm))
+        rec["minibatch_loss"] = loss_sum / loss_count if loss_count else None
+        rec["bytes_sent_per_worker"] = float(comm.bytes_sent.mean())
+        rec["wall_time_s"] = wall
+        rec["simulated_comm_time_s"] = comm.simulated_comm_time_s
+        loss_sum, loss_count = 0.0, 0
+        records.append(rec)
+        if out_dir is not None:
+            with open(out_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        if on_record is not None:
+            on_record(rec)
+        return rec
+
+    desc = f"{config.algorithm} {config.topology}{n}"
+    with tqdm(total=total, desc=desc, disable=not config.progress, dynamic_ncols=True) as bar:
+        rec = record(0)
+        for step in range(1, total + 1):
+            t0 = time.perf_counter()
+            idx = sampler.next().to(device)
+            xb, yb = x_train[idx], y_train[idx]
+            g, losses = grad_fn(x, xb, yb)
+            state = algorithm.step(
+                x, g, state, comm, closure=lambda xt, xb=xb, yb=yb: loss_fn(xt, xb, yb)
+            )
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall += time.perf_counter() - t0
+            loss_sum += float(losses.mean())
+            loss_count += 1
+            if step % eval_every == 0 or step == total:
+                rec = record(step)
+                bar.set_postfix(loss=f"{rec['train_loss']:.4f}", acc=f"{rec['test_accuracy']:.4f}")
+            bar.update(1)
+
+    summary = dict(records[-1])
+    summary["best_test_accuracy"] = max(r["test_accuracy"] for r in records)
+    if out_dir is not None:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_run(records, out_dir, f"{config.algorithm} on {config.topology} (n={n})")
+    return RunResult(out_dir, records, summary, x, state, comm)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A two-column text table of the final metrics."""
+    rows = [(k, summary[k]) for k in (*METRIC_FIELDS, "best_test_accuracy") if k in summary]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 14}"]
+    for k, v in rows:
+        if isinstance(v, float):
+            text = f"{v:.6g}" if not k.endswith("accuracy") else f"{v:.4f}"
+        else:
+            text = str(v)
+        lines.append(f"{k:<{width}}  {text}")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""PNG plots of a run's (or several runs') metrics, drawn with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # noqa: E402  (headless backend, chosen before pyplot is imported)
+import matplotlib.pyplot as plt  # noqa: E402
+
+X_AXES = {
+    "step": "step",
+    "samples_seen": "samples seen (all workers)",
+    "bytes_sent_per_worker": "bytes sent per worker",
+    "simulated_comm_time_s": "simulated communication time (s)",
+}
+PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
+
+
+def plot_curves(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], x_key: str, path: str | Path, title: str = ""
+) -> Path:
+    """One figure with train loss and test accuracy against ``x_key``, one curve per run."""
+    if x_key not in X_AXES:
+        raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 4))
+    for ax, (key, label, log) in zip(axes, PANELS, strict=True):
+        for name, records in runs.items():
+            pts = [(r[x_key], r[key]) for r in records if r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker=".", label=name)
+        ax.set_xlabel(X_AXES[x_key])
+        ax.set_ylabel(label)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_run(records: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str) -> list[Path]:
+    """The run folder's plots: loss and accuracy against steps and against bytes."""
+    out_dir = Path(out_dir)
+    return [
+        plot_curves({name: records}, "step", out_dir / "loss_accuracy_vs_steps.png", name),
+        plot_curves(
+            {name: records}, "bytes_sent_per_worker", out_dir / "loss_accuracy_vs_bytes.png", name
+        ),
+    ]

@@ -1,0 +1,28 @@
+"""Weight decay and heavy-ball / Nesterov momentum, in PyTorch's conventions."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def add_weight_decay(g: Tensor, x: Tensor, weight_decay: float) -> Tensor:
+    """Return ``g + weight_decay * x`` (L2 regularisation folded into the gradient).
+
+    Shapes ``[w, D]``. Returns ``g`` itself when ``weight_decay == 0``; otherwise a new tensor
+    (``g`` is never modified, the caller may still need it).
+    """
+    return g if weight_decay == 0 else g.add(x, alpha=weight_decay)
+
+
+def heavy_ball(buf: Tensor, g: Tensor, momentum: float, nesterov: bool) -> Tensor:
+    """One momentum step as ``torch.optim.SGD`` does it (dampening 0); returns the direction.
+
+    ``buf <- momentum * buf + g`` in place (start ``buf`` at zeros: the first step then gives
+    ``buf = g`` exactly, as torch does); the direction is ``buf``, or ``g + momentum * buf`` with
+    ``nesterov``. With ``momentum == 0`` the direction is ``g`` and ``buf`` is left alone.
+    Shapes ``[w, D]``.
+    """
+    if momentum == 0:
+        return g
+    buf.mul_(momentum).add_(g)
+    return g.add(buf, alpha=momentum) if nesterov else buf
