@@ -31,6 +31,7 @@ from peergrad.comm import SimulatedCommunicator
 from peergrad.data import load_dataset, partition
 from peergrad.models import build_model
 from peergrad.topology import make_topology
+from peergrad.train.loop import BatchGather
 from peergrad.train.params import FlatParams, make_worker_grad_fn
 from peergrad.train.sampler import ShardSampler
 
@@ -72,10 +73,12 @@ def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, f
     sampler = ShardSampler(shards, batch, 0, list(range(n)))
     x = layout.flatten(model).expand(n, -1).clone()
     state = [alg.init(x, comm)]
+    g_buffer = torch.empty_like(x)
+    gather = BatchGather(x_train, y_train)
 
     def simulated() -> None:
         idx = sampler.next().to(device)
-        g, _ = grad_fn(x, x_train[idx], y_train[idx])
+        g, _ = grad_fn(x, *gather(idx), out=g_buffer)
         state[0] = alg.step(x, g, state[0], comm)
 
     # --- naive: n separate modules, a Python loop over workers

@@ -6,7 +6,9 @@ An algorithm is a frozen dataclass of hyper-parameters with two methods:
 - ``step(x, g, state, comm, closure=None) -> state``: one iteration, i.e. one stochastic gradient
   ``g`` (``[w, D]``, evaluated at the current ``x``) per worker plus the communication the paper
   does in one iteration. ``x`` is updated **in place** (the model's parameters are views into it);
-  the returned state replaces the old one (its tensors may also be updated in place).
+  the returned state replaces the old one (its tensors may also be updated in place). ``g`` is
+  only valid during the call: the engine reuses its buffer for the next gradient, so an
+  algorithm copies what it keeps (``state.g_prev.copy_(g)``), never a reference to ``g``.
 
 ``closure(x_trial)`` (optional) returns each worker's loss ``[w]`` on its current minibatch at a
 trial point; line-search methods use it.
@@ -31,7 +33,7 @@ Closure = Callable[[Tensor], Tensor]
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
-    """Base class: subclasses are frozen dataclasses that set ``name``, ``paper`` and ``summary``."""
+    """Base class; subclasses are frozen dataclasses setting ``name``, ``paper``, ``summary``."""
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""

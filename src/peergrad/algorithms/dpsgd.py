@@ -84,7 +84,9 @@ class DPSGD(Algorithm):
         g = add_weight_decay(g, x, self.weight_decay)
         d = heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)
         if self.form == "cta":
-            x.copy_(comm.mix(x, W).sub_(d, alpha=self.lr))
+            mixed = comm.mix(x, W, out=comm.workspace(x, "mix"))
+            torch.sub(mixed, d, alpha=self.lr, out=x)
         else:
-            x.copy_(comm.mix(x - self.lr * d, W))
+            local = torch.sub(x, d, alpha=self.lr, out=comm.workspace(x, "mix"))
+            comm.mix(local, W, out=x)
         return MomentumState(step=state.step + 1, momentum_buffer=state.momentum_buffer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from peergrad.comm.base import (
     Communicator,
     NetworkModel,
+    Workspace,
     allreduce_bytes,
     message_nbytes,
     worker_dot,
@@ -21,6 +22,7 @@ __all__ = [
     "Communicator",
     "NetworkModel",
     "SimulatedCommunicator",
+    "Workspace",
     "allreduce_bytes",
     "apply_mixing",
     "message_nbytes",

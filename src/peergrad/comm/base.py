@@ -52,7 +52,8 @@ class NetworkModel:
             raise ValueError(f"latency_s must be a finite number >= 0, got {self.latency_s}")
         if not (math.isfinite(self.bandwidth_bytes_per_s) and self.bandwidth_bytes_per_s > 0):
             raise ValueError(
-                f"bandwidth_bytes_per_s must be a finite number > 0, got {self.bandwidth_bytes_per_s}"
+                "bandwidth_bytes_per_s must be a finite number > 0, "
+                f"got {self.bandwidth_bytes_per_s}"
             )
 
     @classmethod
@@ -87,6 +88,26 @@ def message_nbytes(x: Tensor) -> int:
     return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
 
 
+class Workspace:
+    """Reusable scratch tensors, one per (slot, shape, dtype, device).
+
+    Hot paths on ``[n, D]`` buffers of several megabytes lose much of their time to fresh
+    allocations (page faults on first touch); algorithms ask for a scratch tensor instead:
+    ``comm.mix(x, W, out=comm.workspace(x, "mix"))``. A scratch tensor's contents are undefined
+    and it is valid until the next request of the same slot.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, tuple[int, ...], torch.dtype, torch.device], Tensor] = {}
+
+    def __call__(self, like: Tensor, slot: str = "default") -> Tensor:
+        key = (slot, tuple(like.shape), like.dtype, like.device)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = self._buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf
+
+
 @runtime_checkable
 class Communicator(Protocol):
     """What an algorithm may do across workers. See the module docstring for the conventions."""
@@ -96,14 +117,25 @@ class Communicator(Protocol):
     network: NetworkModel
     bytes_sent: Tensor
     simulated_comm_time_s: float
+    workspace: Workspace
 
     @property
     def worker_ids(self) -> Tensor:
         """Global indices (int64 ``[w]``) of the workers held by this communicator."""
         ...
 
-    def mix(self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None) -> Tensor:
-        """Gossip: return ``W @ x`` over the worker axis (``x`` is ``[w, ...]``, not modified)."""
+    def mix(
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """Gossip: return ``W @ x`` over the worker axis (``x`` is ``[w, ...]``, not modified).
+
+        ``out`` (shape of ``x``, not overlapping it) receives the result when given.
+        """
         ...
 
     def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:

@@ -15,7 +15,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from peergrad.comm.base import NetworkModel, allreduce_bytes, message_nbytes
+from peergrad.comm.base import NetworkModel, Workspace, allreduce_bytes, message_nbytes
 from peergrad.topology import MixingMatrix, Topology
 
 
@@ -39,6 +39,7 @@ class SimulatedCommunicator:
         self.bytes_sent = torch.zeros(self.n_workers, dtype=torch.float64)
         self.simulated_comm_time_s = 0.0
         self.rounds = 0
+        self.workspace = Workspace()
         self._out_degrees: weakref.WeakKeyDictionary[MixingMatrix, Tensor] = (
             weakref.WeakKeyDictionary()
         )
@@ -63,11 +64,19 @@ class SimulatedCommunicator:
             self._out_degrees[W] = deg
         return deg
 
-    def mix(self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None) -> Tensor:
+    def mix(
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        out: Tensor | None = None,
+    ) -> Tensor:
         """Return ``W @ x`` over the worker axis; ``x`` (``[n, ...]``) is not modified.
 
         ``message_bytes`` overrides the size of one worker's message (compressed messages);
-        by default it is the size of one row of ``x``.
+        by default it is the size of one row of ``x``. ``out`` (shape of ``x``, not overlapping
+        it) receives the result instead of a new tensor.
         """
         self._check(x, "mix")
         if W.n != self.n_workers:
@@ -78,7 +87,7 @@ class SimulatedCommunicator:
         self.bytes_sent += sent
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
         self.rounds += 1
-        return apply_mixing(W, x)
+        return apply_mixing(W, x, out)
 
     def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
         """Exact average over workers, broadcast to ``[n, ...]`` (a read-only broadcast view).
@@ -95,16 +104,30 @@ class SimulatedCommunicator:
         return x.mean(dim=0, keepdim=True).expand_as(x)
 
 
-def apply_mixing(W: MixingMatrix, x: Tensor) -> Tensor:
-    """``W @ x`` over the leading axis of ``x`` (``[n, ...]``) in O(edges x D); a new tensor."""
+def apply_mixing(W: MixingMatrix, x: Tensor, out: Tensor | None = None) -> Tensor:
+    """``W @ x`` over the leading axis of ``x`` (``[n, ...]``) in O(edges x D).
+
+    Writes into ``out`` (same shape as ``x``, must not overlap it) when given, else into a new
+    tensor; ``x`` is never modified.
+    """
+    if out is None:
+        out = torch.empty_like(x)
+    elif out.shape != x.shape:
+        raise ValueError(f"out must have the shape of x {tuple(x.shape)}, got {tuple(out.shape)}")
     if W.is_complete:
-        return x.mean(dim=0, keepdim=True).expand_as(x).clone()
+        return out.copy_(x.mean(dim=0, keepdim=True).expand_as(x))
     if W.shifts is not None:
-        out: Tensor | None = None
+        # (W x)_i = sum_s w_s x_{(i - s) mod n}: slices of the worker axis, no temporaries.
+        n = x.shape[0]
+        self_weight = dict(W.shifts).get(0, 0.0)
+        torch.mul(x, self_weight, out=out)
         for offset, weight in W.shifts:
-            term = x if offset == 0 else torch.roll(x, shifts=offset, dims=0)
-            out = term * weight if out is None else out.add_(term, alpha=weight)
-        assert out is not None
+            if offset % n == 0:
+                continue
+            s = offset % n
+            out[s:].add_(x[: n - s], alpha=weight)
+            out[:s].add_(x[n - s :], alpha=weight)
         return out
     flat = x.reshape(x.shape[0], -1)
-    return torch.sparse.mm(W.torch_sparse(x.device, x.dtype), flat).reshape(x.shape)
+    product = torch.sparse.mm(W.torch_sparse(x.device, x.dtype), flat)
+    return out.copy_(product.reshape(x.shape))

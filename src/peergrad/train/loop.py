@@ -141,6 +141,26 @@ def run_dir_for(config: TrainConfig) -> Path:
     return path
 
 
+class BatchGather:
+    """``idx [w, B] -> (x [w, B, ...], y [w, B])`` gathered into reused buffers."""
+
+    def __init__(self, x: Tensor, y: Tensor) -> None:
+        self.x, self.y = x, y
+        self._xb: Tensor | None = None
+        self._yb: Tensor | None = None
+
+    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        flat = idx.reshape(-1)
+        if self._xb is None or self._xb.shape[0] != flat.numel():
+            self._xb = self.x.new_empty((flat.numel(), *self.x.shape[1:]))
+            self._yb = self.y.new_empty((flat.numel(),))
+        assert self._yb is not None
+        torch.index_select(self.x, 0, flat, out=self._xb)
+        torch.index_select(self.y, 0, flat, out=self._yb)
+        shape = tuple(idx.shape)
+        return self._xb.view(*shape, *self.x.shape[1:]), self._yb.view(shape)
+
+
 class Evaluator:
     """Metrics of the averaged model x̄ and of (a fixed subset of) the workers' own models."""
 
@@ -228,6 +248,8 @@ def train(
     eval_every = config.eval_every or max(1, steps_per_epoch // 2)
 
     x = task.x0.to(device, dtype).expand(n, -1).clone()
+    g_buffer = torch.empty_like(x)  # reused every step (see Algorithm.step on g's lifetime)
+    gather = BatchGather(x_train, y_train)
     state = algorithm.init(x, comm)
     out_dir = run_dir_for(config) if write else None
     if out_dir is not None:
@@ -265,8 +287,8 @@ def train(
         for step in range(1, total + 1):
             t0 = time.perf_counter()
             idx = sampler.next().to(device)
-            xb, yb = x_train[idx], y_train[idx]
-            g, losses = grad_fn(x, xb, yb)
+            xb, yb = gather(idx)
+            g, losses = grad_fn(x, xb, yb, out=g_buffer)
             state = algorithm.step(
                 x, g, state, comm, closure=lambda xt, xb=xb, yb=yb: loss_fn(xt, xb, yb)
             )

@@ -48,26 +48,54 @@ class FlatParams:
         params = dict(module.named_parameters())
         return torch.cat([params[n].detach().reshape(-1) for n in self.names])
 
+    def unflatten_rows(self, x: Tensor) -> dict[str, Tensor]:
+        """Views of every worker's row of ``x`` (``[w, dim]``), shaped ``[w, *shape]``, by name."""
+        w = x.shape[0]
+        chunks = torch.split(x, self.numels, dim=1)
+        return {n: c.view(w, *s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
+
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """Views of ``flat`` (``[dim]``) shaped like the parameters, by name."""
         chunks = torch.split(flat, self.numels)
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
 
+def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy of ``logits [B, C]`` against ``labels [B]``.
+
+    Equal to ``F.cross_entropy`` (bit for bit in our tests) but built from ``log_softmax`` and
+    ``gather``, whose ``vmap`` batching rules are faster on the CPU than ``nll_loss``'s.
+    """
+    return -torch.gather(torch.log_softmax(logits, dim=-1), -1, labels.unsqueeze(-1)).mean()
+
+
 def make_worker_grad_fn(
     module: nn.Module, layout: FlatParams
-) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``fn(x [w, D], xb [w, B, ...], yb [w, B]) -> (g [w, D], loss [w])``.
+) -> Callable[..., tuple[Tensor, Tensor]]:
+    """``fn(x [w, D], xb [w, B, ...], yb [w, B], out=None) -> (g [w, D], loss [w])``.
 
     The per-worker mean cross-entropy and its gradient, in one vectorised call
     (``vmap(grad_and_value(loss))`` over the worker axis).
+
+    The gradient is taken with respect to per-parameter views of ``x`` (not the flat row): the
+    backward of ``split`` under ``vmap`` concatenates transposed pieces, which costs about as
+    much as a whole matrix product on the CPU; one contiguous ``cat`` at the end is cheaper.
     """
 
-    def loss(flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-        out = functional_call(module, layout.unflatten(flat), (xb,))
-        return F.cross_entropy(out, yb)
+    def loss(params: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
+        return cross_entropy(functional_call(module, params, (xb,)), yb)
 
-    return torch.vmap(grad_and_value(loss))
+    batched = torch.vmap(grad_and_value(loss))
+
+    def fn(x: Tensor, xb: Tensor, yb: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        grads, losses = batched(layout.unflatten_rows(x), xb, yb)
+        w = x.shape[0]
+        pieces = [grads[name].reshape(w, -1) for name in layout.names]
+        return torch.cat(pieces, dim=1, out=out) if out is not None else torch.cat(
+            pieces, 1
+        ), losses
+
+    return fn
 
 
 def make_worker_loss_fn(
@@ -76,8 +104,7 @@ def make_worker_loss_fn(
     """``fn(x [w, D], xb [w, B, ...], yb [w, B]) -> loss [w]`` (no gradient), for line searches."""
 
     def loss(flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-        out = functional_call(module, layout.unflatten(flat), (xb,))
-        return F.cross_entropy(out, yb)
+        return cross_entropy(functional_call(module, layout.unflatten(flat), (xb,)), yb)
 
     return torch.vmap(loss)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -24,5 +25,5 @@ def heavy_ball(buf: Tensor, g: Tensor, momentum: float, nesterov: bool) -> Tenso
     """
     if momentum == 0:
         return g
-    buf.mul_(momentum).add_(g)
+    torch.add(g, buf, alpha=momentum, out=buf)  # one memory pass: buf = g + momentum * buf
     return g.add(buf, alpha=momentum) if nesterov else buf
