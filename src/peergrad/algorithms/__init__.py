@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from peergrad.algorithms.allreduce import AllReduceSGD
-from peergrad.algorithms.base import Algorithm, MomentumState, state_from_dict, state_to_dict
+from peergrad.algorithms.base import (
+    Algorithm,
+    MomentumState,
+    SGDAlgorithm,
+    state_from_dict,
+    state_to_dict,
+)
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.registry import (
     ALGORITHMS,
@@ -20,6 +26,7 @@ __all__ = [
     "Algorithm",
     "AllReduceSGD",
     "MomentumState",
+    "SGDAlgorithm",
     "algorithm_class",
     "describe",
     "make_algorithm",

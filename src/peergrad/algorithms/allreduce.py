@@ -21,39 +21,18 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
-from peergrad.algorithms.base import (
-    Algorithm,
-    Closure,
-    MomentumState,
-    check_non_negative,
-    check_positive,
-    check_unit_interval,
-)
+from peergrad.algorithms.base import Closure, MomentumState, SGDAlgorithm
 from peergrad.comm.base import Communicator
 from peergrad.transforms import add_weight_decay, heavy_ball
 
 
 @dataclasses.dataclass(frozen=True)
-class AllReduceSGD(Algorithm):
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-
+class AllReduceSGD(SGDAlgorithm):
     name: ClassVar[str] = "allreduce"
     paper: ClassVar[str] = "synchronous mini-batch SGD (e.g. Goyal et al. 2017, arXiv:1706.02677)"
     summary: ClassVar[str] = "centralized reference: all-reduce of gradients, then an SGD step"
-
-    def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
-        check_unit_interval("momentum", self.momentum)
-        check_non_negative("weight_decay", self.weight_decay)
-
-    def init(self, x: Tensor, comm: Communicator) -> MomentumState:
-        return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
 
     def step(
         self,

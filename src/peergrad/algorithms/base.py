@@ -24,9 +24,11 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from peergrad.comm.base import Communicator
+from peergrad.transforms import add_weight_decay, heavy_ball
 
 Closure = Callable[[Tensor], Tensor]
 
@@ -115,3 +117,30 @@ def state_from_dict(cls: type, data: dict[str, Any]) -> Any:
             f"state for {cls.__name__} needs exactly the fields {sorted(names)}, got {sorted(data)}"
         )
     return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDAlgorithm(Algorithm):
+    """Base for methods whose local update is SGD with heavy-ball momentum and weight decay.
+
+    Hyper-parameters: ``lr`` (> 0), ``momentum`` (in [0, 1)), ``nesterov``, ``weight_decay``
+    (>= 0, L2 folded into the gradient). :meth:`direction` gives the local descent direction.
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        check_unit_interval("momentum", self.momentum)
+        check_non_negative("weight_decay", self.weight_decay)
+
+    def init(self, x: Tensor, comm: Communicator) -> MomentumState:
+        return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
+
+    def direction(self, x: Tensor, g: Tensor, state: MomentumState) -> Tensor:
+        """``heavy_ball(buf, g + weight_decay * x)``; updates ``state.momentum_buffer``."""
+        g = add_weight_decay(g, x, self.weight_decay)
+        return heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)

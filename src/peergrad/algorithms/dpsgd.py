@@ -35,25 +35,17 @@ import torch
 from torch import Tensor
 
 from peergrad.algorithms.base import (
-    Algorithm,
     Closure,
     MomentumState,
+    SGDAlgorithm,
     check_choice,
-    check_non_negative,
-    check_positive,
-    check_unit_interval,
     require_doubly_stochastic,
 )
 from peergrad.comm.base import Communicator
-from peergrad.transforms import add_weight_decay, heavy_ball
 
 
 @dataclasses.dataclass(frozen=True)
-class DPSGD(Algorithm):
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
+class DPSGD(SGDAlgorithm):
     form: str = "cta"
 
     name: ClassVar[str] = "dpsgd"
@@ -61,16 +53,11 @@ class DPSGD(Algorithm):
     summary: ClassVar[str] = "decentralized SGD: gossip the model with neighbours, local SGD step"
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
-        check_unit_interval("momentum", self.momentum)
-        check_non_negative("weight_decay", self.weight_decay)
+        super().__post_init__()
         check_choice("form", self.form, ("cta", "atc"))
 
     def check_topology(self, comm: Communicator) -> None:
         require_doubly_stochastic(comm, "dpsgd")
-
-    def init(self, x: Tensor, comm: Communicator) -> MomentumState:
-        return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
 
     def step(
         self,
@@ -81,8 +68,7 @@ class DPSGD(Algorithm):
         closure: Closure | None = None,
     ) -> MomentumState:
         W = comm.topology.at(state.step)
-        g = add_weight_decay(g, x, self.weight_decay)
-        d = heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)
+        d = self.direction(x, g, state)
         if self.form == "cta":
             mixed = comm.mix(x, W, out=comm.workspace(x, "mix"))
             torch.sub(mixed, d, alpha=self.lr, out=x)

@@ -241,11 +241,9 @@ def train(
     y_train = task.dataset.y_train.to(device)
 
     n_train = len(task.dataset.y_train)
-    steps_per_epoch = max(1, n_train // (n * config.batch_size))
-    total = (
-        config.steps if config.steps is not None else max(1, round(config.epochs * steps_per_epoch))
-    )
-    eval_every = config.eval_every or max(1, steps_per_epoch // 2)
+    steps_per_epoch = n_train / (n * config.batch_size)
+    total = config.steps or max(1, round(config.epochs * steps_per_epoch))
+    eval_every = config.eval_every or max(1, round(steps_per_epoch / 2))
 
     x = task.x0.to(device, dtype).expand(n, -1).clone()
     g_buffer = torch.empty_like(x)  # reused every step (see Algorithm.step on g's lifetime)
