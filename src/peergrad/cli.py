@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from peergrad.topology import TOPOLOGIES
 
     d = DEFAULTS
+    p.add_argument(
+        "--engine",
+        default=d.engine,
+        choices=("simulated", "distributed"),
+        help="simulated: all workers in this process; distributed: one worker per process "
+        "(start with torchrun --nproc-per-node N)",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=d.timeout_s,
+        help="distributed engine: seconds to wait for a peer before stopping with an error",
+    )
     p.add_argument("--algorithm", default=d.algorithm, help=f"one of: {', '.join(REGISTRY)}")
     p.add_argument(
         "--set",
@@ -119,12 +133,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from peergrad.comm import PeerFailure
     from peergrad.train import format_summary, train
 
     config = config_from_args(args)
-    result = train(config)
-    print(format_summary(result.summary))
-    print(f"run folder: {result.out_dir}")
+    try:
+        result = train(config)
+    except PeerFailure as exc:
+        # A peer is gone: report and leave at once. Tearing down the process group could wait
+        # on the dead peer, which is the silent hang this error exists to prevent.
+        print(f"peergrad train: error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+    if config.engine == "distributed":
+        from peergrad.comm import distributed
+
+        distributed.destroy_process_group()
+    if result.out_dir is not None:
+        print(format_summary(result.summary))
+        print(f"run folder: {result.out_dir}")
     return 0
 
 

@@ -19,7 +19,7 @@ Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1) and ``weight_deca
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -41,6 +41,7 @@ class AllReduceSGD(SGDAlgorithm):
         state: MomentumState,
         comm: Communicator,
         closure: Closure | None = None,
+        pending: Any = None,
     ) -> MomentumState:
         g_bar = comm.mean(add_weight_decay(g, x, self.weight_decay))
         d = heavy_ball(state.momentum_buffer, g_bar, self.momentum, self.nesterov)

@@ -13,6 +13,11 @@ An algorithm is a frozen dataclass of hyper-parameters with two methods:
 ``closure(x_trial)`` (optional) returns each worker's loss ``[w]`` on its current minibatch at a
 trial point; line-search methods use it.
 
+Overlap: ``pre_gradient(x, state, comm)`` may start communication that does not depend on the
+gradient (the gossip of x in combine-then-adapt forms, via ``comm.mix_start``); the training loop
+calls it before computing ``g`` and passes its return value to ``step`` as ``pending``. Calling
+``step`` without ``pending`` is always valid and gives the same result.
+
 State is a dataclass of tensors and ints (``step`` counts iterations from 0) so that it can be
 saved and restored exactly with :func:`state_to_dict` / :func:`state_from_dict`.
 """
@@ -45,9 +50,19 @@ class Algorithm:
         raise NotImplementedError
 
     def step(
-        self, x: Tensor, g: Tensor, state: Any, comm: Communicator, closure: Closure | None = None
+        self,
+        x: Tensor,
+        g: Tensor,
+        state: Any,
+        comm: Communicator,
+        closure: Closure | None = None,
+        pending: Any = None,
     ) -> Any:
         raise NotImplementedError
+
+    def pre_gradient(self, x: Tensor, state: Any, comm: Communicator) -> Any:
+        """Start communication that may overlap the gradient computation (default: none)."""
+        return None
 
     def check_topology(self, comm: Communicator) -> None:
         """Raise ``ValueError`` when the communicator's topology does not suit the method."""

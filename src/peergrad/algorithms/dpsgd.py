@@ -8,7 +8,8 @@ Update rule (worker i, iteration k, W = ``comm.topology.at(k)``; shapes ``[w, D]
 
     g   <- g + weight_decay * x                      (if weight_decay > 0)
     d   <- heavy_ball(buf, g, momentum, nesterov)    (d = g when momentum = 0)
-    CTA (the paper's form):   x <- W x - lr * d      (gossip of x can overlap the gradient)
+    CTA (the paper's form):   x <- W x - lr * d      (gossip of x overlaps the gradient:
+                                                      pre_gradient posts it, step waits)
     ATC (adapt-then-combine): x <- W (x - lr * d)
 
 Average dynamics (doubly stochastic W, momentum 0): ``mean(x) <- mean(x) - lr * mean(d)`` exactly,
@@ -29,7 +30,7 @@ Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay <
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -59,6 +60,12 @@ class DPSGD(SGDAlgorithm):
     def check_topology(self, comm: Communicator) -> None:
         require_doubly_stochastic(comm, "dpsgd")
 
+    def pre_gradient(self, x: Tensor, state: MomentumState, comm: Communicator) -> Any:
+        """CTA: the gossip of x does not need the gradient, so it starts here."""
+        if self.form == "cta":
+            return comm.mix_start(x, comm.topology.at(state.step))
+        return None
+
     def step(
         self,
         x: Tensor,
@@ -66,11 +73,13 @@ class DPSGD(SGDAlgorithm):
         state: MomentumState,
         comm: Communicator,
         closure: Closure | None = None,
+        pending: Any = None,
     ) -> MomentumState:
         W = comm.topology.at(state.step)
         d = self.direction(x, g, state)
         if self.form == "cta":
-            mixed = comm.mix(x, W, out=comm.workspace(x, "mix"))
+            ws = comm.workspace(x, "mix")
+            mixed = pending.wait(ws) if pending is not None else comm.mix(x, W, out=ws)
             torch.sub(mixed, d, alpha=self.lr, out=x)
         else:
             local = torch.sub(x, d, alpha=self.lr, out=comm.workspace(x, "mix"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from peergrad.comm.base import (
     Communicator,
     NetworkModel,
+    PeerFailure,
     Workspace,
     allreduce_bytes,
     message_nbytes,
@@ -21,6 +22,7 @@ from peergrad.comm.simulated import SimulatedCommunicator, apply_mixing
 __all__ = [
     "Communicator",
     "NetworkModel",
+    "PeerFailure",
     "SimulatedCommunicator",
     "Workspace",
     "allreduce_bytes",

@@ -88,6 +88,10 @@ def message_nbytes(x: Tensor) -> int:
     return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
 
 
+class PeerFailure(RuntimeError):
+    """A peer died or stopped answering; the message names the step and the peer(s)."""
+
+
 class Workspace:
     """Reusable scratch tensors, one per (slot, shape, dtype, device).
 
@@ -106,6 +110,10 @@ class Workspace:
         if buf is None:
             buf = self._buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
         return buf
+
+
+class PendingMix(Protocol):
+    def wait(self, out: Tensor | None = None) -> Tensor: ...
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -64,6 +65,17 @@ class SimulatedCommunicator:
             self._out_degrees[W] = deg
         return deg
 
+    def mix_start(
+        self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None
+    ) -> SimulatedPendingMix:
+        """Start a gossip round (accounted now); ``wait(out)`` returns ``W @ x``.
+
+        The simulated engine has nothing in flight, so the product is formed at ``wait``; ``x``
+        must not change in between (as on the distributed engine).
+        """
+        self._account_mix(x, W, message_bytes)
+        return SimulatedPendingMix(W, x)
+
     def mix(
         self,
         x: Tensor,
@@ -78,16 +90,21 @@ class SimulatedCommunicator:
         by default it is the size of one row of ``x``. ``out`` (shape of ``x``, not overlapping
         it) receives the result instead of a new tensor.
         """
+        self._account_mix(x, W, message_bytes)
+        return apply_mixing(W, x, out)
+
+    def _account_mix(self, x: Tensor, W: MixingMatrix, message_bytes: int | None) -> None:
         self._check(x, "mix")
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
         nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
-        deg = self.out_degrees(W)
-        sent = deg * nbytes
+        sent = self.out_degrees(W) * nbytes
         self.bytes_sent += sent
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
         self.rounds += 1
-        return apply_mixing(W, x, out)
+
+    def begin_step(self, step: int) -> None:
+        """Nothing to publish on the simulated engine (kept for engine symmetry)."""
 
     def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
         """Exact average over workers, broadcast to ``[n, ...]`` (a read-only broadcast view).
@@ -102,6 +119,15 @@ class SimulatedCommunicator:
             self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
             self.rounds += 1
         return x.mean(dim=0, keepdim=True).expand_as(x)
+
+
+@dataclass
+class SimulatedPendingMix:
+    W: MixingMatrix
+    x: Tensor
+
+    def wait(self, out: Tensor | None = None) -> Tensor:
+        return apply_mixing(self.W, self.x, out)
 
 
 def apply_mixing(W: MixingMatrix, x: Tensor, out: Tensor | None = None) -> Tensor:

@@ -18,6 +18,7 @@ class TrainConfig:
     (``samples_seen = step * n * batch_size``); ``steps`` overrides it.
     """
 
+    engine: str = "simulated"
     algorithm: str = "dpsgd"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     topology: str = "ring"
@@ -41,6 +42,7 @@ class TrainConfig:
     eval_workers: int = 16
     latency_ms: float = 1.0
     bandwidth_gbps: float = 10.0
+    timeout_s: float = 60.0
     out: str | None = None
     progress: bool = True
 

@@ -50,6 +50,7 @@ METRIC_FIELDS: dict[str, str] = {
 WALL_CLOCK_FIELDS = ("wall_time_s",)
 TRAIN_EVAL_MAX = 10_000
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ENGINES = ("simulated", "distributed")
 
 
 @dataclasses.dataclass
@@ -96,6 +97,10 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError(f"--eval-every must be >= 1, got {config.eval_every!r}")
     if config.eval_workers < 1:
         raise ValueError(f"--eval-workers must be >= 1, got {config.eval_workers!r}")
+    if config.engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {config.engine!r}")
+    if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
+        raise ValueError(f"--timeout-s must be a number > 0, got {config.timeout_s!r}")
     if config.dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     resolve_device(config.device)
@@ -195,19 +200,53 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, comm: Communicator) -> dict[str, float]:
+        """Metrics of x (this process's rows ``[w, D]``); identical on every process."""
         x_bar = comm.mean(x, account=False)[:1]
         consensus = comm.mean(worker_sum((x - x_bar) ** 2)[:, None], account=False)[0, 0]
         train_loss, _ = self._stats(x_bar, self.train)
         test_loss, test_acc = self._stats(x_bar, self.test)
-        w_loss, w_acc = self._stats(x[self.worker_rows.to(x.device)], self.test)
+        # Workers' own models: each process evaluates its rows that are in the fixed subset.
+        ids = comm.worker_ids.to(x.device)
+        selected = torch.isin(ids, self.worker_rows.to(x.device))
+        local = torch.zeros(x.shape[0], 3, dtype=torch.float64, device=x.device)
+        if bool(selected.any()):
+            w_loss, w_acc = self._stats(x[selected], self.test)
+            local[selected] = torch.stack([w_loss, w_acc, torch.ones_like(w_loss)], dim=1)
+        totals = comm.mean(local, account=False)[0] * comm.n_workers
         return {
             "train_loss": float(train_loss[0]),
             "test_loss": float(test_loss[0]),
             "test_accuracy": float(test_acc[0]),
-            "worker_test_loss": float(w_loss.mean()),
-            "worker_test_accuracy": float(w_acc.mean()),
+            "worker_test_loss": float(totals[0] / totals[2]),
+            "worker_test_accuracy": float(totals[1] / totals[2]),
             "consensus_distance": float(consensus),
         }
+
+
+def make_communicator(config: TrainConfig, device: torch.device) -> Communicator:
+    """The communicator of ``config.engine`` (joins the process group for ``distributed``)."""
+    topology = make_topology(
+        config.topology,
+        config.workers,
+        seed=config.seed,
+        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
+    )
+    network = NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+    if config.engine == "simulated":
+        return SimulatedCommunicator(topology, network=network)
+    from peergrad.comm import distributed
+
+    distributed.init_process_group(timeout_s=config.timeout_s, device=device)
+    return distributed.DistributedCommunicator(topology, network=network)
+
+
+def gather_rows(x: Tensor, comm: Communicator) -> Tensor:
+    """All workers' rows ``[n, D]`` (on the distributed engine: on rank 0; others keep theirs)."""
+    gather = getattr(comm, "gather", None)
+    if gather is None:
+        return x
+    full = gather(x)
+    return x if full is None else full
 
 
 def train(
@@ -216,23 +255,22 @@ def train(
     write: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
-    """Run ``config`` on the simulated engine; write the run folder when ``write``."""
+    """Run ``config`` on its engine; write the run folder (rank 0 only) when ``write``.
+
+    On the distributed engine (``config.engine == "distributed"``, under torchrun) this process is
+    worker ``rank``: it draws the minibatches the simulated engine gives that worker, and the
+    returned ``x`` is all workers' parameters ``[n, D]`` on rank 0 (its own row elsewhere).
+    """
     validate_config(config)
     device, dtype = resolve_device(config.device), DTYPES[config.dtype]
     algorithm = build_algorithm(config)
-    topology = make_topology(
-        config.topology,
-        config.workers,
-        seed=config.seed,
-        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
-    )
-    comm = SimulatedCommunicator(
-        topology, network=NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
-    )
+    comm = make_communicator(config, device)
     algorithm.check_topology(comm)
     task = build_task(config)
     n = config.workers
-    sampler = ShardSampler(task.shards, config.batch_size, config.seed, list(range(n)))
+    worker_ids = comm.worker_ids.tolist()
+    is_main = worker_ids[0] == 0
+    sampler = ShardSampler(task.shards, config.batch_size, config.seed, worker_ids)
     module = task.module.to(device=device, dtype=dtype)
     grad_fn = make_worker_grad_fn(module, task.layout)
     loss_fn = make_worker_loss_fn(module, task.layout)
@@ -245,32 +283,38 @@ def train(
     total = config.steps or max(1, round(config.epochs * steps_per_epoch))
     eval_every = config.eval_every or max(1, round(steps_per_epoch / 2))
 
-    x = task.x0.to(device, dtype).expand(n, -1).clone()
+    x = task.x0.to(device, dtype).expand(len(worker_ids), -1).clone()
     g_buffer = torch.empty_like(x)  # reused every step (see Algorithm.step on g's lifetime)
     gather = BatchGather(x_train, y_train)
     state = algorithm.init(x, comm)
-    out_dir = run_dir_for(config) if write else None
+    out_dir = run_dir_for(config) if write and is_main else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.save(out_dir / "config.json")
         (out_dir / "metrics.jsonl").write_text("")
 
     records: list[dict[str, Any]] = []
-    wall, loss_sum, loss_count = 0.0, 0.0, 0
+    wall = 0.0
+    loss_sum = torch.zeros(len(worker_ids), 1, dtype=torch.float64)
+    loss_count = 0
 
     def record(step: int) -> dict[str, Any]:
-        nonlocal loss_sum, loss_count
+        nonlocal loss_count
         rec: dict[str, Any] = {
             "epoch": step * n * config.batch_size / n_train,
             "step": step,
             "samples_seen": step * n * config.batch_size,
         }
         rec.update(evaluator(x, comm))
-        rec["minibatch_loss"] = loss_sum / loss_count if loss_count else None
-        rec["bytes_sent_per_worker"] = float(comm.bytes_sent.mean())
+        mean_loss = comm.mean(loss_sum, account=False)[0, 0]
+        rec["minibatch_loss"] = float(mean_loss) / loss_count if loss_count else None
+        rec["bytes_sent_per_worker"] = float(
+            comm.mean(comm.bytes_sent[:, None], account=False)[0, 0]
+        )
         rec["wall_time_s"] = wall
         rec["simulated_comm_time_s"] = comm.simulated_comm_time_s
-        loss_sum, loss_count = 0.0, 0
+        loss_sum.zero_()
+        loss_count = 0
         records.append(rec)
         if out_dir is not None:
             with open(out_dir / "metrics.jsonl", "a") as fh:
@@ -280,20 +324,28 @@ def train(
         return rec
 
     desc = f"{config.algorithm} {config.topology}{n}"
-    with tqdm(total=total, desc=desc, disable=not config.progress, dynamic_ncols=True) as bar:
+    show = config.progress and is_main
+    with tqdm(total=total, desc=desc, disable=not show, dynamic_ncols=True) as bar:
         rec = record(0)
         for step in range(1, total + 1):
             t0 = time.perf_counter()
+            comm.begin_step(step)
+            pending = algorithm.pre_gradient(x, state, comm)
             idx = sampler.next().to(device)
             xb, yb = gather(idx)
             g, losses = grad_fn(x, xb, yb, out=g_buffer)
             state = algorithm.step(
-                x, g, state, comm, closure=lambda xt, xb=xb, yb=yb: loss_fn(xt, xb, yb)
+                x,
+                g,
+                state,
+                comm,
+                closure=lambda xt, xb=xb, yb=yb: loss_fn(xt, xb, yb),
+                pending=pending,
             )
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall += time.perf_counter() - t0
-            loss_sum += float(losses.mean())
+            loss_sum += losses.detach().to("cpu", torch.float64)[:, None]
             loss_count += 1
             if step % eval_every == 0 or step == total:
                 rec = record(step)
@@ -302,10 +354,12 @@ def train(
 
     summary = dict(records[-1])
     summary["best_test_accuracy"] = max(r["test_accuracy"] for r in records)
+    summary["engine"] = config.engine
+    x_all = gather_rows(x, comm)
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_run(records, out_dir, f"{config.algorithm} on {config.topology} (n={n})")
-    return RunResult(out_dir, records, summary, x, state, comm)
+    return RunResult(out_dir, records, summary, x_all, state, comm)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

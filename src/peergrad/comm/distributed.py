@@ -1,0 +1,319 @@
+"""Distributed engine: one worker per process, communication through ``torch.distributed``.
+
+This is the only module of peergrad that imports ``torch.distributed``. The worker axis has size
+1: this process holds row ``rank`` of the simulated engine's ``[n, D]`` buffers. Algorithms run
+unchanged; only the three cross-worker operations are implemented here:
+
+- ``mix(x, W)``: one send to every out-neighbour and one receive from every in-neighbour of W
+  (batched point-to-point, ``batch_isend_irecv``), then the weighted sum
+  ``W_ii x_i + sum_j W_ij x_j`` locally. ``mix_start`` posts the messages and returns a handle, so
+  a gossip can be in flight while the gradient is computed (combine-then-adapt forms).
+- ``mean(x)``: an all-reduce (sum) divided by n.
+- per-worker reductions need no communication (see :mod:`peergrad.comm.base`).
+
+Byte accounting and ``simulated_comm_time_s`` use the same formulas as the simulated engine, from
+the global W every process knows, so both engines report identical numbers.
+
+Failures: every wait is bounded by ``timeout_s`` (default 60 s, the process group's timeout).
+When a peer dies or stops answering, :class:`PeerFailure` names the step, the operation and the
+peer(s) whose heartbeat (a key per worker in the process group's store, written at every
+:meth:`begin_step`) lags behind, instead of a bare error from inside the backend.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from peergrad.comm.base import (
+    NetworkModel,
+    PeerFailure,
+    Workspace,
+    allreduce_bytes,
+    message_nbytes,
+)
+from peergrad.topology import MixingMatrix, Topology
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+HEARTBEAT_PREFIX = "peergrad/heartbeat/"
+
+
+def launched_by_torchrun() -> bool:
+    """True when the torchrun / ``env://`` variables are set in the environment."""
+    return all(v in os.environ for v in TORCHRUN_VARIABLES)
+
+
+def init_process_group(
+    *, backend: str | None = None, timeout_s: float = 60.0, device: torch.device | None = None
+) -> None:
+    """Join the process group described by torchrun's environment variables.
+
+    ``backend`` defaults to NCCL for CUDA devices and gloo otherwise. Raises ``ValueError`` when
+    the variables are missing (not started by torchrun) or ``timeout_s <= 0``.
+    """
+    if dist.is_initialized():
+        return
+    if not launched_by_torchrun():
+        missing = [v for v in TORCHRUN_VARIABLES if v not in os.environ]
+        raise ValueError(
+            "--engine distributed must be started by torchrun (e.g. `torchrun --standalone "
+            f"--nproc-per-node 4 -m peergrad train --engine distributed ...`); missing "
+            f"environment variables: {', '.join(missing)}"
+        )
+    if not timeout_s > 0:
+        raise ValueError(f"--timeout-s must be > 0, got {timeout_s}")
+    if backend is None:
+        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+    kwargs = {}
+    if backend == "nccl" and device is not None:
+        kwargs["device_id"] = device
+    dist.init_process_group(
+        backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
+    )
+
+
+def destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@dataclass
+class PendingMix:
+    """A gossip in flight: call :meth:`wait` for ``W x`` (shape ``[1, ...]``)."""
+
+    comm: DistributedCommunicator
+    W: MixingMatrix
+    x: Tensor
+    requests: list[tuple[int, object]]  # (peer, work handle) for every posted receive
+    sends: list[tuple[int, object]]
+    buffers: list[tuple[int, float, Tensor]]  # (peer j, W_ij, receive buffer)
+
+    def wait(self, out: Tensor | None = None) -> Tensor:
+        comm = self.comm
+        for peer, work in self.requests:
+            comm._wait(work, f"gossip receive from worker {peer}", [peer])
+        for peer, work in self.sends:
+            comm._wait(work, f"gossip send to worker {peer}", [peer])
+        i = comm.rank
+        if out is None:
+            out = torch.empty_like(self.x)
+        torch.mul(self.x, self.W.self_weight(i), out=out)
+        for _, weight, buf in self.buffers:
+            out.add_(buf.view_as(self.x), alpha=weight)
+        return out
+
+
+class DistributedCommunicator:
+    """Communicator of the distributed engine (worker axis of size 1; this process is ``rank``).
+
+    Args:
+        topology: the gossip schedule W(k); its n must equal the process group's world size.
+        network: latency/bandwidth model for ``simulated_comm_time_s``.
+        group: process group (default: the world).
+
+    Raises ``ValueError`` when the process group is not initialised or its size differs from
+    ``topology.n``.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        network: NetworkModel | None = None,
+        group: dist.ProcessGroup | None = None,
+    ) -> None:
+        if not dist.is_initialized():
+            raise ValueError(
+                "the distributed engine needs an initialised process group; call "
+                "peergrad.comm.distributed.init_process_group() under torchrun first"
+            )
+        self.group = group
+        self.rank = dist.get_rank(group)
+        world = dist.get_world_size(group)
+        if world != topology.n:
+            raise ValueError(
+                f"world size {world} (torchrun --nproc-per-node x --nnodes) differs from the "
+                f"number of workers n = {topology.n} (--workers); they must be equal"
+            )
+        self.topology = topology
+        self.n_workers = topology.n
+        self.network = network if network is not None else NetworkModel()
+        self.bytes_sent = torch.zeros(1, dtype=torch.float64)
+        self.simulated_comm_time_s = 0.0
+        self.rounds = 0
+        self.workspace = Workspace()
+        self.current_step = 0
+        self._worker_ids = torch.tensor([self.rank])
+        self._store = _default_store()
+        self._nccl = dist.get_backend(group) == "nccl"
+
+    @property
+    def worker_ids(self) -> Tensor:
+        return self._worker_ids
+
+    # ------------------------------------------------------------------ failure handling
+    def begin_step(self, step: int) -> None:
+        """Record the step (for error messages) and publish this worker's heartbeat."""
+        self.current_step = step
+        if self._store is not None:
+            try:
+                self._store.set(f"{HEARTBEAT_PREFIX}{self.rank}", str(step))
+            except Exception as exc:
+                raise PeerFailure(
+                    f"worker {self.rank}: the rendezvous store is unreachable at step {step} "
+                    f"(its host, worker 0 or the torchrun agent, stopped): {exc}"
+                ) from exc
+
+    def last_seen(self) -> dict[int, int | None] | None:
+        """Last step each other worker announced (None: never), or None without a store."""
+        if self._store is None:
+            return None
+        seen: dict[int, int | None] = {}
+        try:
+            for j in range(self.n_workers):
+                if j == self.rank:
+                    continue
+                key = f"{HEARTBEAT_PREFIX}{j}"
+                seen[j] = int(self._store.get(key)) if self._store.check([key]) else None
+        except Exception:  # the store's host may be the process that died
+            return None
+        return seen
+
+    def _fail(self, what: str, peers: list[int], exc: BaseException) -> PeerFailure:
+        seen = self.last_seen()
+        if seen is None:
+            suspects = ", ".join(str(p) for p in peers) or "unknown"
+            detail = "heartbeats unavailable"
+        else:
+            behind = {j: s for j, s in seen.items() if s is None or s < self.current_step}
+            chosen = behind or {j: seen.get(j) for j in peers}
+            suspects = (
+                ", ".join(
+                    f"{j} (last seen at step {s})" if s is not None else f"{j} (never seen)"
+                    for j, s in sorted(chosen.items())
+                )
+                or "unknown"
+            )
+            detail = f"this worker is at step {self.current_step}"
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return PeerFailure(
+            f"worker {self.rank}: {what} failed at step {self.current_step}; missing or "
+            f"unresponsive peer(s): {suspects}; {detail} (backend: {reason})"
+        )
+
+    def _wait(self, work: object, what: str, peers: list[int]) -> None:
+        try:
+            work.wait()  # type: ignore[attr-defined]
+        except Exception as exc:  # gloo raises RuntimeError / DistBackendError subclasses
+            raise self._fail(what, peers, exc) from exc
+
+    # ------------------------------------------------------------------ communication
+    def _check(self, x: Tensor, what: str) -> None:
+        if x.dim() < 1 or x.shape[0] != 1:
+            raise ValueError(
+                f"{what}: x must have the worker axis first with size 1 on the distributed "
+                f"engine, got shape {tuple(x.shape)}"
+            )
+
+    def _account_gossip(self, W: MixingMatrix, nbytes: int) -> None:
+        deg = W.out_degrees
+        self.bytes_sent += float(deg[self.rank]) * nbytes
+        self.simulated_comm_time_s += self.network.gossip_time_s(float(deg.max()) * nbytes)
+        self.rounds += 1
+
+    def mix_start(
+        self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None
+    ) -> PendingMix:
+        """Post the sends and receives of one gossip round; ``x`` must not change until wait."""
+        self._check(x, "mix")
+        if W.n != self.n_workers:
+            raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
+        i = self.rank
+        payload = x[0].contiguous()
+        ops, recv_peers, send_peers, buffers = [], [], [], []
+        for j, _ in W.out_neighbors(i):
+            ops.append(dist.P2POp(dist.isend, payload, j, self.group))
+            send_peers.append(j)
+        for j, weight in W.in_neighbors(i):
+            buf = self.workspace(payload, f"recv{len(buffers)}")
+            ops.append(dist.P2POp(dist.irecv, buf, j, self.group))
+            recv_peers.append(j)
+            buffers.append((j, weight, buf))
+        works: list[object] = []
+        if ops:
+            try:
+                works = list(dist.batch_isend_irecv(ops))
+            except Exception as exc:
+                raise self._fail("posting a gossip round", recv_peers + send_peers, exc) from exc
+        n_send = len(send_peers)
+        sends = list(zip(send_peers, works[:n_send], strict=True))
+        recvs = list(zip(recv_peers, works[n_send:], strict=True))
+        nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
+        self._account_gossip(W, nbytes)
+        return PendingMix(self, W, x, recvs, sends, buffers)
+
+    def mix(
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """``W @ x`` for this worker's row: ``W_ii x_i + sum_j W_ij x_j`` (shape ``[1, ...]``)."""
+        return self.mix_start(x, W, message_bytes=message_bytes).wait(out)
+
+    def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
+        """All-reduce average over the n workers (shape ``[1, ...]``, a new tensor).
+
+        ``account=False`` is for metrics: nothing is charged to the byte and time counters.
+        """
+        self._check(x, "mean")
+        out = x.detach().clone()
+        staged = out
+        if self._nccl and out.device.type == "cpu":  # metrics kept on the CPU
+            staged = out.to(torch.device("cuda", torch.cuda.current_device()))
+        try:
+            dist.all_reduce(staged, op=dist.ReduceOp.SUM, group=self.group)
+        except Exception as exc:
+            raise self._fail("all-reduce", list(range(self.n_workers)), exc) from exc
+        if staged is not out:
+            out.copy_(staged)
+        out.div_(self.n_workers)
+        if account:
+            nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
+            self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
+            self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
+            self.rounds += 1
+        return out
+
+    def gather(self, x: Tensor) -> Tensor | None:
+        """Rows of all workers stacked ``[n, ...]`` on rank 0 (None elsewhere); not accounted."""
+        self._check(x, "gather")
+        rows = [torch.empty_like(x) for _ in range(self.n_workers)] if self.rank == 0 else None
+        try:
+            dist.gather(x.contiguous(), rows, dst=0, group=self.group)
+        except Exception as exc:
+            raise self._fail("gather", list(range(self.n_workers)), exc) from exc
+        return torch.cat(rows) if rows is not None else None
+
+    def barrier(self) -> None:
+        try:
+            dist.barrier(group=self.group)
+        except Exception as exc:
+            raise self._fail("barrier", list(range(self.n_workers)), exc) from exc
+
+
+def _default_store() -> dist.Store | None:
+    """The world group's key-value store (torchrun's rendezvous store), if reachable."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return _get_default_store()
+    except Exception:
+        return None
