@@ -9,6 +9,7 @@ the names; see :data:`METRIC_FIELDS`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -28,7 +29,13 @@ from peergrad.data import Dataset, load_dataset, partition
 from peergrad.models import build_model
 from peergrad.topology import make_topology
 from peergrad.train.config import TrainConfig
-from peergrad.train.params import FlatParams, make_eval_fn, make_worker_grad_fn, make_worker_loss_fn
+from peergrad.train.params import (
+    FlatParams,
+    make_bound_grad_fn,
+    make_eval_fn,
+    make_worker_grad_fn,
+    make_worker_loss_fn,
+)
 from peergrad.train.plots import plot_run
 from peergrad.train.sampler import ShardSampler
 
@@ -272,7 +279,6 @@ def train(
     is_main = worker_ids[0] == 0
     sampler = ShardSampler(task.shards, config.batch_size, config.seed, worker_ids)
     module = task.module.to(device=device, dtype=dtype)
-    grad_fn = make_worker_grad_fn(module, task.layout)
     loss_fn = make_worker_loss_fn(module, task.layout)
     evaluator = Evaluator(task, device, dtype, config.eval_workers, n)
     x_train = task.dataset.x_train.to(device, dtype)
@@ -285,6 +291,10 @@ def train(
 
     x = task.x0.to(device, dtype).expand(len(worker_ids), -1).clone()
     g_buffer = torch.empty_like(x)  # reused every step (see Algorithm.step on g's lifetime)
+    if len(worker_ids) == 1 and config.engine == "distributed":
+        grad_fn = make_bound_grad_fn(copy.deepcopy(module), task.layout, x)
+    else:
+        grad_fn = make_worker_grad_fn(module, task.layout)
     gather = BatchGather(x_train, y_train)
     state = algorithm.init(x, comm)
     out_dir = run_dir_for(config) if write and is_main else None

@@ -60,6 +60,60 @@ class FlatParams:
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
 
+def bind_flat(module: nn.Module, layout: FlatParams, x_row: Tensor, g_row: Tensor) -> None:
+    """Make ``module``'s parameters views of ``x_row`` and their ``.grad`` views of ``g_row``.
+
+    ``x_row`` and ``g_row`` are contiguous ``[D]`` vectors (one worker's row of ``[w, D]``
+    buffers; ``x_row`` must already hold the parameter values). Afterwards ``loss.backward()``
+    accumulates gradients straight into ``g_row`` (zero it first) and an in-place update of
+    ``x_row`` is an update of the module: no flattening copies on the hot path. Used by the
+    distributed engine (one worker per process) and :class:`peergrad.optim.DistributedOptimizer`.
+
+    Raises ``ValueError`` when the module does not match ``layout`` or the rows are not ``[D]``.
+    """
+    if x_row.shape != (layout.dim,) or g_row.shape != (layout.dim,):
+        raise ValueError(
+            f"x_row and g_row must have shape ({layout.dim},), got {tuple(x_row.shape)} and "
+            f"{tuple(g_row.shape)}"
+        )
+    params = dict(module.named_parameters())
+    if tuple(params) != layout.names:
+        raise ValueError("module parameters do not match the layout (names or order differ)")
+    xs, gs = layout.unflatten(x_row), layout.unflatten(g_row)
+    for name, p in params.items():
+        if p.shape != xs[name].shape:
+            raise ValueError(f"parameter {name}: shape {tuple(p.shape)} != {tuple(xs[name].shape)}")
+        p.data = xs[name]
+        p.grad = gs[name]
+
+
+def make_bound_grad_fn(
+    module: nn.Module, layout: FlatParams, x: Tensor
+) -> Callable[..., tuple[Tensor, Tensor]]:
+    """Per-worker gradients for a single local worker (``x`` is ``[1, D]``) with plain autograd.
+
+    Same contract as :func:`make_worker_grad_fn` (``fn(x, xb [1, B, ...], yb [1, B], out)``),
+    but the module's parameters are bound to ``x[0]`` and gradients land in ``out[0]`` directly,
+    which avoids ``vmap``'s overhead when there is one worker per process.
+    """
+    bound: dict[str, Tensor | None] = {"g": None}
+
+    def fn(xx: Tensor, xb: Tensor, yb: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if xx is not x:
+            raise ValueError("make_bound_grad_fn: call with the x it was built for")
+        if out is None:
+            out = torch.empty_like(x)
+        if bound["g"] is not out:
+            bind_flat(module, layout, x[0], out[0])
+            bound["g"] = out
+        out.zero_()
+        loss = cross_entropy(module(xb[0]), yb[0])
+        loss.backward()
+        return out, loss.detach().reshape(1)
+
+    return fn
+
+
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy of ``logits [B, C]`` against ``labels [B]``.
 
