@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,6 +145,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         # on the dead peer, which is the silent hang this error exists to prevent.
         print(f"peergrad train: error: {exc}", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        from peergrad.comm import distributed
+
+        if distributed.hosts_store():  # let the peers read the heartbeats before it goes
+            time.sleep(min(3.0, config.timeout_s))
         os._exit(1)
     if config.engine == "distributed":
         from peergrad.comm import distributed

@@ -41,6 +41,7 @@ from peergrad.topology import MixingMatrix, Topology
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 HEARTBEAT_PREFIX = "peergrad/heartbeat/"
+FAILED_PREFIX = "peergrad/failed/"
 
 
 def launched_by_torchrun() -> bool:
@@ -75,6 +76,12 @@ def init_process_group(
     dist.init_process_group(
         backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
     )
+
+
+def hosts_store() -> bool:
+    """True when this process hosts the rendezvous store (rank 0 started without torchrun's
+    agent, which otherwise hosts it): peers read heartbeats from it while they report errors."""
+    return os.environ.get("RANK") == "0" and "TORCHELASTIC_RUN_ID" not in os.environ
 
 
 def destroy_process_group() -> None:
@@ -115,6 +122,7 @@ class DistributedCommunicator:
         topology: the gossip schedule W(k); its n must equal the process group's world size.
         network: latency/bandwidth model for ``simulated_comm_time_s``.
         group: process group (default: the world).
+        timeout_s: seconds any single wait may take before :class:`PeerFailure` (> 0).
 
     Raises ``ValueError`` when the process group is not initialised or its size differs from
     ``topology.n``.
@@ -126,7 +134,10 @@ class DistributedCommunicator:
         *,
         network: NetworkModel | None = None,
         group: dist.ProcessGroup | None = None,
+        timeout_s: float = 60.0,
     ) -> None:
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if not dist.is_initialized():
             raise ValueError(
                 "the distributed engine needs an initialised process group; call "
@@ -151,6 +162,7 @@ class DistributedCommunicator:
         self._worker_ids = torch.tensor([self.rank])
         self._store = _default_store()
         self._nccl = dist.get_backend(group) == "nccl"
+        self.timeout = datetime.timedelta(seconds=timeout_s)
 
     @property
     def worker_ids(self) -> Tensor:
@@ -169,38 +181,50 @@ class DistributedCommunicator:
                     f"(its host, worker 0 or the torchrun agent, stopped): {exc}"
                 ) from exc
 
-    def last_seen(self) -> dict[int, int | None] | None:
-        """Last step each other worker announced (None: never), or None without a store."""
+    def last_seen(self) -> dict[int, tuple[int | None, bool]] | None:
+        """For every other worker: (last step it announced or None, whether it reported a failure).
+
+        None when there is no store or it cannot be reached.
+        """
         if self._store is None:
             return None
-        seen: dict[int, int | None] = {}
+        seen: dict[int, tuple[int | None, bool]] = {}
         try:
             for j in range(self.n_workers):
                 if j == self.rank:
                     continue
-                key = f"{HEARTBEAT_PREFIX}{j}"
-                seen[j] = int(self._store.get(key)) if self._store.check([key]) else None
+                beat, failed = f"{HEARTBEAT_PREFIX}{j}", f"{FAILED_PREFIX}{j}"
+                step = int(self._store.get(beat)) if self._store.check([beat]) else None
+                seen[j] = (step, bool(self._store.check([failed])))
         except Exception:  # the store's host may be the process that died
             return None
         return seen
 
     def _fail(self, what: str, peers: list[int], exc: BaseException) -> PeerFailure:
+        """Build the error: suspects are peers that went silent without reporting a failure."""
+        if self._store is not None:
+            try:  # tell the others this worker stopped because of an error, not silently
+                self._store.set(f"{FAILED_PREFIX}{self.rank}", str(self.current_step))
+            except Exception:
+                pass
         seen = self.last_seen()
         if seen is None:
             suspects = ", ".join(str(p) for p in peers) or "unknown"
             detail = "heartbeats unavailable"
         else:
-            behind = {j: s for j, s in seen.items() if s is None or s < self.current_step}
-            chosen = behind or {j: seen.get(j) for j in peers}
+            behind = {j: st for j, (st, _) in seen.items() if st is None or st < self.current_step}
+            silent = {j: st for j, st in behind.items() if not seen[j][1]}
+            chosen = silent or behind or {j: seen[j][0] for j in peers if j in seen}
             suspects = (
                 ", ".join(
-                    f"{j} (last seen at step {s})" if s is not None else f"{j} (never seen)"
-                    for j, s in sorted(chosen.items())
+                    f"{j} (last seen at step {st})" if st is not None else f"{j} (never seen)"
+                    for j, st in sorted(chosen.items())
                 )
                 or "unknown"
             )
             detail = f"this worker is at step {self.current_step}"
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
         return PeerFailure(
             f"worker {self.rank}: {what} failed at step {self.current_step}; missing or "
             f"unresponsive peer(s): {suspects}; {detail} (backend: {reason})"
@@ -208,9 +232,11 @@ class DistributedCommunicator:
 
     def _wait(self, work: object, what: str, peers: list[int]) -> None:
         try:
-            work.wait()  # type: ignore[attr-defined]
+            finished = work.wait(self.timeout)  # type: ignore[attr-defined]
         except Exception as exc:  # gloo raises RuntimeError / DistBackendError subclasses
             raise self._fail(what, peers, exc) from exc
+        if finished is False:
+            raise self._fail(what, peers, TimeoutError(f"no answer within {self.timeout}"))
 
     # ------------------------------------------------------------------ communication
     def _check(self, x: Tensor, what: str) -> None:
@@ -279,9 +305,10 @@ class DistributedCommunicator:
         if self._nccl and out.device.type == "cpu":  # metrics kept on the CPU
             staged = out.to(torch.device("cuda", torch.cuda.current_device()))
         try:
-            dist.all_reduce(staged, op=dist.ReduceOp.SUM, group=self.group)
+            work = dist.all_reduce(staged, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
         except Exception as exc:
             raise self._fail("all-reduce", list(range(self.n_workers)), exc) from exc
+        self._wait(work, "all-reduce", list(range(self.n_workers)))
         if staged is not out:
             out.copy_(staged)
         out.div_(self.n_workers)
@@ -297,16 +324,18 @@ class DistributedCommunicator:
         self._check(x, "gather")
         rows = [torch.empty_like(x) for _ in range(self.n_workers)] if self.rank == 0 else None
         try:
-            dist.gather(x.contiguous(), rows, dst=0, group=self.group)
+            work = dist.gather(x.contiguous(), rows, dst=0, group=self.group, async_op=True)
         except Exception as exc:
             raise self._fail("gather", list(range(self.n_workers)), exc) from exc
+        self._wait(work, "gather", list(range(self.n_workers)))
         return torch.cat(rows) if rows is not None else None
 
     def barrier(self) -> None:
         try:
-            dist.barrier(group=self.group)
+            work = dist.barrier(group=self.group, async_op=True)
         except Exception as exc:
             raise self._fail("barrier", list(range(self.n_workers)), exc) from exc
+        self._wait(work, "barrier", list(range(self.n_workers)))
 
 
 def _default_store() -> dist.Store | None:

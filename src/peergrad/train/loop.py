@@ -244,7 +244,9 @@ def make_communicator(config: TrainConfig, device: torch.device) -> Communicator
     from peergrad.comm import distributed
 
     distributed.init_process_group(timeout_s=config.timeout_s, device=device)
-    return distributed.DistributedCommunicator(topology, network=network)
+    return distributed.DistributedCommunicator(
+        topology, network=network, timeout_s=config.timeout_s
+    )
 
 
 def gather_rows(x: Tensor, comm: Communicator) -> Tensor:

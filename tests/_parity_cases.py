@@ -1,0 +1,54 @@
+"""The cases of the engine-parity test: every registered algorithm, plus schedule variants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peergrad.algorithms import ALGORITHMS
+from peergrad.train import TrainConfig
+
+WORKERS = 4
+STEPS = 20
+
+
+@dataclass(frozen=True)
+class Case:
+    algorithm: str
+    dtype: str
+    topology: str = "ring"
+    options: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.algorithm}[{self.topology};{self.dtype};{opts}]"
+
+
+CASES: list[Case] = [
+    Case(cls.name, dtype) for cls in ALGORITHMS for dtype in ("float32", "float64")
+] + [
+    Case("dpsgd", "float64", "one-peer-exponential"),
+    Case("dpsgd", "float64", "exponential", {"form": "atc"}),
+    Case("dpsgd", "float32", "star", {"nesterov": "true"}),
+]
+
+
+def config_for(case: Case, engine: str) -> TrainConfig:
+    return TrainConfig(
+        engine=engine,
+        algorithm=case.algorithm,
+        options=dict(case.options),
+        topology=case.topology,
+        workers=WORKERS,
+        dataset="digits",
+        model="mlp",
+        steps=STEPS,
+        eval_every=STEPS,
+        batch_size=16,
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        dtype=case.dtype,
+        seed=3,
+        progress=False,
+    )

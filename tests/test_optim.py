@@ -1,0 +1,526 @@
+"""DistributedOptimizer: torch.optim equivalence, zero-copy buffers, resume, errors, real processes.
+
+Single-process tests use a SimulatedCommunicator on a 1-worker ring (W = [[1]]); the last test
+starts 4 real gloo processes on loopback running ``examples/train_own_loop.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from peergrad.algorithms import ALGORITHMS, Algorithm, MomentumState, make_algorithm
+from peergrad.comm import SimulatedCommunicator, worker_dot
+from peergrad.optim import DistributedOptimizer
+from peergrad.topology import make_topology
+
+NAMES = [cls.name for cls in ALGORITHMS]
+REPO = Path(__file__).resolve().parents[1]
+DTYPE = torch.float64
+
+#: Registered algorithms that are exactly torch.optim.SGD on one worker, with the option sets
+#: under which they are. An algorithm missing here is skipped by the SGD test (add it if it
+#: reduces to SGD); every algorithm still gets the generic tests.
+SGD_REDUCTIONS: dict[str, list[dict[str, Any]]] = {
+    "allreduce": [{}],
+    "dpsgd": [{"form": "cta"}, {"form": "atc"}],
+}
+SGD_SETTINGS = [
+    {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-3},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+]
+
+
+# ---------------------------------------------------------------- helpers
+def make_model(seed: int, hidden: int = 8) -> nn.Module:
+    """A float64 MLP 5 -> hidden -> 3 with parameters drawn from an explicit generator."""
+    model = nn.Sequential(nn.Linear(5, hidden), nn.Tanh(), nn.Linear(hidden, 3)).to(DTYPE)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen, dtype=DTYPE))
+    return model
+
+
+def make_batches(steps: int, seed: int = 1, batch: int = 16) -> list[tuple[Tensor, Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.randn(batch, 5, generator=gen, dtype=DTYPE),
+            torch.randint(3, (batch,), generator=gen),
+        )
+        for _ in range(steps)
+    ]
+
+
+def one_worker_comm() -> SimulatedCommunicator:
+    return SimulatedCommunicator(make_topology("ring", 1))
+
+
+def default_options(name: str) -> dict[str, Any]:
+    """Options that make algorithm ``name`` move noticeably in a few steps (when it has them)."""
+    fields = {f.name for f in dataclasses.fields(make_algorithm(name))}
+    wanted = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
+    return {k: v for k, v in wanted.items() if k in fields}
+
+
+def flat(model: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def train_steps(
+    opt: DistributedOptimizer, model: nn.Module, batches: list[tuple[Tensor, Tensor]]
+) -> list[Tensor]:
+    """The usual loop; returns the parameters after every step."""
+    loss_fn = nn.CrossEntropyLoss()
+    trajectory = []
+    for xb, yb in batches:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+        trajectory.append(flat(model).clone())
+    return trajectory
+
+
+def sgd_trajectory(
+    model: nn.Module,
+    batches: list[tuple[Tensor, Tensor]],
+    settings: dict[str, Any],
+    grad_hook: Callable[[nn.Module], None] | None = None,
+) -> list[Tensor]:
+    opt = torch.optim.SGD(model.parameters(), **settings)
+    loss_fn = nn.CrossEntropyLoss()
+    trajectory = []
+    for xb, yb in batches:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        if grad_hook is not None:
+            grad_hook(model)
+        opt.step()
+        trajectory.append(flat(model).clone())
+    return trajectory
+
+
+def assert_same_trajectory(a: list[Tensor], b: list[Tensor], atol: float = 1e-12) -> None:
+    assert len(a) == len(b)
+    for k, (u, v) in enumerate(zip(a, b, strict=True)):
+        assert torch.allclose(u, v, rtol=0, atol=atol), (
+            f"step {k + 1}: max diff {(u - v).abs().max()}"
+        )
+
+
+# ---------------------------------------------------------------- reduction to torch.optim.SGD
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=["plain", "momentum-wd", "nesterov-wd"])
+@pytest.mark.parametrize("name", NAMES)
+def test_one_worker_equals_torch_sgd(name: str, settings: dict[str, Any]) -> None:
+    if name not in SGD_REDUCTIONS:
+        pytest.skip(f"{name} is not listed in SGD_REDUCTIONS (it may not reduce to SGD)")
+    batches = make_batches(12)
+    expected = sgd_trajectory(make_model(0), batches, settings)
+    for extra in SGD_REDUCTIONS[name]:
+        model = make_model(0)
+        opt = DistributedOptimizer(model.parameters(), name, one_worker_comm(), **settings, **extra)
+        assert_same_trajectory(train_steps(opt, model, batches), expected)
+        assert opt.num_steps == len(batches)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_optimizer_equals_the_bare_algorithm_on_flat_buffers(name: str) -> None:
+    """Generic over the registry: the wrapper adds nothing to the algorithm's update."""
+    options = default_options(name)
+    batches = make_batches(8)
+    loss_fn = nn.CrossEntropyLoss()
+
+    # the optimizer, with a closure (so line-search methods get a trial closure too)
+    model = make_model(0)
+    opt = DistributedOptimizer(model.named_parameters(), name, one_worker_comm(), **options)
+    got = []
+    for xb, yb in batches:
+
+        def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        got.append(opt.flat_params.clone())
+
+    # the bare algorithm on x [1, D], gradients from torch.func
+    ref_model = make_model(0)
+    names = [n for n, _ in ref_model.named_parameters()]
+    shapes = [p.shape for p in ref_model.parameters()]
+    numels = [p.numel() for p in ref_model.parameters()]
+
+    def loss_at(x_row: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+        pieces = [c.view(s) for c, s in zip(torch.split(x_row, numels), shapes, strict=True)]
+        return loss_fn(functional_call(ref_model, dict(zip(names, pieces, strict=True)), (xb,)), yb)
+
+    alg, comm = make_algorithm(name, **options), one_worker_comm()
+    x = flat(ref_model).reshape(1, -1).clone()
+    state = alg.init(x, comm)
+    want = []
+    for xb, yb in batches:
+        g = torch.func.grad(loss_at)(x[0], xb, yb).reshape(1, -1)
+        state = alg.step(
+            x, g, state, comm, closure=lambda xt, xb=xb, yb=yb: loss_at(xt[0], xb, yb).reshape(1)
+        )
+        want.append(x.clone())
+    assert_same_trajectory(got, want)
+
+
+# ---------------------------------------------------------------- buffers and gradients
+def test_parameters_and_gradients_are_views_of_the_flat_buffers() -> None:
+    model = make_model(0)
+    before = flat(model).clone()
+    opt = DistributedOptimizer(model.parameters(), "dpsgd", one_worker_comm(), lr=0.1)
+    assert opt.flat_params.shape == (1, before.numel()) == opt.flat_grad.shape
+    assert torch.equal(opt.flat_params[0], before)  # values were copied in
+
+    xb, yb = make_batches(1)[0]
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(xb), yb).backward()
+    g_ptr = opt.flat_grad.untyped_storage().data_ptr()
+    x_ptr = opt.flat_params.untyped_storage().data_ptr()
+    for p in model.parameters():
+        assert p.grad.untyped_storage().data_ptr() == g_ptr  # no copy of the gradient
+        assert p.untyped_storage().data_ptr() == x_ptr
+    assert torch.equal(
+        opt.flat_grad[0], torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    )
+
+    opt.flat_params.zero_()  # writes to x are writes to the model
+    assert all(bool((p == 0).all()) for p in model.parameters())
+
+
+@pytest.mark.parametrize("how", ["zero_grad-set_to_none", "model.zero_grad", "grad=None"])
+def test_gradients_set_to_none_then_backward(how: str) -> None:
+    settings = {"lr": 0.1, "momentum": 0.9}
+    batches = make_batches(5)
+    expected = sgd_trajectory(make_model(0), batches, settings)
+    model = make_model(0)
+    opt = DistributedOptimizer(model.parameters(), "allreduce", one_worker_comm(), **settings)
+    got = []
+    for xb, yb in batches:
+        if how == "zero_grad-set_to_none":
+            opt.zero_grad(set_to_none=True)
+            assert all(p.grad is not None for p in model.parameters())  # buffer kept
+        elif how == "model.zero_grad":
+            model.zero_grad(set_to_none=True)
+        else:
+            for p in model.parameters():
+                p.grad = None
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        got.append(flat(model).clone())
+    assert_same_trajectory(got, expected)
+    g_ptr = opt.flat_grad.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == g_ptr for p in model.parameters())
+
+
+def test_replaced_clipped_and_missing_gradients_give_a_correct_step() -> None:
+    settings = {"lr": 0.1, "momentum": 0.5}
+    batches = make_batches(4)
+
+    def edit(model: nn.Module) -> None:
+        params = list(model.parameters())
+        torch.nn.utils.clip_grad_norm_(params, max_norm=0.5)  # in place
+        params[0].grad = params[0].grad * 2.0  # a new tensor
+        params[-1].grad = None  # contributes zeros
+
+    def edit_sgd(model: nn.Module) -> None:
+        edit(model)
+        p = list(model.parameters())[-1]
+        p.grad = torch.zeros_like(p)  # torch.optim would skip a None gradient entirely
+
+    expected = sgd_trajectory(make_model(0), batches, settings, grad_hook=edit_sgd)
+    model = make_model(0)
+    opt = DistributedOptimizer(model.parameters(), "dpsgd", one_worker_comm(), **settings)
+    got = []
+    for xb, yb in batches:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        edit(model)
+        opt.step()
+        got.append(flat(model).clone())
+    assert_same_trajectory(got, expected)
+
+
+def test_replaced_parameter_storage_is_adopted_and_a_moved_one_is_rejected() -> None:
+    model = make_model(0)
+    opt = DistributedOptimizer(model.named_parameters(), "allreduce", one_worker_comm(), lr=0.1)
+    p = model[0].bias
+    p.data = torch.full_like(p, 3.0)  # e.g. the user assigns new weights
+    opt.zero_grad()
+    opt.step()  # zero gradient, no momentum: x unchanged but re-attached
+    assert p.untyped_storage().data_ptr() == opt.flat_params.untyped_storage().data_ptr()
+    assert bool((p == 3.0).all())
+    p.data = p.data.to(torch.float32)
+    with pytest.raises(ValueError, match=r"'0\.bias' was replaced by a torch.float32"):
+        opt.step()
+
+
+def test_step_with_closure_returns_the_loss_and_equals_sgd() -> None:
+    settings = {"lr": 0.1, "momentum": 0.9}
+    batches = make_batches(4)
+    expected = sgd_trajectory(make_model(0), batches, settings)
+    model = make_model(0)
+    opt = DistributedOptimizer(model.parameters(), "dpsgd", one_worker_comm(), **settings)
+    got = []
+    for xb, yb in batches:
+
+        def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            return loss
+
+        with torch.no_grad():  # step re-enables grad for the closure, like torch.optim
+            loss = opt.step(closure)
+        assert isinstance(loss, Tensor) and loss.ndim == 0
+        got.append(flat(model).clone())
+    assert_same_trajectory(got, expected)
+
+
+@dataclasses.dataclass(frozen=True)
+class BacktrackingProbe(Algorithm):
+    """Test-only line search: halve t from ``lr`` until the Armijo condition holds."""
+
+    lr: float = 4.0
+    checks: list[tuple[Tensor, Tensor]] = dataclasses.field(default_factory=list, compare=False)
+
+    name: ClassVar[str] = "probe"
+
+    def init(self, x: Tensor, comm: Any) -> MomentumState:
+        return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
+
+    def step(
+        self, x: Tensor, g: Tensor, state: Any, comm: Any, closure: Any = None, pending: Any = None
+    ) -> MomentumState:
+        assert closure is not None
+        x0, g0 = x.clone(), g.clone()
+        f0 = closure(x)
+        t = self.lr
+        for _ in range(30):
+            trial = x - t * g
+            f = closure(trial)
+            assert f.shape == (1,)
+            assert torch.equal(x, x0) and torch.equal(g, g0)  # restored after every trial
+            self.checks.append((trial.clone(), f.clone()))
+            if bool(f < f0 - 0.5 * t * worker_dot(g, g)):
+                break
+            t /= 2
+        x.sub_(g, alpha=t)
+        return MomentumState(step=state.step + 1, momentum_buffer=state.momentum_buffer)
+
+
+def test_line_search_closure_evaluates_the_trial_point_and_restores_x_and_g() -> None:
+    model = make_model(0)
+    ref = make_model(0)
+    algorithm = BacktrackingProbe()
+    opt = DistributedOptimizer(model.parameters(), algorithm, one_worker_comm())
+    for xb, yb in make_batches(3):
+
+        def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
+            model.zero_grad(set_to_none=True)  # replaces the .grad views: must be re-attached
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        for trial, f in algorithm.checks:
+            torch.nn.utils.vector_to_parameters(trial[0], ref.parameters())
+            assert torch.equal(f, nn.functional.cross_entropy(ref(xb), yb).reshape(1).detach())
+        assert len(algorithm.checks) >= 2  # lr = 4 is too long: at least one halving
+        algorithm.checks.clear()
+    g_ptr = opt.flat_grad.untyped_storage().data_ptr()
+    assert all(p.grad.untyped_storage().data_ptr() == g_ptr for p in model.parameters())
+
+
+# ---------------------------------------------------------------- state_dict
+def roundtrip(sd: dict[str, Any]) -> dict[str, Any]:
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_resume_equals_uninterrupted_run_bit_exactly(name: str) -> None:
+    options = default_options(name)
+    batches = make_batches(10)
+
+    full_model = make_model(0)
+    full = DistributedOptimizer(full_model.parameters(), name, one_worker_comm(), **options)
+    train_steps(full, full_model, batches)
+
+    first_model = make_model(0)
+    first = DistributedOptimizer(first_model.parameters(), name, one_worker_comm(), **options)
+    train_steps(first, first_model, batches[:5])
+    first.comm.bytes_sent += 123.0  # a 1-worker ring sends nothing; make the counter visible
+    first.comm.simulated_comm_time_s += 0.5
+    sd = roundtrip(first.state_dict())
+    assert sd["algorithm"] == name and sd["num_params"] == 4 and sd["num_steps"] == 5
+
+    resumed_model = make_model(7)  # another initialisation: everything comes from the dict
+    resumed = DistributedOptimizer(resumed_model.parameters(), name, one_worker_comm(), **options)
+    resumed.load_state_dict(sd)
+    assert torch.equal(flat(resumed_model), flat(first_model))  # the model sees x
+    assert resumed.num_steps == 5 and float(resumed.comm.bytes_sent[0]) == 123.0
+    assert resumed.comm.simulated_comm_time_s == 0.5
+    train_steps(resumed, resumed_model, batches[5:])
+    assert torch.equal(resumed.flat_params, full.flat_params)
+    assert torch.equal(flat(resumed_model), flat(full_model))
+
+
+def test_state_dict_is_a_copy_and_restores_options() -> None:
+    model = make_model(0)
+    opt = DistributedOptimizer(model.parameters(), "dpsgd", one_worker_comm(), lr=0.1, momentum=0.9)
+    train_steps(opt, model, make_batches(2))
+    opt.set_options(lr=0.02)
+    sd = opt.state_dict()
+    assert sd["options"]["lr"] == 0.02 and sd["param_shapes"][0] == (8, 5)
+    assert sd["flat_params"].data_ptr() != opt.flat_params.data_ptr()
+    buf = sd["state"]["momentum_buffer"]
+    assert buf.data_ptr() != opt.state.momentum_buffer.data_ptr()
+    assert torch.equal(buf, opt.state.momentum_buffer)
+
+    other_model = make_model(1)
+    other = DistributedOptimizer(other_model.parameters(), "dpsgd", one_worker_comm(), lr=0.1)
+    other.load_state_dict(sd)
+    assert other.algorithm.lr == 0.02 and other.algorithm.momentum == 0.9
+    with pytest.raises(ValueError, match="no option"):
+        opt.set_options(learning_rate=0.1)
+
+
+def test_load_state_dict_rejects_a_different_model_or_algorithm() -> None:
+    model = make_model(0)
+    opt = DistributedOptimizer(model.named_parameters(), "dpsgd", one_worker_comm(), lr=0.1)
+    sd = opt.state_dict()
+
+    wider = make_model(0, hidden=9)
+    other = DistributedOptimizer(wider.named_parameters(), "dpsgd", one_worker_comm(), lr=0.1)
+    before = other.flat_params.clone()
+    with pytest.raises(ValueError, match=r"parameter '0\.weight' \(index 0\) has shape \(9, 5\)"):
+        other.load_state_dict(sd)
+    assert torch.equal(other.flat_params, before)  # nothing changed
+
+    unnamed = DistributedOptimizer(make_model(0, 9).parameters(), "dpsgd", one_worker_comm())
+    with pytest.raises(ValueError, match="parameter 'param0'"):
+        unnamed.load_state_dict(sd)
+
+    fewer = DistributedOptimizer(list(make_model(0).parameters())[:2], "dpsgd", one_worker_comm())
+    with pytest.raises(ValueError, match="holds 4 parameters, this optimizer 2"):
+        fewer.load_state_dict(sd)
+
+    allreduce = DistributedOptimizer(make_model(0).parameters(), "allreduce", one_worker_comm())
+    with pytest.raises(ValueError, match="for algorithm 'dpsgd'.*runs 'allreduce'"):
+        allreduce.load_state_dict(sd)
+
+    with pytest.raises(ValueError, match="missing"):
+        opt.load_state_dict({"algorithm": "dpsgd"})
+    with pytest.raises(ValueError, match="saved by worker"):
+        opt.load_state_dict({**sd, "worker_ids": [3]})
+
+
+# ---------------------------------------------------------------- invalid input
+def invalid_cases() -> list[Any]:
+    f64 = nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    f32 = nn.Parameter(torch.zeros(3, dtype=torch.float32))
+    leaf = nn.Parameter(torch.zeros(3))
+    return [
+        pytest.param(lambda: [], ValueError, "empty parameter list", id="empty"),
+        pytest.param(
+            lambda: [{"params": []}], ValueError, "empty parameter list", id="empty-group"
+        ),
+        pytest.param(lambda: [f64, f32], ValueError, "one dtype and device", id="mixed-dtypes"),
+        pytest.param(lambda: [leaf, leaf], ValueError, "more than once", id="duplicate"),
+        pytest.param(lambda: [leaf * 2], ValueError, "not a leaf", id="non-leaf"),
+        pytest.param(lambda: [torch.zeros(3)], ValueError, "does not require grad", id="frozen"),
+        pytest.param(
+            lambda: [{"params": [leaf], "lr": 0.1}], ValueError, "per-group options", id="group-lr"
+        ),
+        pytest.param(lambda: leaf, TypeError, "single Tensor", id="bare-tensor"),
+        pytest.param(lambda: [leaf, 3.0], TypeError, "not a torch.Tensor", id="not-a-tensor"),
+    ]
+
+
+@pytest.mark.parametrize(("make_params", "error", "message"), invalid_cases())
+def test_invalid_parameters_raise_clear_errors(
+    make_params: Callable[[], Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        DistributedOptimizer(make_params(), "dpsgd", one_worker_comm())
+
+
+def test_invalid_setup_raises() -> None:
+    params = list(make_model(0).parameters())
+    with pytest.raises(ValueError, match="one worker per process"):
+        DistributedOptimizer(params, "dpsgd", SimulatedCommunicator(make_topology("ring", 4)))
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        DistributedOptimizer(params, "sgdd", one_worker_comm())
+    with pytest.raises(ValueError, match="no option"):
+        DistributedOptimizer(params, "dpsgd", one_worker_comm(), learning_rate=0.1)
+    with pytest.raises(ValueError, match="together with an algorithm instance"):
+        DistributedOptimizer(params, make_algorithm("dpsgd"), one_worker_comm(), lr=0.1)
+
+
+# ---------------------------------------------------------------- real processes (gloo)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_example_runs_on_four_gloo_processes(tmp_path: Path) -> None:
+    world, port = 4, free_port()
+    argv = [sys.executable, str(REPO / "examples" / "train_own_loop.py")]
+    argv += ["--algorithm", "dpsgd", "--topology", "ring", "--steps", "20", "--log-every", "10"]
+    procs = []
+    for rank in range(world):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+        procs.append(
+            subprocess.Popen(
+                argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        )
+    outputs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=90)
+            outputs.append(out.decode(errors="replace"))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    codes = [p.returncode for p in procs]
+    assert codes == [0] * world, "\n---\n".join(outputs)
+    assert "step   20" in outputs[0]
+    match = re.search(r"test accuracy of the averaged model (\d\.\d+)", outputs[0])
+    assert match is not None, outputs[0]
+    assert float(match.group(1)) > 0.5  # 20 steps of D-PSGD on digits: far above chance (0.1)
+    assert all("test accuracy" not in out for out in outputs[1:])  # rank 0 only
