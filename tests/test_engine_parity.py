@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from _distributed import start_workers, wait_all
 from _parity_cases import CASES, Case, config_for
-
 from peergrad.train import train
 
 HERE = Path(__file__).parent

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from _distributed import start_workers, wait_all
 
 TRAIN = [
