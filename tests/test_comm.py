@@ -140,3 +140,12 @@ def test_per_worker_reductions() -> None:
     np.testing.assert_allclose(
         worker_norm(a).numpy(), np.linalg.norm(a.numpy().reshape(3, -1), axis=1)
     )
+
+
+def test_broadcast_copies_one_workers_row_and_is_free() -> None:
+    comm = SimulatedCommunicator(make_topology("ring", 4))
+    x = torch.arange(8, dtype=torch.float64).reshape(4, 2)
+    comm.broadcast(x, src=2)
+    assert x.tolist() == [[4.0, 5.0]] * 4 and comm.bytes_sent.sum() == 0
+    with pytest.raises(ValueError, match=r"src must be in \[0, 3\]"):
+        comm.broadcast(x, src=4)

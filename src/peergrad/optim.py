@@ -234,6 +234,9 @@ class DistributedOptimizer:
                     gv.copy_(_dense(p.grad))
                 p.data = xv
                 p.grad = gv
+        # Every worker starts from worker 0's parameters (as DistributedDataParallel does), so
+        # a model seeded differently on each rank cannot silently break the methods' invariants.
+        comm.broadcast(self._x, src=0)
         self._state = algorithm.init(self._x, comm)
         self._steps = 0
 

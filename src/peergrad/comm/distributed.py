@@ -330,6 +330,18 @@ class DistributedCommunicator:
         self._wait(work, "gather", list(range(self.n_workers)))
         return torch.cat(rows) if rows is not None else None
 
+    def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
+        """Overwrite ``x`` (``[1, ...]``) in place with worker ``src``'s row; not accounted."""
+        self._check(x, "broadcast")
+        if not 0 <= src < self.n_workers:
+            raise ValueError(f"src must be in [0, {self.n_workers - 1}], got {src}")
+        try:
+            work = dist.broadcast(x, src=src, group=self.group, async_op=True)
+        except Exception as exc:
+            raise self._fail("broadcast", [src], exc) from exc
+        self._wait(work, "broadcast", [src])
+        return x
+
     def barrier(self) -> None:
         try:
             work = dist.barrier(group=self.group, async_op=True)

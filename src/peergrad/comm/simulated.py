@@ -103,6 +103,14 @@ class SimulatedCommunicator:
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
         self.rounds += 1
 
+    def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
+        """Overwrite every row of ``x`` in place with row ``src``; not accounted."""
+        self._check(x, "broadcast")
+        if not 0 <= src < self.n_workers:
+            raise ValueError(f"src must be in [0, {self.n_workers - 1}], got {src}")
+        x.copy_(x[src : src + 1].clone().expand_as(x))
+        return x
+
     def begin_step(self, step: int) -> None:
         """Nothing to publish on the simulated engine (kept for engine symmetry)."""
 
