@@ -1,4 +1,4 @@
-"""The ``peergrad`` command: ``train``, ``topology`` and ``algorithms``.
+"""The ``peergrad`` command: ``train``, ``compare``, ``topology`` and ``algorithms``.
 
 Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
 (repeatable), so a new algorithm needs no CLI change.
@@ -11,8 +11,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, NoReturn
 
 from peergrad.train.config import TrainConfig
 
@@ -30,28 +30,33 @@ def parse_set(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, *, exclude: Collection[str] = ()) -> None:
+    """The flags of ``peergrad train``, except those named in ``exclude`` (e.g. ``"--out"``)."""
     from peergrad.algorithms import REGISTRY
     from peergrad.data import DATASETS, PARTITIONS
     from peergrad.models import MODELS
     from peergrad.topology import TOPOLOGIES
 
+    def add(flag: str, *more: str, **kwargs: Any) -> None:
+        if flag not in exclude:
+            p.add_argument(flag, *more, **kwargs)
+
     d = DEFAULTS
-    p.add_argument(
+    add(
         "--engine",
         default=d.engine,
         choices=("simulated", "distributed"),
         help="simulated: all workers in this process; distributed: one worker per process "
         "(start with torchrun --nproc-per-node N)",
     )
-    p.add_argument(
+    add(
         "--timeout-s",
         type=float,
         default=d.timeout_s,
         help="distributed engine: seconds to wait for a peer before stopping with an error",
     )
-    p.add_argument("--algorithm", default=d.algorithm, help=f"one of: {', '.join(REGISTRY)}")
-    p.add_argument(
+    add("--algorithm", default=d.algorithm, help=f"one of: {', '.join(REGISTRY)}")
+    add(
         "--set",
         dest="options",
         action="append",
@@ -59,68 +64,66 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="algorithm hyper-parameter (repeatable), e.g. --set form=atc",
     )
-    p.add_argument("--topology", default=d.topology, help=f"one of: {', '.join(TOPOLOGIES)}")
-    p.add_argument("--workers", type=int, default=d.workers, help="number of workers n")
-    p.add_argument(
+    add("--topology", default=d.topology, help=f"one of: {', '.join(TOPOLOGIES)}")
+    add("--workers", type=int, default=d.workers, help="number of workers n")
+    add(
         "--erdos-renyi-p",
         type=float,
         default=d.erdos_renyi_p,
         help="edge probability of --topology erdos-renyi",
     )
-    p.add_argument("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
-    p.add_argument(
+    add("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
+    add(
         "--data-root", default=d.data_root, help="directory of mnist-idx / cifar10 / cifar100 files"
     )
-    p.add_argument("--model", default=d.model, help=f"one of: {', '.join(MODELS)}")
-    p.add_argument("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
-    p.add_argument(
+    add("--model", default=d.model, help=f"one of: {', '.join(MODELS)}")
+    add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
+    add(
         "--dirichlet-alpha",
         type=float,
         default=d.dirichlet_alpha,
         help="concentration of --partition dirichlet (smaller = more skewed)",
     )
-    p.add_argument(
+    add(
         "--epochs",
         type=float,
         default=d.epochs,
         help="passes over the training set by all workers together",
     )
-    p.add_argument("--steps", type=int, default=d.steps, help="iterations (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
-    p.add_argument("--lr", type=float, default=d.lr, help="step size")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="local momentum")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default=d.dtype, choices=("float32", "float64"))
-    p.add_argument(
+    add("--steps", type=int, default=d.steps, help="iterations (overrides --epochs)")
+    add("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
+    add("--lr", type=float, default=d.lr, help="step size")
+    add("--momentum", type=float, default=d.momentum, help="local momentum")
+    add("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+    add("--seed", type=int, default=d.seed)
+    add("--device", default=d.device, help="cpu, cuda or cuda:N")
+    add("--dtype", default=d.dtype, choices=("float32", "float64"))
+    add(
         "--eval-every",
         type=int,
         default=d.eval_every,
         help="steps between metric records (default: half an epoch)",
     )
-    p.add_argument(
+    add(
         "--eval-workers",
         type=int,
         default=d.eval_workers,
         help="how many workers' own models to evaluate (evenly spaced)",
     )
-    p.add_argument(
+    add(
         "--latency-ms",
         type=float,
         default=d.latency_ms,
         help="network model: per-message latency in milliseconds",
     )
-    p.add_argument(
+    add(
         "--bandwidth-gbps",
         type=float,
         default=d.bandwidth_gbps,
         help="network model: link bandwidth in gigabits per second",
     )
-    p.add_argument("--out", default=d.out, help="run folder (default: runs/<name>)")
-    p.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bar"
-    )
+    add("--out", default=d.out, help="run folder (default: runs/<name>)")
+    add("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -133,6 +136,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def _stop_on_peer_failure(command: str, exc: Exception, config: TrainConfig) -> NoReturn:
+    """A peer is gone: report and leave at once. Tearing down the process group could wait on
+    the dead peer, which is the silent hang this error exists to prevent."""
+    print(f"peergrad {command}: error: {exc}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    from peergrad.comm import distributed
+
+    if distributed.hosts_store():  # let the peers read the heartbeats before it goes
+        time.sleep(min(3.0, config.timeout_s))
+    os._exit(1)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from peergrad.comm import PeerFailure
     from peergrad.train import format_summary, train
@@ -141,15 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config)
     except PeerFailure as exc:
-        # A peer is gone: report and leave at once. Tearing down the process group could wait
-        # on the dead peer, which is the silent hang this error exists to prevent.
-        print(f"peergrad train: error: {exc}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        from peergrad.comm import distributed
-
-        if distributed.hosts_store():  # let the peers read the heartbeats before it goes
-            time.sleep(min(3.0, config.timeout_s))
-        os._exit(1)
+        _stop_on_peer_failure("train", exc, config)
     if config.engine == "distributed":
         from peergrad.comm import distributed
 
@@ -157,6 +164,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.out_dir is not None:
         print(format_summary(result.summary))
         print(f"run folder: {result.out_dir}")
+    return 0
+
+
+def parse_set_for(items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["dpsgd@atc:form=atc"] -> {"dpsgd@atc": {"form": "atc"}}``; ``ValueError`` otherwise."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        label, sep, rest = item.partition(":")
+        if not sep or not label.strip() or "=" not in rest:
+            raise ValueError(f"--set-for expects LABEL:key=value, got {item!r}")
+        out.setdefault(label.strip(), {}).update(parse_set([rest]))
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from peergrad.comm import PeerFailure
+    from peergrad.train.compare import PER_ENTRY_FIELDS, CompareEntry, build_entries, compare
+
+    base = TrainConfig(
+        **{
+            name: getattr(args, name)
+            for name in TrainConfig.__dataclass_fields__
+            if name not in PER_ENTRY_FIELDS
+        },
+        progress=args.progress,
+    )
+    entries = build_entries(args.algorithms, parse_set(args.options), parse_set_for(args.set_for))
+    is_main = base.engine == "simulated" or os.environ.get("RANK", "0") == "0"
+
+    def announce(i: int, entry: CompareEntry, config: TrainConfig) -> None:
+        if is_main:
+            opts = ", ".join(f"{k}={v}" for k, v in entry.options.items())
+            where = f" -> {config.out}" if config.out else ""
+            print(
+                f"peergrad compare: run {i + 1}/{len(entries)}: {entry.label} "
+                f"({entry.algorithm}{': ' + opts if opts else ''}){where}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    try:
+        result = compare(base, entries, args.out, args.target_accuracy, on_run=announce)
+    except PeerFailure as exc:
+        _stop_on_peer_failure("compare", exc, base)
+    if base.engine == "distributed":
+        from peergrad.comm import distributed
+
+        distributed.destroy_process_group()
+    if result.out_dir is not None:
+        print(result.table)
+        print(f"compare folder: {result.out_dir}")
     return 0
 
 
@@ -198,6 +256,12 @@ def cmd_algorithms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _algorithm_names() -> list[str]:
+    from peergrad.algorithms import REGISTRY
+
+    return list(REGISTRY)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="peergrad",
@@ -207,6 +271,57 @@ def build_parser() -> argparse.ArgumentParser:
     p_train = sub.add_parser("train", help="train a model with one algorithm on a topology")
     add_train_arguments(p_train)
     p_train.set_defaults(func=cmd_train)
+
+    p_cmp = sub.add_parser(
+        "compare",
+        help="run several algorithms on the same task; table and curves side by side",
+        description="Train every algorithm of --algorithms on the same task (the flags of "
+        "`peergrad train`), then write DIR/<label>/ (one run folder each), DIR/compare.json, "
+        "DIR/compare.md (final metrics; steps, samples, bytes and simulated time to reach "
+        "--target-accuracy) and DIR/compare_vs_{samples,bytes,simulated_time}.png. Everything "
+        "is checked before the first run starts.",
+    )
+    p_cmp.add_argument(
+        "--algorithms",
+        required=True,
+        metavar="LABEL[,LABEL...]",
+        help="comma-separated run labels: an algorithm name, optionally followed by @name to "
+        "run one algorithm several times, e.g. dpsgd,allreduce,dpsgd@atc "
+        f"(algorithms: {', '.join(_algorithm_names())})",
+    )
+    add_train_arguments(p_cmp, exclude=("--algorithm", "--set", "--out"))
+    p_cmp.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="algorithm hyper-parameter for every run whose algorithm has it (runs whose "
+        "algorithm lacks it are left alone; an option none of them has is an error); "
+        "repeatable",
+    )
+    p_cmp.add_argument(
+        "--set-for",
+        dest="set_for",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE",
+        help="hyper-parameter of one run, overriding --set, e.g. --set-for dpsgd@atc:form=atc; "
+        "repeatable",
+    )
+    p_cmp.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=0.9,
+        help="test accuracy of x̄ whose first crossing is reported (default: 0.9)",
+    )
+    p_cmp.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="comparison folder (default: runs/compare-<labels>-<topology><n>-<dataset>-...)",
+    )
+    p_cmp.set_defaults(func=cmd_compare)
 
     p_topo = sub.add_parser("topology", help="mixing matrix, spectral gap and degree of a graph")
     p_topo.add_argument("name", help="topology name")

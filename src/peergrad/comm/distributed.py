@@ -161,6 +161,9 @@ class DistributedCommunicator:
         self.current_step = 0
         self._worker_ids = torch.tensor([self.rank])
         self._store = _default_store()
+        if self._store is not None:  # a fresh run: forget an earlier run's heartbeat and failure
+            self._store.set(f"{HEARTBEAT_PREFIX}{self.rank}", "0")
+            self._store.delete_key(f"{FAILED_PREFIX}{self.rank}")
         self._nccl = dist.get_backend(group) == "nccl"
         self.timeout = datetime.timedelta(seconds=timeout_s)
 

@@ -1,8 +1,22 @@
-"""Training: the loop, its configuration, metrics and plots."""
+"""Training: the loop, its configuration, metrics and plots.
+
+``peergrad.train.compare`` (the module) holds ``compare()``, which runs several algorithms on the
+same task; the function is not re-exported here so that the module name stays importable.
+"""
 
 from __future__ import annotations
 
+from peergrad.train.compare import CompareEntry, CompareResult, build_entries
 from peergrad.train.config import TrainConfig
 from peergrad.train.loop import METRIC_FIELDS, RunResult, format_summary, train
 
-__all__ = ["METRIC_FIELDS", "RunResult", "TrainConfig", "format_summary", "train"]
+__all__ = [
+    "METRIC_FIELDS",
+    "CompareEntry",
+    "CompareResult",
+    "RunResult",
+    "TrainConfig",
+    "build_entries",
+    "format_summary",
+    "train",
+]

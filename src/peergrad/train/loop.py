@@ -258,6 +258,34 @@ def gather_rows(x: Tensor, comm: Communicator) -> Tensor:
     return x if full is None else full
 
 
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run builds before its first step (all checks done)."""
+
+    algorithm: Algorithm
+    comm: Communicator
+    task: Task
+    sampler: ShardSampler
+    device: torch.device
+    dtype: torch.dtype
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Validate ``config`` and build the run's pieces, in the order that fails fastest.
+
+    Raises ``ValueError`` (``FileNotFoundError`` for missing data files) naming the option before
+    any training starts. On the distributed engine this joins the process group.
+    """
+    validate_config(config)
+    device, dtype = resolve_device(config.device), DTYPES[config.dtype]
+    algorithm = build_algorithm(config)
+    comm = make_communicator(config, device)
+    algorithm.check_topology(comm)
+    task = build_task(config)
+    sampler = ShardSampler(task.shards, config.batch_size, config.seed, comm.worker_ids.tolist())
+    return Prepared(algorithm, comm, task, sampler, device, dtype)
+
+
 def train(
     config: TrainConfig,
     *,
@@ -270,16 +298,12 @@ def train(
     worker ``rank``: it draws the minibatches the simulated engine gives that worker, and the
     returned ``x`` is all workers' parameters ``[n, D]`` on rank 0 (its own row elsewhere).
     """
-    validate_config(config)
-    device, dtype = resolve_device(config.device), DTYPES[config.dtype]
-    algorithm = build_algorithm(config)
-    comm = make_communicator(config, device)
-    algorithm.check_topology(comm)
-    task = build_task(config)
+    prep = prepare(config)
+    algorithm, comm, task, sampler = prep.algorithm, prep.comm, prep.task, prep.sampler
+    device, dtype = prep.device, prep.dtype
     n = config.workers
     worker_ids = comm.worker_ids.tolist()
     is_main = worker_ids[0] == 0
-    sampler = ShardSampler(task.shards, config.batch_size, config.seed, worker_ids)
     module = task.module.to(device=device, dtype=dtype)
     loss_fn = make_worker_loss_fn(module, task.layout)
     evaluator = Evaluator(task, device, dtype, config.eval_workers, n)

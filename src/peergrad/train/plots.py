@@ -21,9 +21,17 @@ PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test acc
 
 
 def plot_curves(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]], x_key: str, path: str | Path, title: str = ""
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    x_key: str,
+    path: str | Path,
+    title: str = "",
+    *,
+    target_accuracy: float | None = None,
 ) -> Path:
-    """One figure with train loss and test accuracy against ``x_key``, one curve per run."""
+    """One figure with train loss and test accuracy against ``x_key``, one curve per run.
+
+    ``target_accuracy`` (optional) is drawn as a dashed horizontal line on the accuracy panel.
+    """
     if x_key not in X_AXES:
         raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
     fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 4))
@@ -33,6 +41,14 @@ def plot_curves(
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker=".", label=name)
+        if key == "test_accuracy" and target_accuracy is not None:
+            ax.axhline(
+                target_accuracy,
+                color="0.4",
+                linestyle="--",
+                linewidth=1,
+                label=f"target {target_accuracy:g}",
+            )
         ax.set_xlabel(X_AXES[x_key])
         ax.set_ylabel(label)
         if log:
@@ -56,4 +72,32 @@ def plot_run(records: Sequence[Mapping[str, Any]], out_dir: str | Path, name: st
         plot_curves(
             {name: records}, "bytes_sent_per_worker", out_dir / "loss_accuracy_vs_bytes.png", name
         ),
+    ]
+
+
+COMPARE_AXES = {
+    "samples": "samples_seen",
+    "bytes": "bytes_sent_per_worker",
+    "simulated_time": "simulated_comm_time_s",
+}
+
+
+def plot_comparison(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    out_dir: str | Path,
+    title: str = "",
+    *,
+    target_accuracy: float | None = None,
+) -> list[Path]:
+    """``compare_vs_{samples,bytes,simulated_time}.png`` in ``out_dir``, one curve per run."""
+    out_dir = Path(out_dir)
+    return [
+        plot_curves(
+            runs,
+            x_key,
+            out_dir / f"compare_vs_{suffix}.png",
+            title,
+            target_accuracy=target_accuracy,
+        )
+        for suffix, x_key in COMPARE_AXES.items()
     ]
