@@ -149,6 +149,9 @@ class Communicator(Protocol):
     def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
         """Exact average over all n workers, broadcast back to shape ``[w, ...]``.
 
+        Read-only and short-lived: a broadcast view on the simulated engine, a buffer that the
+        next ``mean`` of the same shape reuses on the distributed engine; copy what you keep.
+
         ``account=False`` (metrics only) charges nothing to the byte and time counters.
         """
         ...

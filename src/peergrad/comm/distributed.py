@@ -100,7 +100,12 @@ class PendingMix:
     sends: list[tuple[int, object]]
     buffers: list[tuple[int, float, Tensor]]  # (peer j, W_ij, receive buffer)
 
+    done: bool = False
+
     def wait(self, out: Tensor | None = None) -> Tensor:
+        if self.done:  # a second wait on gloo would block for a message that never comes
+            raise RuntimeError("PendingMix.wait() was already called for this gossip round")
+        self.done = True
         comm = self.comm
         for peer, work in self.requests:
             comm._wait(work, f"gossip receive from worker {peer}", [peer])
@@ -298,12 +303,13 @@ class DistributedCommunicator:
         return self.mix_start(x, W, message_bytes=message_bytes).wait(out)
 
     def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
-        """All-reduce average over the n workers (shape ``[1, ...]``, a new tensor).
+        """All-reduce average over the n workers (shape ``[1, ...]``).
 
+        The result lives in a workspace buffer that the next ``mean`` of the same shape reuses.
         ``account=False`` is for metrics: nothing is charged to the byte and time counters.
         """
         self._check(x, "mean")
-        out = x.detach().clone()
+        out = self.workspace(x, "mean" if account else "mean-metrics").copy_(x)
         staged = out
         if self._nccl and out.device.type == "cpu":  # metrics kept on the CPU
             staged = out.to(torch.device("cuda", torch.cuda.current_device()))
