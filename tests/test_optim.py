@@ -37,6 +37,10 @@ DTYPE = torch.float64
 SGD_REDUCTIONS: dict[str, list[dict[str, Any]]] = {
     "allreduce": [{}],
     "dpsgd": [{"form": "cta"}, {"form": "atc"}],
+    # exact in exact arithmetic (telescoping recursions), equal to rounding on one worker:
+    "d2": [{}],
+    "gradient-tracking": [{"form": "cta"}, {"form": "atc"}],
+    "detag": [{"pipelined": False}],  # the pipelined form uses one-phase-stale gradients
 }
 SGD_SETTINGS = [
     {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},

@@ -10,7 +10,10 @@ from peergrad.algorithms.base import (
     state_from_dict,
     state_to_dict,
 )
+from peergrad.algorithms.d2 import D2, D2State
+from peergrad.algorithms.detag import DeTAG, DeTAGState
 from peergrad.algorithms.dpsgd import DPSGD
+from peergrad.algorithms.gradient_tracking import GradientTracking, GTState
 from peergrad.algorithms.registry import (
     ALGORITHMS,
     REGISTRY,
@@ -22,7 +25,13 @@ from peergrad.algorithms.registry import (
 __all__ = [
     "ALGORITHMS",
     "REGISTRY",
+    "D2",
     "DPSGD",
+    "D2State",
+    "DeTAG",
+    "DeTAGState",
+    "GTState",
+    "GradientTracking",
     "Algorithm",
     "AllReduceSGD",
     "MomentumState",

@@ -1,0 +1,149 @@
+"""Gradient tracking: every worker tracks the network-average gradient with a second variable.
+
+Papers:
+
+- CTA form: G. Qu and N. Li, "Harnessing Smoothness to Accelerate Distributed Optimization",
+  arXiv:1605.07112; A. Nedić, A. Olshevsky, W. Shi, "Achieving Geometric Convergence for
+  Distributed Optimization over Time-Varying Graphs" (DIGing), arXiv:1607.03218.
+- ATC form (DSGT): S. Pu and A. Nedić, "Distributed Stochastic Gradient Tracking Methods",
+  arXiv:1805.11454 (the stochastic non-convex analysis is Zhang & You 2019).
+
+Specification: ``decentralized.md`` §3.3. The two forms are recalled from the papers [R] (the
+CTA form also appears in the ``nda`` library's ``DGD_tracking`` [V]); that DeTAG's paper calls
+this line of methods "DSGT" is [R?].
+
+Update rule (worker i, iteration k, W = ``comm.topology.at(k)``; shapes ``[w, D]``; ``g_k`` is
+the stochastic gradient at ``x_k`` plus ``weight_decay * x_k``; ``y_(-1) = 0``, ``g_(-1) = 0``
+so that ``y_0 = g_0``)::
+
+    y_k     = W y_(k-1) + g_k - g_(k-1)                    (tracker)
+    d_k     = heavy_ball(buf, y_k, momentum, nesterov)     (d_k = y_k by default)
+    CTA:      x_(k+1) = W x_k - lr * d_k
+    ATC:      x_(k+1) = W (x_k - lr * d_k)
+
+Messages: x and y travel in one fused message ``[w, 2D]`` per neighbour per iteration
+(``2 * D * element_size`` bytes):
+
+- ATC: ``[x_k - lr d_k, y_k]`` after the gradient, giving ``x_(k+1)`` and ``W y_k``;
+- CTA: ``[x_k, y_(k-1)]``, which does not need the gradient: ``pre_gradient`` starts it, so
+  the gossip overlaps the gradient computation, and gives ``W x_k`` and ``W y_(k-1)``.
+
+Invariants (doubly stochastic W, momentum 0): ``mean(y_k) = mean(g_k)`` at every k (including
+with stochastic gradients) and ``mean(x_(k+1)) = mean(x_k) - lr * mean(g_k)``. With
+deterministic gradients both forms converge to the exact optimum on heterogeneous data.
+
+State: ``gossip`` ``[w, 2D]``, whose second half is the tracker (``state.tracker``): y_k in
+the CTA form, ``W y_k`` in the ATC form (the gossip of y_k has already happened; same mean);
+``grad_prev`` = g_k; ``momentum_buffer``.
+
+Deviations from the papers: heavy-ball/Nesterov momentum on the tracker (as the DeTAG reference
+code does; the average then follows heavy-ball SGD on the mean gradient) and weight decay
+folded into the gradient before tracking. Time-varying W(k) is allowed (DIGing's setting).
+
+Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, an unknown
+``form`` and a W(k) that is not doubly stochastic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from peergrad.algorithms.base import (
+    Closure,
+    SGDAlgorithm,
+    check_choice,
+    require_doubly_stochastic,
+)
+from peergrad.comm.base import Communicator
+from peergrad.transforms import add_weight_decay, heavy_ball
+
+
+@dataclasses.dataclass
+class GTState:
+    """``step``: iterations done; ``gossip``: ``[w, 2D]`` fused buffer (see the module doc);
+    ``grad_prev``: the last (weight-decayed) gradient ``[w, D]``; ``momentum_buffer``."""
+
+    step: int
+    gossip: Tensor
+    grad_prev: Tensor
+    momentum_buffer: Tensor
+
+    @property
+    def tracker(self) -> Tensor:
+        """The tracker half of ``gossip``: y_k (CTA) or W y_k (ATC), ``[w, D]`` view."""
+        return self.gossip[:, self.grad_prev.shape[1] :]
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientTracking(SGDAlgorithm):
+    """Gradient tracking, ``form="atc"`` (DSGT, Pu–Nedić; default) or ``"cta"`` (Qu–Li/DIGing)."""
+
+    lr: float = 0.05
+    form: str = "atc"
+
+    name: ClassVar[str] = "gradient-tracking"
+    paper: ClassVar[str] = (
+        "Qu & Li, arXiv:1605.07112 / DIGing, arXiv:1607.03218 (CTA); "
+        "Pu & Nedić, arXiv:1805.11454 (DSGT, ATC)"
+    )
+    summary: ClassVar[str] = (
+        "gradient tracking: gossip the model and a tracker of the average gradient (fused)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("form", self.form, ("cta", "atc"))
+
+    def check_topology(self, comm: Communicator) -> None:
+        require_doubly_stochastic(comm, "gradient-tracking")
+
+    def init(self, x: Tensor, comm: Communicator) -> GTState:
+        w, D = x.shape
+        return GTState(
+            step=0,
+            gossip=x.new_zeros((w, 2 * D)),
+            grad_prev=torch.zeros_like(x),
+            momentum_buffer=torch.zeros_like(x),
+        )
+
+    def pre_gradient(self, x: Tensor, state: GTState, comm: Communicator) -> Any:
+        """CTA: start the fused gossip of ``[x_k, y_(k-1)]`` (it does not need the gradient)."""
+        if self.form != "cta":
+            return None
+        state.gossip[:, : x.shape[1]].copy_(x)
+        return comm.mix_start(state.gossip, comm.topology.at(state.step))
+
+    def step(
+        self,
+        x: Tensor,
+        g: Tensor,
+        state: GTState,
+        comm: Communicator,
+        closure: Closure | None = None,
+        pending: Any = None,
+    ) -> GTState:
+        D = x.shape[1]
+        W = comm.topology.at(state.step)
+        g = add_weight_decay(g, x, self.weight_decay)
+        if self.form == "cta":
+            if pending is None:
+                pending = self.pre_gradient(x, state, comm)
+            recv = pending.wait(comm.workspace(state.gossip, "gt.recv"))  # [W x_k, W y_(k-1)]
+            y = state.gossip[:, D:]  # the sent buffer is free again: y_k goes here
+            torch.add(recv[:, D:], g, out=y).sub_(state.grad_prev)
+            d = heavy_ball(state.momentum_buffer, y, self.momentum, self.nesterov)
+            torch.sub(recv[:, :D], d, alpha=self.lr, out=x)
+        else:
+            send = comm.workspace(state.gossip, "gt.send")
+            y = send[:, D:]
+            torch.add(state.gossip[:, D:], g, out=y).sub_(state.grad_prev)  # W y_(k-1) + ...
+            d = heavy_ball(state.momentum_buffer, y, self.momentum, self.nesterov)
+            torch.sub(x, d, alpha=self.lr, out=send[:, :D])
+            comm.mix(send, W, out=state.gossip)  # [x_(k+1), W y_k]
+            x.copy_(state.gossip[:, :D])
+        state.grad_prev.copy_(g)
+        return dataclasses.replace(state, step=state.step + 1)
