@@ -30,6 +30,10 @@ CASES: list[Case] = [
     Case("dpsgd", "float64", "one-peer-exponential"),
     Case("dpsgd", "float64", "exponential", {"form": "atc"}),
     Case("dpsgd", "float32", "star", {"nesterov": "true"}),
+    Case("gradient-tracking", "float64", "ring", {"form": "cta"}),
+    Case("detag", "float64", "ring", {"pipelined": "false", "rounds": "2"}),
+    Case("detag", "float64", "one-peer-exponential", {"eta": "0"}),
+    Case("d2", "float64", "torus"),
 ]
 
 

@@ -15,8 +15,10 @@ trial point; line-search methods use it.
 
 Overlap: ``pre_gradient(x, state, comm)`` may start communication that does not depend on the
 gradient (the gossip of x in combine-then-adapt forms, via ``comm.mix_start``); the training loop
-calls it before computing ``g`` and passes its return value to ``step`` as ``pending``. Calling
-``step`` without ``pending`` is always valid and gives the same result.
+calls it before computing ``g`` and must pass its return value to ``step`` as ``pending`` (on the
+distributed engine an unused handle leaves messages in flight that the next gossip would
+mismatch). Calling ``step`` without having called ``pre_gradient`` is always valid and gives the
+same result.
 
 State is a dataclass of tensors and ints (``step`` counts iterations from 0) so that it can be
 saved and restored exactly with :func:`state_to_dict` / :func:`state_from_dict`.

@@ -5,7 +5,8 @@
 - circulant matrices (ring, exponential, one-peer exponential) are applied as a weighted sum of
   ``torch.roll`` shifts of the worker axis, ``(W x)_i = sum_s w_s x_{(i - s) mod n}``;
 - the complete graph (W = J) is a mean over the worker axis;
-- every other matrix is a sparse CSR product (``torch.sparse.mm``).
+- every other matrix is a sparse CSR product (``torch.sparse.mm``), or a dense product when
+  n <= 32 (then n^2 D flops cost less than the sparse kernel's per-call overhead).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from torch import Tensor
 
 from peergrad.comm.base import NetworkModel, Workspace, allreduce_bytes, message_nbytes
 from peergrad.topology import MixingMatrix, Topology
+
+DENSE_MAX_WORKERS = 32
 
 
 class SimulatedCommunicator:
@@ -61,7 +64,7 @@ class SimulatedCommunicator:
         """Out-degree of every worker in W (float64 ``[n]``), cached per matrix."""
         deg = self._out_degrees.get(W)
         if deg is None:
-            deg = torch.as_tensor(W.out_degrees, dtype=torch.float64)
+            deg = torch.tensor(W.out_degrees, dtype=torch.float64)
             self._out_degrees[W] = deg
         return deg
 
@@ -163,5 +166,9 @@ def apply_mixing(W: MixingMatrix, x: Tensor, out: Tensor | None = None) -> Tenso
             out[:s].add_(x[n - s :], alpha=weight)
         return out
     flat = x.reshape(x.shape[0], -1)
+    if W.n <= DENSE_MAX_WORKERS:
+        # Small graphs: a dense GEMM (n^2 D flops) beats the sparse kernel's per-call overhead.
+        torch.mm(W.torch_dense(x.device, x.dtype), flat, out=out.view(flat.shape))
+        return out
     product = torch.sparse.mm(W.torch_sparse(x.device, x.dtype), flat)
     return out.copy_(product.reshape(x.shape))

@@ -284,6 +284,8 @@ class MixingMatrix:
                 raise ValueError(f"shifts {shifts} do not reproduce the mixing matrix W")
         self._shifts = shifts
         self._symmetric = bool(np.allclose(dense, dense.T, rtol=0.0, atol=_EXACT_TOL))
+        self._complete: bool | None = None
+        self._out_deg: np.ndarray | None = None
         self._spectral: SpectralInfo | None = None
         self._torch_cache: dict[tuple[str, Any, str], torch.Tensor] = {}
 
@@ -316,7 +318,9 @@ class MixingMatrix:
     @property
     def is_complete(self) -> bool:
         """Whether every entry equals ``1/n`` to 1e-12 (W = J, exact averaging)."""
-        return bool(np.all(np.abs(self._W - 1.0 / self._n) <= _EXACT_TOL))
+        if self._complete is None:  # cached: the matrix is immutable and mix() asks every call
+            self._complete = bool(np.all(np.abs(self._W - 1.0 / self._n) <= _EXACT_TOL))
+        return self._complete
 
     @property
     def num_edges(self) -> int:
@@ -370,8 +374,11 @@ class MixingMatrix:
 
     @property
     def out_degrees(self) -> np.ndarray:
-        """Out-degree of every node, int array ``[n]``."""
-        return self._off_diag_support().sum(axis=0)
+        """Out-degree of every node, int array ``[n]`` (cached, read-only)."""
+        if self._out_deg is None:
+            self._out_deg = self._off_diag_support().sum(axis=0)
+            self._out_deg.setflags(write=False)
+        return self._out_deg
 
     @property
     def in_degrees(self) -> np.ndarray:
