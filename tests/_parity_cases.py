@@ -49,7 +49,7 @@ def config_for(case: Case, engine: str) -> TrainConfig:
         steps=STEPS,
         eval_every=STEPS,
         batch_size=16,
-        lr=0.05,
+        lr=None,  # each algorithm's own default step (SGD family 0.05-0.1, adaptive 1e-3)
         momentum=0.9,
         weight_decay=1e-4,
         dtype=case.dtype,

@@ -11,6 +11,14 @@ from peergrad.algorithms.base import (
     state_to_dict,
 )
 from peergrad.algorithms.d2 import D2, D2State
+from peergrad.algorithms.dadam import DADAM, DADAMNaive, DADAMState
+from peergrad.algorithms.decentralized_adaptive import (
+    DecentralizedAdaGrad,
+    DecentralizedAdam,
+    DecentralizedAdaptive,
+    DecentralizedAdaptiveState,
+    DecentralizedAMSGrad,
+)
 from peergrad.algorithms.detag import DeTAG, DeTAGState
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking, GTState
@@ -28,6 +36,14 @@ __all__ = [
     "D2",
     "DPSGD",
     "D2State",
+    "DADAM",
+    "DADAMNaive",
+    "DADAMState",
+    "DecentralizedAMSGrad",
+    "DecentralizedAdaGrad",
+    "DecentralizedAdam",
+    "DecentralizedAdaptive",
+    "DecentralizedAdaptiveState",
     "DeTAG",
     "DeTAGState",
     "GTState",

@@ -13,11 +13,28 @@ from typing import Any
 from peergrad.algorithms.allreduce import AllReduceSGD
 from peergrad.algorithms.base import Algorithm
 from peergrad.algorithms.d2 import D2
+from peergrad.algorithms.dadam import DADAM, DADAMNaive
+from peergrad.algorithms.decentralized_adaptive import (
+    DecentralizedAdaGrad,
+    DecentralizedAdam,
+    DecentralizedAMSGrad,
+)
 from peergrad.algorithms.detag import DeTAG
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
 
-ALGORITHMS: tuple[type[Algorithm], ...] = (AllReduceSGD, DPSGD, D2, GradientTracking, DeTAG)
+ALGORITHMS: tuple[type[Algorithm], ...] = (
+    AllReduceSGD,
+    DPSGD,
+    D2,
+    GradientTracking,
+    DeTAG,
+    DecentralizedAMSGrad,
+    DecentralizedAdaGrad,
+    DecentralizedAdam,
+    DADAM,
+    DADAMNaive,
+)
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 
 

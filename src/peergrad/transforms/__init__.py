@@ -6,6 +6,27 @@ engines.
 
 from __future__ import annotations
 
+from peergrad.transforms.adaptive import (
+    EPS_MODES,
+    adagrad_mean,
+    adaptive_denominator,
+    adaptive_step,
+    amsgrad_max,
+    ema_first_moment,
+    ema_second_moment,
+    mixed_max,
+)
 from peergrad.transforms.basic import add_weight_decay, heavy_ball
 
-__all__ = ["add_weight_decay", "heavy_ball"]
+__all__ = [
+    "EPS_MODES",
+    "adagrad_mean",
+    "adaptive_denominator",
+    "adaptive_step",
+    "add_weight_decay",
+    "amsgrad_max",
+    "ema_first_moment",
+    "ema_second_moment",
+    "heavy_ball",
+    "mixed_max",
+]
