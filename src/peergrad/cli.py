@@ -92,7 +92,7 @@ def add_train_arguments(p: argparse.ArgumentParser, *, exclude: Collection[str] 
     )
     add("--steps", type=int, default=d.steps, help="iterations (overrides --epochs)")
     add("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
-    add("--lr", type=float, default=d.lr, help="step size")
+    add("--lr", type=float, default=d.lr, help="step size (default: the algorithm's own)")
     add("--momentum", type=float, default=d.momentum, help="local momentum")
     add("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
     add("--seed", type=int, default=d.seed)

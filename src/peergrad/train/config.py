@@ -32,7 +32,7 @@ class TrainConfig:
     epochs: float = 10.0
     steps: int | None = None
     batch_size: int = 32
-    lr: float | None = 0.1
+    lr: float | None = None
     momentum: float | None = 0.9
     weight_decay: float | None = None
     seed: int = 0
