@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import re
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from _distributed import start_workers, wait_all
 from peergrad.algorithms import ALGORITHMS, Algorithm, MomentumState, make_algorithm
 from peergrad.comm import SimulatedCommunicator, worker_dot
 from peergrad.optim import DistributedOptimizer
@@ -484,44 +481,16 @@ def test_invalid_setup_raises() -> None:
 
 
 # ---------------------------------------------------------------- real processes (gloo)
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_example_runs_on_four_gloo_processes(tmp_path: Path) -> None:
-    world, port = 4, free_port()
-    argv = [sys.executable, str(REPO / "examples" / "train_own_loop.py")]
+    world = 4
+    argv = [str(REPO / "examples" / "train_own_loop.py")]
     argv += ["--algorithm", "dpsgd", "--topology", "ring", "--steps", "20", "--log-every", "10"]
-    procs = []
-    for rank in range(world):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-        )
-    outputs = []
-    try:
-        for p in procs:
-            out, _ = p.communicate(timeout=90)
-            outputs.append(out.decode(errors="replace"))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    codes = [p.returncode for p in procs]
+    procs = start_workers(argv, world, cwd=tmp_path, log_dir=tmp_path)
+    codes = wait_all(procs, timeout_s=90)
+    outputs = [
+        (tmp_path / f"rank{r}.out").read_text() + (tmp_path / f"rank{r}.err").read_text()
+        for r in range(world)
+    ]
     assert codes == [0] * world, "\n---\n".join(outputs)
     assert "step   20" in outputs[0]
     match = re.search(r"test accuracy of the averaged model (\d\.\d+)", outputs[0])

@@ -103,6 +103,22 @@ def check_non_negative(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def check_b1_alias(momentum: float, b1: float | None, default_momentum: float) -> None:
+    """Adaptive methods: ``momentum`` is an alias of β₁ (``b1``); reject two different values.
+
+    ``momentum`` in [0, 1), ``b1`` (when given) in [0, 1); they may differ only while
+    ``momentum`` keeps its default, so ``--set b1=...`` works beside the CLI's ``--momentum``.
+    """
+    check_unit_interval("momentum", momentum)
+    if b1 is not None:
+        check_unit_interval("b1", b1)
+        if momentum not in (default_momentum, b1):
+            raise ValueError(
+                f"b1={b1!r} and momentum={momentum!r} disagree: momentum is an alias of b1 (β₁); "
+                "give only one of them"
+            )
+
+
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

@@ -80,6 +80,7 @@ from torch import Tensor
 from peergrad.algorithms.base import (
     Algorithm,
     Closure,
+    check_b1_alias,
     check_choice,
     check_non_negative,
     check_positive,
@@ -145,14 +146,7 @@ class DecentralizedAdaptive(Algorithm):
 
     def __post_init__(self) -> None:
         check_positive("lr", self.lr)
-        check_unit_interval("momentum", self.momentum)
-        if self.b1 is not None:
-            check_unit_interval("b1", self.b1)
-            if self.momentum not in (MOMENTUM_DEFAULT, self.b1):
-                raise ValueError(
-                    f"b1={self.b1!r} and momentum={self.momentum!r} disagree: momentum is an "
-                    "alias of b1 (β₁); give only one of them"
-                )
+        check_b1_alias(self.momentum, self.b1, MOMENTUM_DEFAULT)
         check_positive("eps", self.eps)
         check_choice("init_mode", self.init_mode, ("first-gradient", "paper"))
         check_choice("eps_mode", self.eps_mode, EPS_MODES)
