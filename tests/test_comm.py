@@ -149,3 +149,27 @@ def test_broadcast_copies_one_workers_row_and_is_free() -> None:
     assert x.tolist() == [[4.0, 5.0]] * 4 and comm.bytes_sent.sum() == 0
     with pytest.raises(ValueError, match=r"src must be in \[0, 3\]"):
         comm.broadcast(x, src=4)
+
+
+def test_all_gather_shows_every_payload_and_counts_ring_bytes() -> None:
+    from peergrad.comm.base import allgather_bytes
+
+    n, p = 5, 3
+    net = NetworkModel(latency_s=1e-3, bandwidth_bytes_per_s=1e6)
+    comm = SimulatedCommunicator(make_topology("ring", n), network=net)
+    payload = torch.arange(n * p, dtype=torch.float32).reshape(n, p)
+    out = comm.all_gather(payload)
+    assert out.shape == (n, n, p)
+    for i in range(n):
+        assert torch.equal(out[i], payload)
+    assert out.stride(0) == 0  # an expanded view: no n^2 memory
+    assert torch.equal(comm.bytes_sent, torch.full((n,), (n - 1) * p * 4.0, dtype=torch.float64))
+    assert allgather_bytes(p * 4, n) == (n - 1) * p * 4
+    assert comm.simulated_comm_time_s == pytest.approx((n - 1) * (1e-3 + p * 4 / 1e6))
+    comm.all_gather(payload.to(torch.uint8), message_bytes=7)
+    assert float(comm.bytes_sent[0]) == (n - 1) * (p * 4 + 7)
+    with pytest.raises(ValueError, match="worker axis"):
+        comm.all_gather(torch.zeros(n - 1, p))
+    one = SimulatedCommunicator(make_topology("complete", 1), network=net)
+    one.all_gather(torch.zeros(1, 4))
+    assert float(one.bytes_sent[0]) == 0 and one.simulated_comm_time_s == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from peergrad.algorithms.allreduce import AllReduceSGD
+from peergrad.algorithms.armijo_csgd import ArmijoCSGD, ArmijoState
 from peergrad.algorithms.base import (
     Algorithm,
     MomentumState,
@@ -21,6 +22,7 @@ from peergrad.algorithms.decentralized_adaptive import (
 )
 from peergrad.algorithms.detag import DeTAG, DeTAGState
 from peergrad.algorithms.dpsgd import DPSGD
+from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD, EFState
 from peergrad.algorithms.gradient_tracking import GradientTracking, GTState
 from peergrad.algorithms.registry import (
     ALGORITHMS,
@@ -32,9 +34,14 @@ from peergrad.algorithms.registry import (
 
 __all__ = [
     "ALGORITHMS",
+    "ArmijoCSGD",
+    "ArmijoState",
     "REGISTRY",
     "D2",
     "DPSGD",
+    "EFSGD",
+    "EFState",
+    "CompressedSGD",
     "D2State",
     "DADAM",
     "DADAMNaive",

@@ -11,6 +11,7 @@ import typing
 from typing import Any
 
 from peergrad.algorithms.allreduce import AllReduceSGD
+from peergrad.algorithms.armijo_csgd import ArmijoCSGD
 from peergrad.algorithms.base import Algorithm
 from peergrad.algorithms.d2 import D2
 from peergrad.algorithms.dadam import DADAM, DADAMNaive
@@ -21,6 +22,7 @@ from peergrad.algorithms.decentralized_adaptive import (
 )
 from peergrad.algorithms.detag import DeTAG
 from peergrad.algorithms.dpsgd import DPSGD
+from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
 
 ALGORITHMS: tuple[type[Algorithm], ...] = (
@@ -34,6 +36,9 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     DecentralizedAdam,
     DADAM,
     DADAMNaive,
+    EFSGD,
+    CompressedSGD,
+    ArmijoCSGD,
 )
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 

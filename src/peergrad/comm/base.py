@@ -8,14 +8,17 @@ on both engines; only the three operations below touch the worker axis:
 - ``mix(x, W)``: gossip, row i becomes ``sum_j W[i, j] * x[j]`` (W_ij is the weight worker i
   gives to the value it receives from worker j);
 - ``mean(x)``: exact average over all workers (an all-reduce), returned on every worker;
+- ``all_gather(payload)``: every worker's flat payload ``[w, P]`` seen by every worker
+  (``[w, n, P]``), for compressed messages that cannot be averaged on the wire (top-k, sign);
 - per-worker reductions (``worker_sum``, ``worker_dot``, ``worker_norm``) that reduce every axis
   but axis 0 and need no communication.
 
 Byte accounting: ``bytes_sent`` (float64 ``[w]``, bytes) is what each local worker would have put
 on the wire so far. A gossip round costs worker i ``out_degree(i) * message_bytes``; an all-reduce
 costs every worker ``2 (n - 1) / n * message_bytes`` (ring all-reduce, the bandwidth-optimal
-schedule). ``simulated_comm_time_s`` (seconds) accumulates the time of every communication under a
-:class:`NetworkModel`, identical on both engines.
+schedule); a ring all-gather of a ``P``-element payload costs every worker
+``(n - 1) * P * itemsize``. ``simulated_comm_time_s`` (seconds) accumulates the time of every
+communication under a :class:`NetworkModel`, identical on both engines.
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ class NetworkModel:
             return 0.0
         return self.latency_s + max_bytes_per_worker / self.bandwidth_bytes_per_s
 
+    def allgather_time_s(self, message_bytes: float, n: int) -> float:
+        """Ring all-gather of one ``message_bytes`` payload per worker: ``n - 1`` rounds, each of
+        one latency plus one payload on the wire."""
+        if n <= 1 or message_bytes <= 0:
+            return 0.0
+        return (n - 1) * (self.latency_s + message_bytes / self.bandwidth_bytes_per_s)
+
     def allreduce_time_s(self, message_bytes: float, n: int) -> float:
         if n <= 1 or message_bytes <= 0:
             return 0.0
@@ -86,6 +96,11 @@ def allreduce_bytes(message_bytes: float, n: int) -> float:
 def message_nbytes(x: Tensor) -> int:
     """Bytes of one worker's row of ``x`` (shape ``[w, ...]``) as it would cross the wire."""
     return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
+
+
+def allgather_bytes(message_bytes: float, n: int) -> float:
+    """Bytes each worker sends in a ring all-gather of ``message_bytes`` per worker."""
+    return 0.0 if n <= 1 else float(n - 1) * message_bytes
 
 
 class PeerFailure(RuntimeError):
@@ -153,6 +168,15 @@ class Communicator(Protocol):
         next ``mean`` of the same shape reuses on the distributed engine; copy what you keep.
 
         ``account=False`` (metrics only) charges nothing to the byte and time counters.
+        """
+        ...
+
+    def all_gather(self, payload: Tensor, *, message_bytes: int | None = None) -> Tensor:
+        """Every worker's payload: ``[w, P] -> [w, n, P]``; row i, slot j is worker j's payload.
+
+        Read-only (a broadcast view on the simulated engine); copy what you keep. Accounted as a
+        ring all-gather: each worker sends ``(n - 1) * message_bytes`` (default: one payload row,
+        ``P * itemsize``); time ``network.allgather_time_s``.
         """
         ...
 

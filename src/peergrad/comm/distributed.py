@@ -34,6 +34,7 @@ from peergrad.comm.base import (
     NetworkModel,
     PeerFailure,
     Workspace,
+    allgather_bytes,
     allreduce_bytes,
     message_nbytes,
 )
@@ -326,6 +327,31 @@ class DistributedCommunicator:
             self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
             self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
             self.rounds += 1
+        return out
+
+    def all_gather(self, payload: Tensor, *, message_bytes: int | None = None) -> Tensor:
+        """``[1, P] -> [1, n, P]``: every worker's payload, in rank order.
+
+        ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``).
+        """
+        self._check(payload, "all_gather")
+        if payload.dim() != 2:
+            raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
+        src = payload.contiguous()
+        if self._nccl and src.device.type == "cpu":
+            src = src.to(torch.device("cuda", torch.cuda.current_device()))
+        rows = [torch.empty_like(src) for _ in range(self.n_workers)]
+        everyone = list(range(self.n_workers))
+        try:
+            work = dist.all_gather(rows, src, group=self.group, async_op=True)
+        except Exception as exc:
+            raise self._fail("all-gather", everyone, exc) from exc
+        self._wait(work, "all-gather", everyone)
+        out = torch.cat(rows).to(payload.device).unsqueeze(0)
+        nbytes = message_nbytes(payload) if message_bytes is None else int(message_bytes)
+        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
+        self.rounds += 1
         return out
 
     def gather(self, x: Tensor) -> Tensor | None:

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from peergrad.comm.base import NetworkModel, Workspace, allreduce_bytes, message_nbytes
+from peergrad.comm.base import (
+    NetworkModel,
+    Workspace,
+    allgather_bytes,
+    allreduce_bytes,
+    message_nbytes,
+)
 from peergrad.topology import MixingMatrix, Topology
 
 DENSE_MAX_WORKERS = 32
@@ -130,6 +136,20 @@ class SimulatedCommunicator:
             self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
             self.rounds += 1
         return x.mean(dim=0, keepdim=True).expand_as(x)
+
+    def all_gather(self, payload: Tensor, *, message_bytes: int | None = None) -> Tensor:
+        """``[n, P] -> [n, n, P]``: an expanded (read-only) view, no n^2 memory.
+
+        ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``).
+        """
+        self._check(payload, "all_gather")
+        if payload.dim() != 2:
+            raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
+        nbytes = message_nbytes(payload) if message_bytes is None else int(message_bytes)
+        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
+        self.rounds += 1
+        return payload.unsqueeze(0).expand(self.n_workers, *payload.shape)
 
 
 @dataclass

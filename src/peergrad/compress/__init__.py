@@ -1,0 +1,31 @@
+"""Compressors with exact wire sizes: see :mod:`peergrad.compress.compressors`."""
+
+from __future__ import annotations
+
+from peergrad.compress.compressors import (
+    COMPRESSORS,
+    QSGD,
+    Compressor,
+    Identity,
+    Message,
+    RandomK,
+    Sign,
+    TopK,
+    make_compressor,
+)
+from peergrad.compress.exchange import compressed_mean, load_generator, new_generator_state
+
+__all__ = [
+    "COMPRESSORS",
+    "QSGD",
+    "Compressor",
+    "Identity",
+    "Message",
+    "RandomK",
+    "Sign",
+    "TopK",
+    "compressed_mean",
+    "load_generator",
+    "make_compressor",
+    "new_generator_state",
+]

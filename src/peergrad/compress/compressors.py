@@ -1,0 +1,414 @@
+"""Gradient compressors with exact wire sizes (spec compression-momentum-adam.md §2).
+
+Every compressor is a small frozen dataclass working on the worker axis, ``x: [w, D]``:
+
+- ``compress(x, generator=None, *, worker_ids=None, n_workers=None) -> Message``;
+- ``decompress(msg) -> [w, D]`` (dense, dtype of ``x``);
+- ``pack(msg) -> uint8 [w, P]``: the message as it crosses the wire (``P == nbytes(D, dtype)``),
+  and ``unpack(payload [m, P], D, dtype) -> Message``, its inverse (used with
+  ``comm.all_gather``);
+- ``nbytes(D, dtype) -> int``: exact bytes of ONE worker's message;
+- ``delta(D)``: the contraction δ (E‖C(x) − x‖² ≤ (1 − δ)‖x‖²) where one holds for every x,
+  else ``None``; ``omega(D)``: the variance parameter of unbiased compressors, else ``None``.
+
+Randomness comes from an explicit ``torch.Generator`` (CPU). With ``worker_ids`` and
+``n_workers`` (the engine-independent form the algorithms use) a compressor that draws per-worker
+noise first draws ``n_workers`` seeds from ``generator`` and seeds worker i's draws with seed
+``worker_ids[i]``; the simulated engine (all rows) and the distributed engine (one row) then make
+identical draws. Random-k draws ONE index set per call, shared by all workers, from a 64-bit seed
+that is sent instead of the indices.
+
+Compressors (names of :data:`COMPRESSORS`), with bytes per worker (``b`` = itemsize of the
+values' dtype, ``k = min(D, max(1, ceil(ratio * D)))``):
+
+==============  =====================================================  =========================
+name            C(x)                                                   nbytes(D)
+==============  =====================================================  =========================
+identity        x                                                      ``D * b``
+topk            the k entries of largest ``|x_i|``                     ``k * (b + 4)`` (int32 ids)
+randomk         (D/k) * rand_k(x): unbiased, ω = D/k − 1                ``k * b + 8`` (seed)
+randomk-unscaled rand_k(x): δ = k/D in expectation                      ``k * b + 8``
+sign            sign(x), with sign(0) sent as +1 (1 bit per entry)     ``ceil(D / 8)``
+scaled-sign     (‖x‖₁/D) * sign(x): δ(x) = ‖x‖₁²/(D‖x‖²) ≥ 1/D          ``ceil(D / 8) + b``
+qsgd            ‖x‖ sign(x_i) ξ_i(x, s) (Alistarh et al., arXiv          ``b + ceil(D (1 +
+                1610.02132): unbiased, ω = min(D/s², √D/s)              ceil(log2(s+1))) / 8)``
+==============  =====================================================  =========================
+
+QSGD encoding: dense fixed width; the norm in the values' dtype, then per coordinate one sign bit
+and the level l ∈ {0..s} in ``ceil(log2(s + 1))`` bits, all bits packed LSB first into bytes.
+
+Deviations from the spec's table: scales and norms are sent in the values' dtype (4 bytes for
+float32, 8 for float64) so that float64 runs stay exact; top-k always uses int32 index coding
+(the bitmap ``ceil(D/8) + k*b`` is not offered); plain ``sign`` cannot send sign(0) = 0 in one bit
+and decodes exact zeros as +1 (so C(0) ≠ 0 for it). Layer-wise selection is not implemented.
+
+Raises ``ValueError`` (naming the argument) for ``ratio`` outside (0, 1], ``levels < 1`` and
+unknown names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+
+@dataclasses.dataclass
+class Message:
+    """A compressed message for ``w`` workers; unused fields are ``None``.
+
+    ``values``: ``[w, k]`` (or ``[w, D]``) kept values; ``indices``: int64 ``[w, k]`` (top-k) or
+    ``[k]`` (random-k, shared); ``seed``: int64 ``[1]`` (random-k); ``signs``: bool ``[w, D]``
+    (True = negative); ``levels``: int64 ``[w, D]`` (QSGD); ``scale``: ``[w]`` (norm / scale).
+    """
+
+    D: int
+    dtype: torch.dtype
+    values: Tensor | None = None
+    indices: Tensor | None = None
+    seed: Tensor | None = None
+    signs: Tensor | None = None
+    levels: Tensor | None = None
+    scale: Tensor | None = None
+
+
+def _k(ratio: float, D: int) -> int:
+    return min(D, max(1, math.ceil(round(ratio * D, 9))))
+
+
+def _check_x(x: Tensor) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"compress: x must be [w, D], got shape {tuple(x.shape)}")
+
+
+def _bytes_of(t: Tensor) -> Tensor:
+    """``[w, ...]`` -> uint8 ``[w, bytes]`` (the raw little-endian representation)."""
+    t = t.contiguous()
+    return t.view(torch.uint8).reshape(t.shape[0], -1)
+
+
+def _from_bytes(b: Tensor, dtype: torch.dtype, count: int) -> Tensor:
+    """uint8 ``[m, count * itemsize]`` -> ``[m, count]`` of ``dtype``."""
+    fresh = b.clone(memory_format=torch.contiguous_format)  # offset 0, aligned for the view
+    return fresh.view(dtype).reshape(b.shape[0], count)
+
+
+def _pack_bits(v: Tensor, bits: int) -> Tensor:
+    """Non-negative ints ``[w, D]`` (< 2**bits) -> uint8 ``[w, ceil(D * bits / 8)]``, LSB first."""
+    w, D = v.shape
+    shifts = torch.arange(bits, device=v.device)
+    flat = ((v.unsqueeze(-1) >> shifts) & 1).to(torch.uint8).reshape(w, D * bits)
+    pad = (-flat.shape[1]) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(w, pad)], dim=1)
+    weights = (1 << torch.arange(8, device=v.device)).to(torch.uint8)
+    return (flat.reshape(w, -1, 8) * weights).sum(dim=2, dtype=torch.uint8)
+
+
+def _unpack_bits(b: Tensor, bits: int, D: int) -> Tensor:
+    """Inverse of :func:`_pack_bits`: uint8 ``[m, nb]`` -> int64 ``[m, D]``."""
+    m = b.shape[0]
+    flat = (b.to(torch.int64).unsqueeze(-1) >> torch.arange(8, device=b.device)) & 1
+    flat = flat.reshape(m, -1)[:, : D * bits].reshape(m, D, bits)
+    return (flat << torch.arange(bits, device=b.device)).sum(dim=2)
+
+
+def _worker_generators(
+    generator: torch.Generator | None, w: int, worker_ids: Tensor, n_workers: int
+) -> list[torch.Generator]:
+    """One generator per local row, seeded from ``generator`` by global worker id."""
+    seeds = torch.randint(0, 2**62, (n_workers,), generator=generator, dtype=torch.int64)
+    return [torch.Generator().manual_seed(int(seeds[int(i)])) for i in worker_ids]
+
+
+@dataclasses.dataclass(frozen=True)
+class Compressor:
+    """Base class; see the module docstring for the protocol."""
+
+    name: ClassVar[str] = ""
+    unbiased: ClassVar[bool] = False
+
+    def compress(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        worker_ids: Tensor | None = None,
+        n_workers: int | None = None,
+    ) -> Message:
+        raise NotImplementedError
+
+    def decompress(self, msg: Message) -> Tensor:
+        raise NotImplementedError
+
+    def pack(self, msg: Message) -> Tensor:
+        raise NotImplementedError
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        raise NotImplementedError
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        raise NotImplementedError
+
+    def delta(self, D: int) -> float | None:
+        return None
+
+    def omega(self, D: int) -> float | None:
+        return None
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``decompress(compress(x, generator))``."""
+        return self.decompress(self.compress(x, generator))
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity(Compressor):
+    name: ClassVar[str] = "identity"
+    unbiased: ClassVar[bool] = True
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        return Message(D=x.shape[1], dtype=x.dtype, values=x.clone())
+
+    def decompress(self, msg: Message) -> Tensor:
+        return msg.values
+
+    def pack(self, msg: Message) -> Tensor:
+        return _bytes_of(msg.values)
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        return Message(D=D, dtype=dtype, values=_from_bytes(payload, dtype, D))
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        return D * _itemsize(dtype)
+
+    def delta(self, D: int) -> float:
+        return 1.0
+
+    def omega(self, D: int) -> float:
+        return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK(Compressor):
+    """Keep the ``k = ceil(ratio * D)`` entries of largest magnitude (per worker)."""
+
+    ratio: float = 0.01
+    name: ClassVar[str] = "topk"
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        k = _k(self.ratio, x.shape[1])
+        idx = torch.topk(x.abs(), k, dim=1, sorted=False).indices
+        return Message(D=x.shape[1], dtype=x.dtype, values=x.gather(1, idx), indices=idx)
+
+    def decompress(self, msg: Message) -> Tensor:
+        out = msg.values.new_zeros(msg.values.shape[0], msg.D)
+        return out.scatter_(1, msg.indices, msg.values)
+
+    def pack(self, msg: Message) -> Tensor:
+        return torch.cat([_bytes_of(msg.values), _bytes_of(msg.indices.to(torch.int32))], dim=1)
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        k, b = _k(self.ratio, D), _itemsize(dtype)
+        values = _from_bytes(payload[:, : k * b], dtype, k)
+        idx = _from_bytes(payload[:, k * b :], torch.int32, k).to(torch.int64)
+        return Message(D=D, dtype=dtype, values=values, indices=idx)
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        return _k(self.ratio, D) * (_itemsize(dtype) + 4)
+
+    def delta(self, D: int) -> float:
+        return _k(self.ratio, D) / D
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomK(Compressor):
+    """Keep k coordinates chosen uniformly without replacement (one set shared by all workers,
+    drawn from a 64-bit seed); ``scaled=True`` multiplies by D/k (unbiased)."""
+
+    ratio: float = 0.01
+    scaled: bool = True
+    name: ClassVar[str] = "randomk"
+
+    @property
+    def unbiased(self) -> bool:  # type: ignore[override]
+        return self.scaled
+
+    @staticmethod
+    def _indices(seed: int, D: int, k: int, device: torch.device) -> Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randperm(D, generator=gen)[:k].to(device)
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        D = x.shape[1]
+        k = _k(self.ratio, D)
+        seed = torch.randint(0, 2**62, (1,), generator=generator, dtype=torch.int64)
+        idx = self._indices(int(seed), D, k, x.device)
+        values = x[:, idx]
+        if self.scaled:
+            values = values * (D / k)
+        return Message(D=D, dtype=x.dtype, values=values, indices=idx, seed=seed)
+
+    def decompress(self, msg: Message) -> Tensor:
+        out = msg.values.new_zeros(msg.values.shape[0], msg.D)
+        out[:, msg.indices] = msg.values
+        return out
+
+    def pack(self, msg: Message) -> Tensor:
+        w = msg.values.shape[0]
+        seed = _bytes_of(msg.seed.to(msg.values.device).reshape(1, 1)).expand(w, 8)
+        return torch.cat([_bytes_of(msg.values), seed], dim=1)
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        k, b = _k(self.ratio, D), _itemsize(dtype)
+        values = _from_bytes(payload[:, : k * b], dtype, k)
+        seeds = _from_bytes(payload[:, k * b :], torch.int64, 1)
+        if not bool((seeds == seeds[0]).all()):
+            raise ValueError("random-k: the workers' messages were drawn from different seeds")
+        seed = seeds[0].cpu()
+        idx = self._indices(int(seed), D, k, payload.device)
+        return Message(D=D, dtype=dtype, values=values, indices=idx, seed=seed)
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        return _k(self.ratio, D) * _itemsize(dtype) + 8
+
+    def delta(self, D: int) -> float | None:
+        return None if self.scaled else _k(self.ratio, D) / D
+
+    def omega(self, D: int) -> float | None:
+        return D / _k(self.ratio, D) - 1 if self.scaled else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sign(Compressor):
+    """``sign(x)`` (1 bit per entry) or, with ``scaled``, ``(‖x‖₁ / D) sign(x)`` (EF-signSGD)."""
+
+    scaled: bool = True
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "scaled-sign" if self.scaled else "sign"
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        scale = x.abs().sum(dim=1) / x.shape[1] if self.scaled else None
+        return Message(D=x.shape[1], dtype=x.dtype, signs=x < 0, scale=scale)
+
+    def decompress(self, msg: Message) -> Tensor:
+        one = torch.ones((), dtype=msg.dtype, device=msg.signs.device)
+        out = torch.where(msg.signs, -one, one)
+        return out * msg.scale[:, None] if msg.scale is not None else out
+
+    def pack(self, msg: Message) -> Tensor:
+        bits = _pack_bits(msg.signs.to(torch.int64), 1)
+        return torch.cat([bits, _bytes_of(msg.scale[:, None])], dim=1) if self.scaled else bits
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        nb = math.ceil(D / 8)
+        signs = _unpack_bits(payload[:, :nb], 1, D).bool()
+        scale = _from_bytes(payload[:, nb:], dtype, 1)[:, 0] if self.scaled else None
+        return Message(D=D, dtype=dtype, signs=signs, scale=scale)
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        return math.ceil(D / 8) + (_itemsize(dtype) if self.scaled else 0)
+
+    def delta(self, D: int) -> float | None:
+        return 1.0 / D if self.scaled else None
+
+
+@dataclasses.dataclass(frozen=True)
+class QSGD(Compressor):
+    """QSGD with ``levels = s`` (Alistarh et al., NeurIPS 2017, arXiv 1610.02132): unbiased."""
+
+    levels: int = 16
+    name: ClassVar[str] = "qsgd"
+    unbiased: ClassVar[bool] = True
+
+    @property
+    def level_bits(self) -> int:
+        return math.ceil(math.log2(self.levels + 1))
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        w, D = x.shape
+        norm = torch.linalg.vector_norm(x, dim=1)
+        safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+        r = x.abs() / safe[:, None] * self.levels
+        low = r.floor().clamp(max=self.levels)
+        if worker_ids is None or n_workers is None:
+            u = torch.rand(w, D, generator=generator, dtype=x.dtype).to(x.device)
+        else:
+            gens = _worker_generators(generator, w, worker_ids, n_workers)
+            u = torch.stack([torch.rand(D, generator=g, dtype=x.dtype) for g in gens])
+            u = u.to(x.device)
+        lev = (low + (u < (r - low)).to(x.dtype)).clamp(max=self.levels).to(torch.int64)
+        return Message(D=D, dtype=x.dtype, signs=x < 0, levels=lev, scale=norm)
+
+    def decompress(self, msg: Message) -> Tensor:
+        mag = msg.levels.to(msg.dtype) * (msg.scale[:, None] / self.levels)
+        return torch.where(msg.signs, -mag, mag)
+
+    def pack(self, msg: Message) -> Tensor:
+        code = msg.signs.to(torch.int64) | (msg.levels << 1)
+        return torch.cat(
+            [_bytes_of(msg.scale[:, None]), _pack_bits(code, 1 + self.level_bits)], dim=1
+        )
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        b = _itemsize(dtype)
+        code = _unpack_bits(payload[:, b:], 1 + self.level_bits, D)
+        scale = _from_bytes(payload[:, :b], dtype, 1)[:, 0]
+        return Message(D=D, dtype=dtype, signs=(code & 1).bool(), levels=code >> 1, scale=scale)
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        return _itemsize(dtype) + math.ceil(D * (1 + self.level_bits) / 8)
+
+    def omega(self, D: int) -> float:
+        return min(D / self.levels**2, math.sqrt(D) / self.levels)
+
+
+COMPRESSORS: tuple[str, ...] = (
+    "identity",
+    "topk",
+    "randomk",
+    "randomk-unscaled",
+    "sign",
+    "scaled-sign",
+    "qsgd",
+)
+
+
+def make_compressor(name: str, ratio: float = 0.01, levels: int = 16) -> Compressor:
+    """The compressor ``name`` (one of :data:`COMPRESSORS`).
+
+    ``ratio`` (in (0, 1]) is the kept fraction for top-k / random-k; ``levels`` (>= 1) is QSGD's s.
+    Both are validated for every name so that a bad option never passes silently.
+    """
+    if not (isinstance(ratio, int | float) and math.isfinite(ratio) and 0 < ratio <= 1):
+        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+    if not (isinstance(levels, int) and not isinstance(levels, bool) and levels >= 1):
+        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    if name == "identity":
+        return Identity()
+    if name == "topk":
+        return TopK(ratio=ratio)
+    if name == "randomk":
+        return RandomK(ratio=ratio, scaled=True)
+    if name == "randomk-unscaled":
+        return RandomK(ratio=ratio, scaled=False)
+    if name == "sign":
+        return Sign(scaled=False)
+    if name == "scaled-sign":
+        return Sign(scaled=True)
+    if name == "qsgd":
+        return QSGD(levels=levels)
+    raise ValueError(f"compressor must be one of {', '.join(COMPRESSORS)}; got {name!r}")

@@ -1,0 +1,133 @@
+"""Compressors (spec compression-momentum-adam.md §2.3): identity limits, contraction,
+unbiasedness by Monte Carlo, exact byte sizes, zero input, determinism, wire round trip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from peergrad.compress import COMPRESSORS, QSGD, RandomK, Sign, TopK, make_compressor
+
+F64 = torch.float64
+
+
+def _x(w: int = 3, d: int = 50, seed: int = 0) -> torch.Tensor:
+    return torch.randn(w, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+@pytest.mark.parametrize("name", COMPRESSORS)
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_pack_is_the_exact_wire_size_and_round_trips(name: str, dtype: torch.dtype) -> None:
+    c = make_compressor(name, ratio=0.1, levels=5)
+    for d in (1, 7, 1000):
+        x = _x(2, d).to(dtype)
+        msg = c.compress(x, torch.Generator().manual_seed(1))
+        payload = c.pack(msg)
+        assert payload.dtype == torch.uint8 and payload.shape == (2, c.nbytes(d, dtype))
+        assert torch.equal(c.decompress(c.unpack(payload, d, dtype)), c.decompress(msg))
+
+
+def test_byte_formulas() -> None:
+    d = 1000
+    assert make_compressor("identity").nbytes(d, torch.float32) == 4000
+    assert TopK(ratio=0.01).nbytes(d, torch.float32) == 10 * (4 + 4)
+    assert TopK(ratio=0.01).nbytes(d, F64) == 10 * (8 + 4)
+    assert RandomK(ratio=0.01).nbytes(d, torch.float32) == 10 * 4 + 8
+    assert Sign(scaled=False).nbytes(d, torch.float32) == 125
+    assert Sign(scaled=True).nbytes(7, torch.float32) == 1 + 4
+    assert QSGD(levels=1).nbytes(d, torch.float32) == 4 + math.ceil(d * 2 / 8)
+    assert QSGD(levels=16).nbytes(7, torch.float32) == 4 + math.ceil(7 * 6 / 8)
+    assert TopK(ratio=0.01).nbytes(2**20, torch.float32) == math.ceil(0.01 * 2**20) * 8
+
+
+@pytest.mark.parametrize("name", ["topk", "randomk", "randomk-unscaled"])
+def test_k_equal_d_is_the_identity(name: str) -> None:
+    x = _x()
+    c = make_compressor(name, ratio=1.0)
+    assert torch.equal(c(x, torch.Generator().manual_seed(0)), x)
+
+
+def test_qsgd_with_many_levels_is_nearly_the_identity() -> None:
+    x = _x()
+    y = QSGD(levels=2**20)(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(y, x, atol=1e-5 * float(x.norm()))
+
+
+@pytest.mark.parametrize("ratio", [0.02, 0.1, 0.5])
+def test_topk_contraction_holds_deterministically(ratio: float) -> None:
+    d = 50
+    spike = torch.zeros(1, d, dtype=F64)
+    spike[0, 3] = 5.0
+    for x in (_x(4, d), torch.ones(1, d, dtype=F64), spike):
+        c = TopK(ratio=ratio)
+        err = ((c(x) - x) ** 2).sum(dim=1)
+        assert (err <= (1 - c.delta(d)) * (x**2).sum(dim=1) * (1 + 1e-12)).all()
+
+
+def test_scaled_sign_error_is_exact() -> None:
+    x = _x(4, 30)
+    err = ((Sign(scaled=True)(x) - x) ** 2).sum(dim=1)
+    expected = (x**2).sum(dim=1) - x.abs().sum(dim=1) ** 2 / 30
+    assert torch.allclose(err, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("c", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1)])
+def test_unbiased_compressors_by_monte_carlo(c) -> None:
+    d, m = 20, 10_000
+    x = _x(1, d)
+    gen = torch.Generator().manual_seed(7)
+    draws = torch.cat([c(x, gen) for _ in range(m)])
+    mean, se = draws.mean(dim=0), draws.std(dim=0) / math.sqrt(m)
+    assert ((mean - x[0]).abs() <= 5 * se + 1e-12).all()
+    ratio = float(((draws - x) ** 2).sum(dim=1).mean() / (x**2).sum())
+    assert ratio <= c.omega(d) * 1.05
+
+
+@pytest.mark.parametrize("name", [n for n in COMPRESSORS if n != "sign"])
+def test_zero_input_gives_zero(name: str) -> None:
+    z = torch.zeros(2, 9, dtype=F64)
+    out = make_compressor(name, ratio=0.3)(z, torch.Generator().manual_seed(0))
+    assert torch.equal(out, z)
+
+
+@pytest.mark.parametrize("name", COMPRESSORS)
+def test_same_generator_state_gives_same_message(name: str) -> None:
+    c = make_compressor(name, ratio=0.2, levels=3)
+    x = _x()
+    a = c(x, torch.Generator().manual_seed(5))
+    b = c(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_per_worker_draws_do_not_depend_on_the_engine() -> None:
+    """All rows at once (simulated) equals one row per call (distributed), row by row."""
+    x = _x(4, 25)
+    for c in (QSGD(levels=3), RandomK(ratio=0.2)):
+        ids = torch.arange(4)
+        full = c.decompress(
+            c.compress(x, torch.Generator().manual_seed(3), worker_ids=ids, n_workers=4)
+        )
+        for i in range(4):
+            one = c.compress(
+                x[i : i + 1],
+                torch.Generator().manual_seed(3),
+                worker_ids=ids[i : i + 1],
+                n_workers=4,
+            )
+            assert torch.equal(c.decompress(one), full[i : i + 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "topk", "ratio": 0.0}, "ratio"),
+        ({"name": "topk", "ratio": 1.5}, "ratio"),
+        ({"name": "qsgd", "levels": 0}, "levels"),
+        ({"name": "nope"}, "compressor"),
+    ],
+)
+def test_invalid_options_are_rejected(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_compressor(**kwargs)
