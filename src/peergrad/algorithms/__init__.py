@@ -11,6 +11,7 @@ from peergrad.algorithms.base import (
     state_from_dict,
     state_to_dict,
 )
+from peergrad.algorithms.choco_sgd import ChocoSGD, ChocoState
 from peergrad.algorithms.d2 import D2, D2State
 from peergrad.algorithms.dadam import DADAM, DADAMNaive, DADAMState
 from peergrad.algorithms.decentralized_adaptive import (
@@ -37,6 +38,8 @@ __all__ = [
     "ArmijoCSGD",
     "ArmijoState",
     "REGISTRY",
+    "ChocoSGD",
+    "ChocoState",
     "D2",
     "DPSGD",
     "EFSGD",

@@ -13,6 +13,7 @@ from typing import Any
 from peergrad.algorithms.allreduce import AllReduceSGD
 from peergrad.algorithms.armijo_csgd import ArmijoCSGD
 from peergrad.algorithms.base import Algorithm
+from peergrad.algorithms.choco_sgd import ChocoSGD
 from peergrad.algorithms.d2 import D2
 from peergrad.algorithms.dadam import DADAM, DADAMNaive
 from peergrad.algorithms.decentralized_adaptive import (
@@ -39,6 +40,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     EFSGD,
     CompressedSGD,
     ArmijoCSGD,
+    ChocoSGD,
 )
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 
