@@ -38,6 +38,8 @@ SGD_REDUCTIONS: dict[str, list[dict[str, Any]]] = {
     "d2": [{}],
     "gradient-tracking": [{"form": "cta"}, {"form": "atc"}],
     "detag": [{"pipelined": False}],  # the pipelined form uses one-phase-stale gradients
+    # one worker: W = [[1]] makes s = x̂, so x = x_half whatever the compressor
+    "choco-sgd": [{"ratio": 0.01}, {"compressor": "qsgd"}],
 }
 SGD_SETTINGS = [
     {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
