@@ -45,16 +45,14 @@ from torch import Tensor
 
 from peergrad.algorithms.base import (
     Closure,
-    SGDAlgorithm,
     check_choice,
     check_positive,
 )
+from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator, worker_dot, worker_norm
 from peergrad.compress import (
-    Compressor,
     compressed_mean,
     load_generator,
-    make_compressor,
     new_generator_state,
 )
 
@@ -72,11 +70,8 @@ class ArmijoState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ArmijoCSGD(SGDAlgorithm):
+class ArmijoCSGD(CompressedSGDAlgorithm):
     lr: float = 1.0
-    compressor: str = "topk"
-    ratio: float = 0.01
-    levels: int = 16
     memory: bool = True
     scale: float | None = None
     c: float = 0.1
@@ -90,7 +85,6 @@ class ArmijoCSGD(SGDAlgorithm):
     skip_tol: float | None = None
     search_on: str = "uncompressed"
     agree_step: str = "none"
-    seed: int = 0
 
     name: ClassVar[str] = "armijo-csgd"
     paper: ClassVar[str] = "Subramaniam, Magesh, Veeravalli, ICASSP 2023, arXiv:2207.10046"
@@ -98,7 +92,6 @@ class ArmijoCSGD(SGDAlgorithm):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.make_compressor()
         if self.scale is not None:
             check_positive("scale", self.scale)
         for name in ("eta_max", "gamma_reset", "fail_step"):
@@ -114,9 +107,6 @@ class ArmijoCSGD(SGDAlgorithm):
         check_choice("reset", self.reset, ("grow", "max"))
         check_choice("search_on", self.search_on, ("uncompressed", "compressed"))
         check_choice("agree_step", self.agree_step, ("none", "min", "mean"))
-
-    def make_compressor(self) -> Compressor:
-        return make_compressor(self.compressor, ratio=self.ratio, levels=self.levels)
 
     def scale_for(self, D: int) -> float:
         """The divisor a: ``scale`` if given, else 1/δ of the compressor (1 without a δ)."""

@@ -43,12 +43,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from peergrad.algorithms.base import Closure, SGDAlgorithm, require_doubly_stochastic
+from peergrad.algorithms.base import Closure, require_doubly_stochastic
+from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator
 from peergrad.compress import (
-    Compressor,
     load_generator,
-    make_compressor,
     new_generator_state,
 )
 
@@ -66,12 +65,8 @@ class ChocoState:
 
 
 @dataclasses.dataclass(frozen=True)
-class ChocoSGD(SGDAlgorithm):
+class ChocoSGD(CompressedSGDAlgorithm):
     gamma: float = 0.2
-    compressor: str = "topk"
-    ratio: float = 0.01
-    levels: int = 16
-    seed: int = 0
 
     name: ClassVar[str] = "choco-sgd"
     paper: ClassVar[str] = "Koloskova, Stich, Jaggi, ICML 2019, arXiv:1902.00340"
@@ -84,10 +79,6 @@ class ChocoSGD(SGDAlgorithm):
             isinstance(g, int | float) and not isinstance(g, bool) and math.isfinite(g)
         ) or not (0 < g <= 1):
             raise ValueError(f"gamma must be in (0, 1], got {g!r}")
-        self.make_compressor()
-
-    def make_compressor(self) -> Compressor:
-        return make_compressor(self.compressor, ratio=self.ratio, levels=self.levels)
 
     def check_topology(self, comm: Communicator) -> None:
         require_doubly_stochastic(comm, "choco-sgd")

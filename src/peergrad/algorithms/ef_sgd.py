@@ -35,13 +35,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from peergrad.algorithms.base import Closure, SGDAlgorithm
+from peergrad.algorithms.base import Closure
+from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator
 from peergrad.compress import (
-    Compressor,
     compressed_mean,
     load_generator,
-    make_compressor,
     new_generator_state,
 )
 
@@ -58,25 +57,14 @@ class EFState:
 
 
 @dataclasses.dataclass(frozen=True)
-class EFSGD(SGDAlgorithm):
-    compressor: str = "topk"
-    ratio: float = 0.01
-    levels: int = 16
+class EFSGD(CompressedSGDAlgorithm):
     memory: bool = True
-    seed: int = 0
 
     name: ClassVar[str] = "ef-sgd"
     paper: ClassVar[str] = (
         "Stich et al. 2018, arXiv:1809.07599; Karimireddy et al. 2019, arXiv:1901.09847"
     )
     summary: ClassVar[str] = "compressed SGD with error feedback: all-gather of compressed updates"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.make_compressor()
-
-    def make_compressor(self) -> Compressor:
-        return make_compressor(self.compressor, ratio=self.ratio, levels=self.levels)
 
     def init(self, x: Tensor, comm: Communicator) -> EFState:
         return EFState(
