@@ -34,6 +34,8 @@ CASES: list[Case] = [
     Case("detag", "float64", "ring", {"pipelined": "false", "rounds": "2"}),
     Case("detag", "float64", "one-peer-exponential", {"eta": "0"}),
     Case("d2", "float64", "torus"),
+    Case("ef-sgd", "float64", "ring", {"layerwise": "true", "compressor": "randomk"}),
+    Case("choco-sgd", "float32", "ring", {"layerwise": "true"}),
 ]
 
 

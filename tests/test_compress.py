@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from peergrad.compress import COMPRESSORS, QSGD, RandomK, Sign, TopK, make_compressor
+from peergrad.compress import COMPRESSORS, QSGD, Layerwise, RandomK, Sign, TopK, make_compressor
 
 F64 = torch.float64
 
@@ -131,3 +131,49 @@ def test_per_worker_draws_do_not_depend_on_the_engine() -> None:
 def test_invalid_options_are_rejected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_compressor(**kwargs)
+
+
+# ------------------------------------------------------------------- layer-wise selection
+SEGMENTS = (7, 30, 1, 12)
+
+
+@pytest.mark.parametrize("name", [n for n in COMPRESSORS if n != "identity"])
+def test_layerwise_is_the_concatenation_of_per_segment_messages(name: str) -> None:
+    inner = make_compressor(name, ratio=0.1, levels=5)
+    lw = Layerwise(inner, SEGMENTS)
+    x = _x(3, sum(SEGMENTS))
+    ids = torch.arange(3)
+    msg = lw.compress(x, torch.Generator().manual_seed(4), worker_ids=ids, n_workers=3)
+    gen = torch.Generator().manual_seed(4)  # same draws, segment after segment
+    pieces, a = [], 0
+    for s in SEGMENTS:
+        part = inner.compress(x[:, a : a + s], gen, worker_ids=ids, n_workers=3)
+        pieces.append(inner.decompress(part))
+        a += s
+    assert torch.equal(lw.decompress(msg), torch.cat(pieces, dim=1))
+    payload = lw.pack(msg)
+    assert payload.shape == (3, lw.nbytes(sum(SEGMENTS), F64))
+    assert lw.nbytes(sum(SEGMENTS), F64) == sum(inner.nbytes(s, F64) for s in SEGMENTS)
+    assert torch.equal(lw.decompress(lw.unpack(payload, sum(SEGMENTS), F64)), lw.decompress(msg))
+    assert lw.unbiased == inner.unbiased
+
+
+def test_layerwise_topk_keeps_ceil_ratio_of_every_segment_and_the_worst_delta() -> None:
+    lw = Layerwise(TopK(ratio=0.1), SEGMENTS)
+    x = _x(2, sum(SEGMENTS))
+    x[:, :7] *= 1000  # whole-model top-k would spend every kept entry on the first layer
+    kept = lw(x) != 0
+    bounds = [0, 7, 37, 38, 50]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        assert (kept[:, lo:hi].sum(dim=1) == math.ceil(0.1 * (hi - lo))).all()
+    assert lw.delta(50) == pytest.approx(min(math.ceil(0.1 * s) / s for s in SEGMENTS))
+    assert (TopK(ratio=0.1)(x) != 0)[:, 7:].sum() == 0
+
+
+def test_layerwise_rejects_bad_layouts() -> None:
+    with pytest.raises(ValueError, match="segments"):
+        Layerwise(TopK(), ())
+    with pytest.raises(ValueError, match="segments"):
+        Layerwise(TopK(), (3, 0))
+    with pytest.raises(ValueError, match="segments sum to 50"):
+        Layerwise(TopK(), SEGMENTS).compress(_x(1, 49))

@@ -112,7 +112,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         """The divisor a: ``scale`` if given, else 1/δ of the compressor (1 without a δ)."""
         if self.scale is not None:
             return float(self.scale)
-        delta = self.make_compressor().delta(D)
+        delta = self.compressor_for(D).delta(D)
         return 1.0 / delta if delta else 1.0
 
     def init(self, x: Tensor, comm: Communicator) -> ArmijoState:
@@ -143,7 +143,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         closure: Closure | None = None,
         pending: Any = None,
     ) -> ArmijoState:
-        C = self.make_compressor()
+        C = self.compressor_for(x.shape[1])
         a = self.scale_for(x.shape[1])
         g_wd = g + self.weight_decay * x if self.weight_decay else g
         d = self.direction(x, g, state)  # weight decay folded in, momentum buffer updated

@@ -109,7 +109,7 @@ class ChocoSGD(CompressedSGDAlgorithm):
         pending: Any = None,
     ) -> ChocoState:
         W = comm.topology.at(state.step)
-        C = self.make_compressor()
+        C = self.compressor_for(x.shape[1])
         d = self.direction(x, g, state)  # updates state.momentum_buffer
         x.sub_(d, alpha=self.lr)  # x now holds x_half
         diff = torch.sub(x, state.x_hat, out=comm.workspace(x, "choco-diff"))

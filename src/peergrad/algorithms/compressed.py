@@ -4,14 +4,22 @@
 in (0, 1]), ``levels`` (QSGD levels, >= 1) and ``seed`` (of the generator shared by all workers)
 are plain fields so that ``--set compressor=topk --set ratio=0.01`` works from the CLI; they are
 validated at construction (``ValueError`` naming the argument) by building the compressor once.
+
+Layer-wise selection (``layerwise=True``): the compressor is applied to every parameter tensor
+separately (:class:`peergrad.compress.Layerwise`), e.g. top-1% keeps 1% of every layer instead
+of 1% of the whole model. The layout comes from ``segments`` (the parameter tensors' numels in
+flat-buffer order), which ``peergrad train`` and :class:`peergrad.optim.DistributedOptimizer`
+fill from the model (:func:`with_segments`); code that calls ``step`` itself passes
+``segments=(...)``. Without ``layerwise`` the whole model is one vector (the default).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
-from peergrad.algorithms.base import SGDAlgorithm
-from peergrad.compress import Compressor, make_compressor
+from peergrad.algorithms.base import Algorithm, SGDAlgorithm
+from peergrad.compress import Compressor, Identity, Layerwise, make_compressor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,11 +28,40 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
     ratio: float = 0.01
     levels: int = 16
     seed: int = 0
+    layerwise: bool = False
+    segments: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.segments is not None:
+            object.__setattr__(self, "segments", tuple(self.segments))  # JSON gives a list
         self.make_compressor()
 
     def make_compressor(self) -> Compressor:
-        """The compressor these hyper-parameters select (a small frozen dataclass)."""
-        return make_compressor(self.compressor, ratio=self.ratio, levels=self.levels)
+        """The compressor these hyper-parameters select (a small frozen dataclass); with
+        ``layerwise`` and ``segments`` set, wrapped in :class:`~peergrad.compress.Layerwise`
+        (the identity compressor is never wrapped)."""
+        base = make_compressor(self.compressor, ratio=self.ratio, levels=self.levels)
+        if not self.layerwise or self.segments is None or isinstance(base, Identity):
+            return base
+        return Layerwise(base, self.segments)
+
+    def compressor_for(self, D: int) -> Compressor:
+        """:meth:`make_compressor` checked against the width ``D`` of ``x``; ``ValueError`` when
+        ``layerwise`` is on without ``segments`` or the segments do not sum to ``D``."""
+        if self.layerwise and self.segments is None:
+            raise ValueError(
+                "layerwise=True needs segments (the parameter tensors' sizes); peergrad train and "
+                "DistributedOptimizer fill them from the model, otherwise pass segments=(...)"
+            )
+        if self.layerwise and sum(self.segments) != D:
+            raise ValueError(f"segments sum to {sum(self.segments)} but x has D = {D} entries")
+        return self.make_compressor()
+
+
+def with_segments(algorithm: Algorithm, sizes: Sequence[int]) -> Algorithm:
+    """``algorithm`` with ``segments=sizes`` when it asks for layer-wise compression and has no
+    segments yet; every other algorithm is returned unchanged."""
+    if getattr(algorithm, "layerwise", False) and getattr(algorithm, "segments", 0) is None:
+        return dataclasses.replace(algorithm, segments=tuple(int(s) for s in sizes))
+    return algorithm

@@ -83,7 +83,7 @@ class EFSGD(CompressedSGDAlgorithm):
         closure: Closure | None = None,
         pending: Any = None,
     ) -> EFState:
-        C = self.make_compressor()
+        C = self.compressor_for(x.shape[1])
         d = self.direction(x, g, state)  # updates state.momentum_buffer
         p = torch.mul(d, self.lr)
         if self.memory:

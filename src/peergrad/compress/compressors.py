@@ -40,7 +40,11 @@ and the level l ∈ {0..s} in ``ceil(log2(s + 1))`` bits, all bits packed LSB fi
 Deviations from the spec's table: scales and norms are sent in the values' dtype (4 bytes for
 float32, 8 for float64) so that float64 runs stay exact; top-k always uses int32 index coding
 (the bitmap ``ceil(D/8) + k*b`` is not offered); plain ``sign`` cannot send sign(0) = 0 in one bit
-and decodes exact zeros as +1 (so C(0) ≠ 0 for it). Layer-wise selection is not implemented.
+and decodes exact zeros as +1 (so C(0) ≠ 0 for it).
+
+Layer-wise selection: :class:`Layerwise` applies a compressor to each segment of ``D`` (one per
+parameter tensor) separately, e.g. top-k keeps ``ceil(ratio * D_l)`` entries of every layer l;
+its message is the concatenation of the segments' messages (``nbytes = Σ_l nbytes(D_l)``).
 
 Raises ``ValueError`` (naming the argument) for ``ratio`` outside (0, 1], ``levels < 1`` and
 unknown names.
@@ -49,6 +53,7 @@ unknown names.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import ClassVar
 
@@ -62,7 +67,8 @@ class Message:
 
     ``values``: ``[w, k]`` (or ``[w, D]``) kept values; ``indices``: int64 ``[w, k]`` (top-k) or
     ``[k]`` (random-k, shared); ``seed``: int64 ``[1]`` (random-k); ``signs``: bool ``[w, D]``
-    (True = negative); ``levels``: int64 ``[w, D]`` (QSGD); ``scale``: ``[w]`` (norm / scale).
+    (True = negative); ``levels``: int64 ``[w, D]`` (QSGD); ``scale``: ``[w]`` (norm / scale);
+    ``parts``: one message per segment (:class:`Layerwise`).
     """
 
     D: int
@@ -73,6 +79,7 @@ class Message:
     signs: Tensor | None = None
     levels: Tensor | None = None
     scale: Tensor | None = None
+    parts: list[Message] | None = None
 
 
 def _k(ratio: float, D: int) -> int:
@@ -374,6 +381,82 @@ class QSGD(Compressor):
 
     def omega(self, D: int) -> float:
         return min(D / self.levels**2, math.sqrt(D) / self.levels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layerwise(Compressor):
+    """Layer-wise selection: ``inner`` applied separately to consecutive segments of ``D``.
+
+    ``segments`` (positive ints summing to ``D``, e.g. the numels of a model's parameter tensors,
+    in flat-buffer order). Segment messages are made in order from the same ``generator``, and
+    packed one after the other, so ``nbytes(D) = Σ_l inner.nbytes(D_l)``. ``delta`` is the
+    smallest segment δ (a contraction of every segment is one of the whole vector with the worst
+    δ), ``omega`` the largest segment ω. Raises ``ValueError`` for empty or non-positive segments,
+    a nested ``Layerwise`` inner compressor, or an ``x`` whose width is not ``sum(segments)``.
+    """
+
+    inner: Compressor
+    segments: tuple[int, ...]
+    name: ClassVar[str] = "layerwise"
+
+    def __post_init__(self) -> None:
+        if not self.segments or any(
+            not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in self.segments
+        ):
+            raise ValueError(f"segments must be positive ints, got {self.segments!r}")
+        if isinstance(self.inner, Layerwise):
+            raise ValueError("inner must not itself be a Layerwise compressor")
+
+    @property
+    def unbiased(self) -> bool:  # type: ignore[override]
+        return self.inner.unbiased
+
+    def _check_width(self, D: int) -> None:
+        if D != sum(self.segments):
+            raise ValueError(
+                f"layer-wise compression: x has D = {D} entries but segments sum to "
+                f"{sum(self.segments)} ({len(self.segments)} segments)"
+            )
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        ends = list(itertools.accumulate(self.segments))
+        return [(e - s, e) for s, e in zip(self.segments, ends, strict=True)]
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        self._check_width(x.shape[1])
+        parts = [
+            self.inner.compress(x[:, a:b], generator, worker_ids=worker_ids, n_workers=n_workers)
+            for a, b in self._bounds()
+        ]
+        return Message(D=x.shape[1], dtype=x.dtype, parts=parts)
+
+    def decompress(self, msg: Message) -> Tensor:
+        return torch.cat([self.inner.decompress(p) for p in msg.parts], dim=1)
+
+    def pack(self, msg: Message) -> Tensor:
+        return torch.cat([self.inner.pack(p) for p in msg.parts], dim=1)
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        self._check_width(D)
+        sizes = [self.inner.nbytes(s, dtype) for s in self.segments]
+        chunks = torch.split(payload, sizes, dim=1)
+        parts = [self.inner.unpack(c, s, dtype) for c, s in zip(chunks, self.segments, strict=True)]
+        return Message(D=D, dtype=dtype, parts=parts)
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        self._check_width(D)
+        return sum(self.inner.nbytes(s, dtype) for s in self.segments)
+
+    def delta(self, D: int) -> float | None:
+        self._check_width(D)
+        deltas = [self.inner.delta(s) for s in self.segments]
+        return None if any(d is None for d in deltas) else min(deltas)
+
+    def omega(self, D: int) -> float | None:
+        self._check_width(D)
+        omegas = [self.inner.omega(s) for s in self.segments]
+        return None if any(o is None for o in omegas) else max(omegas)
 
 
 COMPRESSORS: tuple[str, ...] = (
