@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -310,3 +312,25 @@ def test_layerwise_option_uses_the_model_layout_and_charges_its_bytes(name: str)
         alg2 = make_algorithm(name, layerwise="true")
         comm = SimulatedCommunicator(make_topology("ring", 4))
         alg2.step(x, x, alg2.init(x, comm), comm, closure=lambda X: X.sum(1))
+
+
+def test_train_fills_batches_per_epoch_and_keeps_a_user_value() -> None:
+    """The Armijo reset rule grows the trial step by gamma_reset per epoch (sls), so peergrad
+    train sets batches_per_epoch to each worker's minibatches per epoch unless the user did."""
+    from peergrad.train import TrainConfig
+    from peergrad.train.loop import prepare
+
+    base = {"algorithm": "armijo-csgd", "workers": 4, "dataset": "digits", "batch_size": 16}
+    prep = prepare(TrainConfig(**base))
+    n_train = len(prep.task.dataset.y_train)
+    assert prep.algorithm.batches_per_epoch == round(n_train / (4 * 16)) > 1
+    mine = prepare(TrainConfig(**base, options={"batches_per_epoch": "3"}))
+    assert mine.algorithm.batches_per_epoch == 3
+    assert ArmijoCSGD().batches_per_epoch is None
+    assert ArmijoCSGD(lr=1.0, batches_per_epoch=4).trial_step(
+        dataclasses.replace(ArmijoCSGD().init(torch.zeros(1, 2), _one()), step=1)
+    ).item() == pytest.approx(2**0.25)
+
+
+def _one() -> SimulatedCommunicator:
+    return SimulatedCommunicator(make_topology("complete", 1))

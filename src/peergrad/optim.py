@@ -73,8 +73,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from peergrad.algorithms.base import Algorithm, state_from_dict, state_to_dict
-from peergrad.algorithms.compressed import with_segments
+from peergrad.algorithms.base import Algorithm, bind_run, state_from_dict, state_to_dict
 from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm.base import Communicator
 
@@ -217,7 +216,7 @@ class DistributedOptimizer:
             )
         algorithm.check_topology(comm)
         names, tensors = collect_parameters(params)
-        algorithm = with_segments(algorithm, [p.numel() for p in tensors])
+        algorithm = bind_run(algorithm, segments=[p.numel() for p in tensors])
         self._algorithm = algorithm
         self._comm = comm
         self._names = tuple(names)

@@ -26,7 +26,10 @@ for the identity compressor), plus ``(n - 1) * itemsize`` with ``agree_step`` !=
 
 Deviations: the exact placement of the scale a in the paper is not confirmed (spec §3.4 [R?]);
 ``momentum`` (searching along the heavy-ball direction d with the test ``c * eta * <g, d>``) and
-``weight_decay`` (added to the searched loss) are additions, both off by default; without a closure
+``weight_decay`` (added to the searched loss) are additions, both off by default;
+``batches_per_epoch=None`` (default) takes each worker's minibatches per epoch from
+``peergrad train`` (sls' ``n_batches_per_epoch``; 1, i.e. doubling per step, where unknown, e.g.
+in the drop-in optimizer unless set); without a closure
 (e.g. the drop-in optimizer called without one) no search is made and eta = eta0. ``lr`` is the
 initial trial step (sls ``init_step_size``), default 1.
 
@@ -79,7 +82,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
     eta_max: float = 10.0
     reset: str = "grow"
     gamma_reset: float = 2.0
-    batches_per_epoch: int = 1
+    batches_per_epoch: int | None = None
     max_backtracks: int = 100
     fail_step: float = 1e-6
     skip_tol: float | None = None
@@ -100,8 +103,10 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 < v < 1):
                 raise ValueError(f"{name} must be in (0, 1), got {v!r}")
-        if self.batches_per_epoch < 1 or self.max_backtracks < 0:
-            raise ValueError("batches_per_epoch must be >= 1 and max_backtracks >= 0")
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise ValueError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch!r}")
+        if self.max_backtracks < 0:
+            raise ValueError(f"max_backtracks must be >= 0, got {self.max_backtracks!r}")
         if self.skip_tol is not None:
             check_positive("skip_tol", self.skip_tol)
         check_choice("reset", self.reset, ("grow", "max"))
@@ -131,7 +136,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
             return torch.full_like(state.eta, self.eta_max)
         if state.step == 0:
             return state.eta.clone()
-        growth = self.gamma_reset ** (1.0 / self.batches_per_epoch)
+        growth = self.gamma_reset ** (1.0 / (self.batches_per_epoch or 1))
         return (state.eta * growth).clamp(max=self.eta_max)
 
     def step(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -135,6 +135,29 @@ def require_doubly_stochastic(comm: Communicator, method: str, atol: float = 1e-
                 f"{comm.topology.name!r} has row sums off by {rows:.3g} and column sums off by "
                 f"{cols:.3g} (tolerance {atol})"
             )
+
+
+def bind_run(
+    algorithm: Algorithm,
+    *,
+    segments: Sequence[int] | None = None,
+    batches_per_epoch: float | None = None,
+) -> Algorithm:
+    """``algorithm`` with the run-dependent hyper-parameters it left as ``None`` filled in.
+
+    ``segments`` (the model's parameter-tensor sizes) go to methods with ``layerwise=True``;
+    ``batches_per_epoch`` (each worker's minibatches per epoch, rounded, at least 1) to methods
+    with that field (the Armijo reset rule). Values the user set are kept. The engines call this
+    once the model and the data are known; other algorithms are returned unchanged.
+    """
+    fields, changes = algorithm.hyperparameters(), {}
+    if segments is not None and getattr(algorithm, "layerwise", False):
+        if "segments" in fields and algorithm.segments is None:  # type: ignore[attr-defined]
+            changes["segments"] = tuple(int(s) for s in segments)
+    if batches_per_epoch is not None and "batches_per_epoch" in fields:
+        if algorithm.batches_per_epoch is None:  # type: ignore[attr-defined]
+            changes["batches_per_epoch"] = max(1, round(batches_per_epoch))
+    return dataclasses.replace(algorithm, **changes) if changes else algorithm
 
 
 def state_to_dict(state: Any) -> dict[str, Any]:

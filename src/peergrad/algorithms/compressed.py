@@ -9,16 +9,15 @@ Layer-wise selection (``layerwise=True``): the compressor is applied to every pa
 separately (:class:`peergrad.compress.Layerwise`), e.g. top-1% keeps 1% of every layer instead
 of 1% of the whole model. The layout comes from ``segments`` (the parameter tensors' numels in
 flat-buffer order), which ``peergrad train`` and :class:`peergrad.optim.DistributedOptimizer`
-fill from the model (:func:`with_segments`); code that calls ``step`` itself passes
-``segments=(...)``. Without ``layerwise`` the whole model is one vector (the default).
+fill from the model (:func:`peergrad.algorithms.base.bind_run`); code that calls ``step``
+itself passes ``segments=(...)``. Without ``layerwise`` the whole model is one vector (the default).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
-from peergrad.algorithms.base import Algorithm, SGDAlgorithm
+from peergrad.algorithms.base import SGDAlgorithm
 from peergrad.compress import Compressor, Identity, Layerwise, make_compressor
 
 
@@ -57,11 +56,3 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
         if self.layerwise and sum(self.segments) != D:
             raise ValueError(f"segments sum to {sum(self.segments)} but x has D = {D} entries")
         return self.make_compressor()
-
-
-def with_segments(algorithm: Algorithm, sizes: Sequence[int]) -> Algorithm:
-    """``algorithm`` with ``segments=sizes`` when it asks for layer-wise compression and has no
-    segments yet; every other algorithm is returned unchanged."""
-    if getattr(algorithm, "layerwise", False) and getattr(algorithm, "segments", 0) is None:
-        return dataclasses.replace(algorithm, segments=tuple(int(s) for s in sizes))
-    return algorithm

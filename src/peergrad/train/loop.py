@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from peergrad.algorithms import Algorithm, make_algorithm
-from peergrad.algorithms.compressed import with_segments
+from peergrad.algorithms.base import bind_run
 from peergrad.comm import NetworkModel, SimulatedCommunicator, worker_sum
 from peergrad.comm.base import Communicator
 from peergrad.data import Dataset, load_dataset, partition
@@ -283,7 +283,8 @@ def prepare(config: TrainConfig) -> Prepared:
     comm = make_communicator(config, device)
     algorithm.check_topology(comm)
     task = build_task(config)
-    algorithm = with_segments(algorithm, task.layout.numels)  # layer-wise compression
+    per_epoch = len(task.dataset.y_train) / (config.workers * config.batch_size)
+    algorithm = bind_run(algorithm, segments=task.layout.numels, batches_per_epoch=per_epoch)
     sampler = ShardSampler(task.shards, config.batch_size, config.seed, comm.worker_ids.tolist())
     return Prepared(algorithm, comm, task, sampler, device, dtype)
 
