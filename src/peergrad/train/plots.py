@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ X_AXES = {
     "bytes_sent_per_worker": "bytes sent per worker",
     "simulated_comm_time_s": "simulated communication time (s)",
 }
+LOG_X = frozenset({"bytes_sent_per_worker"})  # compressed and dense runs differ by decades
 PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
 
 
@@ -31,16 +33,24 @@ def plot_curves(
     """One figure with train loss and test accuracy against ``x_key``, one curve per run.
 
     ``target_accuracy`` (optional) is drawn as a dashed horizontal line on the accuracy panel.
+    Bytes are drawn on a log axis (records at 0 bytes, i.e. before any communication, are left
+    out of that plot).
     """
     if x_key not in X_AXES:
         raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
     fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 4))
+    # the default cycle has 10 colours; more runs would share them
+    colors = plt.get_cmap("tab20").colors if len(runs) > 10 else [None] * len(runs)
     for ax, (key, label, log) in zip(axes, PANELS, strict=True):
-        for name, records in runs.items():
-            pts = [(r[x_key], r[key]) for r in records if r.get(key) is not None]
+        for color, (name, records) in zip(colors, runs.items(), strict=False):
+            pts = [
+                (r[x_key], r[key])
+                for r in records
+                if r.get(key) is not None and (x_key not in LOG_X or r[x_key] > 0)
+            ]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, marker=".", label=name)
+                ax.plot(xs, ys, marker=".", label=name, color=color)
         if key == "test_accuracy" and target_accuracy is not None:
             ax.axhline(
                 target_accuracy,
@@ -53,10 +63,15 @@ def plot_curves(
         ax.set_ylabel(label)
         if log:
             ax.set_yscale("log")
+        if x_key in LOG_X:
+            ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(
+            textwrap.fill(title, 120, break_on_hyphens=False),
+            fontsize=10 if len(title) > 90 else None,
+        )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
