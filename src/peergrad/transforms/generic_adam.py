@@ -30,7 +30,8 @@ family              value at t                 typical use
 ``adagrad``         ``1 - 1/t``                θ of AdaGrad / AdaEMA / AdamNC
 ``zou:r``           ``1 - (0.001 + 0.999 r)/t**r``  §5.4 family: r = 0 is θ = 0.999, r = 1 AdaGrad
 ``geometric:lam``   ``lam**(t - 1)``           AdamNC's decaying β_t = β₁ λ^(t-1)
-``adam-bias:b1,b2`` ``sqrt(1 - b2**t)/(1 - b1**t)``  Adam's bias correction folded into α_t
+``adam-bias:b1,b2[,p]``  ``sqrt(1 - b2**t)/(1 - b1**t) t**-p``  Adam's bias correction in α_t
+                           (p = 0: Adam; p = 1/2: on top of α/√t)
 ``sqrt-bias:b2``    ``sqrt(1 - b2**t)``        Adam's ε rescaled (torch adds ε after correcting)
 ==================  =========================  ===========================================
 
@@ -109,10 +110,10 @@ SCHEDULE_FAMILIES: dict[str, _Family] = {
     "zou": _Family(("r",), (None,), _zou, "1 - (0.001 + 0.999 r)/t^r"),
     "geometric": _Family(("lam",), (None,), lambda t, lam: lam ** (t - 1.0), "lam^(t-1)"),
     "adam-bias": _Family(
-        ("b1", "b2"),
-        (None, None),
-        lambda t, b1, b2: np.sqrt(1.0 - b2**t) / (1.0 - b1**t),
-        "sqrt(1 - b2^t)/(1 - b1^t)",
+        ("b1", "b2", "p"),
+        (None, None, 0.0),
+        lambda t, b1, b2, p: np.sqrt(1.0 - b2**t) / (1.0 - b1**t) * t**-p,
+        "sqrt(1 - b2^t)/(1 - b1^t) t^-p",
     ),
     "sqrt-bias": _Family(("b2",), (None,), lambda t, b2: np.sqrt(1.0 - b2**t), "sqrt(1 - b2^t)"),
 }
@@ -380,6 +381,9 @@ class ConditionResult:
     ok: bool
     detail: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ok", bool(self.ok))  # a plain bool, also from numpy
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SufficientConditionReport:
@@ -409,9 +413,9 @@ class SufficientConditionReport:
 
     def summary(self) -> str:
         lines = [f"{c.name}  {'ok  ' if c.ok else 'FAIL'}  {c.detail}" for c in self.conditions]
-        decades = [10**k for k in range(1, 8) if 10**k <= self.horizon]
-        ratios = " / ".join(f"{self.ratio_at(T):.4g}" for T in decades)
-        lines.append(f"SC4 ratio at T = {' / '.join(f'{T:.0e}' for T in decades)}: {ratios}")
+        decades = [k for k in range(1, 10) if 10**k <= self.horizon]
+        ratios = " / ".join(f"{self.ratio_at(10**k):.4g}" for k in decades)
+        lines.append(f"SC4 ratio at T = {' / '.join(f'1e{k}' for k in decades)}: {ratios}")
         verdict = "holds" if self.passed else "fails (" + ", ".join(self.failed) + ")"
         lines.append(f"sufficient condition {verdict} on t = 1..{self.horizon}")
         return "\n".join(lines)
