@@ -34,6 +34,7 @@ CASES: list[Case] = [
     Case("detag", "float64", "ring", {"pipelined": "false", "rounds": "2"}),
     Case("detag", "float64", "one-peer-exponential", {"eta": "0"}),
     Case("d2", "float64", "torus"),
+    Case("distributed-adam", "float64", "complete", {"preset": "adam", "theta": "zou:0.5"}),
 ]
 
 
