@@ -7,7 +7,7 @@ records the first step at which the training loss of the model (full
 training set, evaluated every --eval-every steps) reaches --target-loss. Several seeds; the
 median is plotted against n with the ideal 1/n line. Writes OUT/speedup.{json,md,png}.
 
-Usage: python experiments/generic_adam/speedup.py --out DIR [--workers 1,2,4,8,16] [--seeds 2]
+Usage: python experiments/generic_adam/speedup.py --out DIR [--workers 1,2,4,8,16] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument("--workers", default="1,2,4,8,16")
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=4, help="per-worker batch b")
     p.add_argument("--lr", type=float, default=0.03, help="alpha_t = lr / sqrt(t)")
     p.add_argument("--target-loss", type=float, default=0.3)

@@ -141,11 +141,14 @@ class CounterexampleResult:
 
     ``names`` ``[c]``; ``steps`` ``[k]``: the recorded t (x after t updates, i.e. x_{t+1});
     ``x`` ``[k, c, s]``; ``regret`` ``[k, c, s]``: ``sum_{u<=t} g_u (x_u + 1)``;
-    ``final_x`` ``[c, s]``: x_{T+1}; ``average_regret`` ``[c, s]``: regret at T over T.
+    ``final_x`` ``[c, s]``: x_{T+1}; ``average_regret`` ``[c, s]``: regret at T over T;
+    ``mean_gradient``: E g (online: over a period), so that the objective is
+    ``F(x) = mean_gradient * x`` and ``F(x) - F(-1) = mean_gradient * (x + 1)``.
     """
 
     names: tuple[str, ...]
     horizon: int
+    mean_gradient: float
     steps: np.ndarray
     x: np.ndarray
     regret: np.ndarray
@@ -155,6 +158,10 @@ class CounterexampleResult:
     def final(self, name: str) -> np.ndarray:
         """x_{T+1} of configuration ``name`` over the seeds, ``[s]``."""
         return self.final_x[self.names.index(name)]
+
+    def objective_gap(self) -> np.ndarray:
+        """``F(x_t) - F(x*) = mean_gradient (x_t + 1)`` at the recorded steps, ``[k, c, s]``."""
+        return self.mean_gradient * (self.x + 1.0)
 
 
 def _coefficients(opt: GenericAdam, t: np.ndarray) -> np.ndarray:
@@ -221,7 +228,14 @@ def run_counterexample(
         g_sum += G.sum(0)
         t0 += k
     return CounterexampleResult(
-        names, T, keep.astype(np.float64), xs, rs, x.numpy().copy(), rs[-1] / T
+        names,
+        T,
+        problem.mean_gradient,
+        keep.astype(np.float64),
+        xs,
+        rs,
+        x.numpy().copy(),
+        rs[-1] / T,
     )
 
 
@@ -263,26 +277,22 @@ def standard_runs(
 
 
 def plot_counterexample(result: CounterexampleResult, path: str | Path, title: str = "") -> Path:
-    """Two panels against t (log scale): x_t (mean over seeds, min-max band) and the average
-    regret ``R_t / t`` (mean over seeds). Writes a PNG; returns its path."""
+    """Two panels against t (log scale), means over the seeds: x_t, and the average regret
+    ``R_t / t`` (one seed: online) or the objective gap ``F(x_t) - F(-1)`` (several seeds:
+    stochastic, where the realised regret is too noisy to read). Writes a PNG; returns its path."""
     from peergrad.train.plots import plt
 
     fig, (ax_x, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
     t = result.steps
+    online = result.x.shape[2] == 1
+    right = result.regret / t[:, None, None] if online else result.objective_gap()
     for i, name in enumerate(result.names):
-        (line,) = ax_x.plot(t, result.x[:, i].mean(axis=1), label=name)
-        if result.x.shape[2] > 1:
-            ax_x.fill_between(
-                t,
-                result.x[:, i].min(axis=1),
-                result.x[:, i].max(axis=1),
-                color=line.get_color(),
-                alpha=0.15,
-            )
-        ax_r.plot(t, result.regret[:, i].mean(axis=1) / t, label=name)
+        ax_x.plot(t, result.x[:, i].mean(axis=1), label=name)
+        ax_r.plot(t, right[:, i].mean(axis=1), label=name)
     ax_x.axhline(X_STAR, color="k", ls="--", lw=0.8, label="optimum x* = -1")
     ax_x.set(xscale="log", xlabel="t", ylabel="x_t (after t updates)", ylim=(-1.05, 1.05))
-    ax_r.set(xscale="log", yscale="log", xlabel="t", ylabel="average regret R_t / t")
+    label = "average regret R_t / t" if online else "F(x_t) - F(x*) = E[g] (x_t + 1)"
+    ax_r.set(xscale="log", yscale="log", xlabel="t", ylabel=label)
     ax_x.legend(fontsize=7)
     ax_r.grid(True, which="both", alpha=0.3)
     if title:

@@ -20,20 +20,19 @@ scale and has the text form ``[SCALE*]NAME[:P1,P2,...]`` (:func:`parse_schedule`
 ``0.5*inv-sqrt`` (α_t = 0.5/√t), ``adagrad`` (θ_t = 1 - 1/t), ``zou:0.5`` (§5.4), ``const:0.9``.
 Any callable ``t -> float`` and any number (a constant) are accepted too (:func:`as_schedule`).
 
-==================  =========================  ===========================================
-family              value at t                 typical use
-==================  =========================  ===========================================
-``const[:c]``       ``c`` (default 1)          β, θ (Adam/RMSProp), constant α
-``poly:p``          ``t**-p``                  α_t = α/t^s (``s = p``)
-``inv-sqrt``        ``t**-0.5``                α_t = α/√t (s = 1/2, the paper's choice)
-``one-minus-poly:r[,c]``  ``1 - c t**-r``      θ_t = 1 - θ/t^r (§5.3 corollary; c = θ)
-``adagrad``         ``1 - 1/t``                θ of AdaGrad / AdaEMA / AdamNC
-``zou:r``           ``1 - (0.001 + 0.999 r)/t**r``  §5.4 family: r = 0 is θ = 0.999, r = 1 AdaGrad
-``geometric:lam``   ``lam**(t - 1)``           AdamNC's decaying β_t = β₁ λ^(t-1)
-``adam-bias:b1,b2[,p]``  ``sqrt(1 - b2**t)/(1 - b1**t) t**-p``  Adam's bias correction in α_t
-                           (p = 0: Adam; p = 1/2: on top of α/√t)
-``sqrt-bias:b2``    ``sqrt(1 - b2**t)``        Adam's ε rescaled (torch adds ε after correcting)
-==================  =========================  ===========================================
+Families (value at t; typical use):
+
+- ``const[:c]``: c (default 1). β, θ of Adam/RMSProp, a constant α.
+- ``poly:p``: t^-p. α_t = α/t^s with s = p.
+- ``inv-sqrt``: 1/√t. α_t = α/√t, the paper's s = 1/2.
+- ``one-minus-poly:r[,c]``: 1 - c/t^r. θ_t = 1 - θ/t^r of the §5.3 corollary (c = θ).
+- ``adagrad``: 1 - 1/t. θ of AdaGrad, AdaEMA, AdamNC.
+- ``zou:r``: 1 - (0.001 + 0.999 r)/t^r. The §5.4 family from Adam (r = 0: θ = 0.999) to
+  AdaEMA (r = 1: 1 - 1/t).
+- ``geometric:lam``: lam^(t-1). AdamNC's β_t = β₁ λ^(t-1) is ``b1*geometric:lam``.
+- ``adam-bias:b1,b2[,p]``: √(1 - b2^t)/(1 - b1^t) · t^-p. Adam's bias correction folded into
+  α_t (p = 0: Adam; p = 1/2: on top of α/√t).
+- ``sqrt-bias:b2``: √(1 - b2^t). Adam's ε rescaled (torch adds ε after the correction).
 
 The §5.4 constant 0.001 + 0.999 r is [R?] (a sibling file of the third-party source uses
 0.01 + 0.99 r); the paper's exact corollary, the β/θ compatibility form and ε's placement are
@@ -436,6 +435,9 @@ def check_sufficient_condition(
     decay_tol: float = 0.02,
 ) -> SufficientConditionReport:
     """Evaluate Zou et al.'s sufficient condition (§5.3) numerically for ``t = 1..horizon``.
+
+    The structure of SC1-SC4 is recalled from the paper ([R]); the exact side conditions are
+    [R?] (spec §5.3, §7.3). The parts, as checked:
 
     - SC1: ``0 <= beta_t <= beta < 1`` (β = the largest β_t seen).
     - SC2: ``0 < theta_t < 1`` (``theta_1 = 0`` allowed, it only wipes ``v_0``), θ_t
