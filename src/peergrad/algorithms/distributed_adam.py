@@ -23,8 +23,11 @@ Schedules (text forms of :func:`peergrad.transforms.generic_adam.parse_schedule`
 - ``preset`` picks α_t, β_t, θ_t, ε_t from ``lr``, β₁ (``b1``/``momentum``), ``b2`` and ``eps``:
   ``"generic"`` (default, §5.7: α_t = lr/√t, θ_t = ``zou:1`` = 1 - 1/t, β constant),
   ``"adam"`` (bias correction in α_t; = ``torch.optim.Adam``), ``"rmsprop"`` (β = 0, θ = b2,
-  constant lr; = ``torch.optim.RMSprop``), ``"adagrad"`` (= ``torch.optim.Adagrad`` with eps 0
-  scaled by 1/√t), ``"adaema"``, ``"adamnc"`` (β_t = β₁ 0.99^(t-1)).
+  constant lr; = ``torch.optim.RMSprop(lr, alpha=b2, eps)``), ``"adagrad"`` (β = 0,
+  θ_t = 1 - 1/t, α_t = lr/√t, ε_t = eps/√t; = ``torch.optim.Adagrad(lr, eps=eps)``),
+  ``"adaema"``, ``"adamnc"`` (β_t = β₁ 0.99^(t-1)). β₁ is ignored by rmsprop and adagrad, ``b2``
+  by every preset but adam and rmsprop. The torch equalities hold to rounding in float64
+  (``tests/test_optim.py``).
 - ``alpha`` (α_t / lr, e.g. ``"inv-sqrt"``, ``"poly:0.25"``, ``"const"``), ``theta`` (e.g.
   ``"zou:0.5"``, ``"const:0.999"``, ``"one-minus-poly:1,0.5"``) and ``beta`` (e.g.
   ``"const:0.9"``, ``"0.9*geometric:0.99"``), when given, replace the preset's schedule.
