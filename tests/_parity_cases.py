@@ -36,6 +36,7 @@ CASES: list[Case] = [
     Case("d2", "float64", "torus"),
     Case("ef-sgd", "float64", "ring", {"layerwise": "true", "compressor": "randomk"}),
     Case("choco-sgd", "float32", "ring", {"layerwise": "true"}),
+    Case("distributed-adam", "float64", "complete", {"preset": "adam", "theta": "zou:0.5"}),
 ]
 
 

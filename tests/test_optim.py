@@ -41,6 +41,29 @@ SGD_REDUCTIONS: dict[str, list[dict[str, Any]]] = {
     # one worker: W = [[1]] makes s = x̂, so x = x_half whatever the compressor
     "choco-sgd": [{"ratio": 0.01}, {"compressor": "qsgd"}],
 }
+#: Registered algorithms that are a torch.optim adaptive optimizer on one worker (equal to
+#: rounding in float64): name -> [(algorithm options, the torch optimizer with the same settings)].
+TorchOptimizer = Callable[..., torch.optim.Optimizer]
+ADAPTIVE_REDUCTIONS: dict[str, list[tuple[dict[str, Any], TorchOptimizer]]] = {
+    "distributed-adam": [
+        (
+            {"preset": "adam", "lr": 0.01, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
+            lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8),
+        ),
+        (
+            {"preset": "adam", "lr": 0.02, "b1": 0.5, "b2": 0.99, "weight_decay": 1e-2},
+            lambda p: torch.optim.Adam(p, lr=0.02, betas=(0.5, 0.99), weight_decay=1e-2),
+        ),
+        (
+            {"preset": "rmsprop", "lr": 0.01, "b2": 0.9, "eps": 1e-6},
+            lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-6),
+        ),
+        (
+            {"preset": "adagrad", "lr": 0.1, "eps": 1e-10},
+            lambda p: torch.optim.Adagrad(p, lr=0.1, eps=1e-10),
+        ),
+    ],
+}
 SGD_SETTINGS = [
     {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
     {"lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-3},
@@ -139,6 +162,25 @@ def test_one_worker_equals_torch_sgd(name: str, settings: dict[str, Any]) -> Non
         opt = DistributedOptimizer(model.parameters(), name, one_worker_comm(), **settings, **extra)
         assert_same_trajectory(train_steps(opt, model, batches), expected)
         assert opt.num_steps == len(batches)
+
+
+@pytest.mark.parametrize(
+    ("name", "case"),
+    [(name, k) for name, cases in ADAPTIVE_REDUCTIONS.items() for k in range(len(cases))],
+)
+def test_one_worker_equals_torch_adaptive_optimizer(name: str, case: int) -> None:
+    options, make_torch_opt = ADAPTIVE_REDUCTIONS[name][case]
+    batches = make_batches(12)
+    ref = make_model(0)
+    torch_opt, loss_fn, expected = make_torch_opt(ref.parameters()), nn.CrossEntropyLoss(), []
+    for xb, yb in batches:
+        torch_opt.zero_grad()
+        loss_fn(ref(xb), yb).backward()
+        torch_opt.step()
+        expected.append(flat(ref).clone())
+    model = make_model(0)
+    opt = DistributedOptimizer(model.parameters(), name, one_worker_comm(), **options)
+    assert_same_trajectory(train_steps(opt, model, batches), expected)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,4 +1,5 @@
-"""The ``peergrad`` command: ``train``, ``compare``, ``topology`` and ``algorithms``.
+"""The ``peergrad`` command: ``train``, ``compare``, ``topology``, ``algorithms``, ``check-adam``
+and ``counterexample``.
 
 Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
 (repeatable), so a new algorithm needs no CLI change.
@@ -342,7 +343,167 @@ def build_parser() -> argparse.ArgumentParser:
     p_alg = sub.add_parser("algorithms", help="list the registered algorithms and their papers")
     p_alg.add_argument("--json", action="store_true")
     p_alg.set_defaults(func=cmd_algorithms)
+
+    add_generic_adam_commands(sub)
     return parser
+
+
+# ---------------------------------------------------------------- generic Adam (issue 8)
+SCHEDULE_HELP = (
+    "schedule text [SCALE*]NAME[:P1,P2,...], NAME one of: const[:c], poly:p (t^-p), inv-sqrt, "
+    "one-minus-poly:r[,c] (1 - c t^-r), adagrad (1 - 1/t), zou:r (1 - (0.001+0.999r)/t^r), "
+    "geometric:lam (lam^(t-1)), adam-bias:b1,b2[,p], sqrt-bias:b2"
+)
+
+
+def add_generic_adam_commands(sub: Any) -> None:
+    """``peergrad check-adam`` and ``peergrad counterexample`` (generic Adam, spec §5)."""
+    from peergrad.transforms.generic_adam import PRESETS
+
+    p_chk = sub.add_parser(
+        "check-adam",
+        help="check Zou et al.'s sufficient condition for generic-Adam schedules",
+        description="Evaluate the sufficient condition SC1-SC4 of Zou et al. (CVPR 2019, "
+        "arXiv:1811.09358) for the schedules alpha_t, theta_t, beta_t over t = 1..HORIZON, "
+        "say which parts fail and print the SC4 ratio at every decade. Exit status 0 when the "
+        "condition holds, 1 when it fails. Example: peergrad check-adam --alpha inv-sqrt "
+        "--theta adagrad --beta const:0.9. " + SCHEDULE_HELP + ".",
+    )
+    p_chk.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="generic",
+        help="start from a preset's schedules (default: generic = alpha_t 1/sqrt(t), "
+        "theta_t zou:1, beta 0.9); --alpha/--theta/--beta replace them",
+    )
+    p_chk.add_argument("--alpha", default=None, help="alpha_t (its scale is irrelevant)")
+    p_chk.add_argument("--theta", default=None, help="theta_t (Adam's beta2, time-varying)")
+    p_chk.add_argument("--beta", default=None, help="beta_t (first-moment weight)")
+    p_chk.add_argument("--horizon", type=int, default=10**6, help="T (default 10^6; >= 100)")
+    p_chk.add_argument("--json", action="store_true", help="print JSON")
+    p_chk.set_defaults(func=cmd_check_adam)
+
+    p_cex = sub.add_parser(
+        "counterexample",
+        help="run Reddi et al.'s counterexample: Adam vs generic Adam, with plots",
+        description="Run the counterexample of Reddi et al. (ICLR 2018) on [-1, 1] (optimum "
+        "x* = -1). online: f_t = 3x when t mod 3 = 1, else -x; Adam (beta1 = 0, beta2 = 0.1) vs "
+        "generic Adam with theta_t = 1 - 1/t. stochastic: f_t = 1010x w.p. 0.01, else -10x, 16 "
+        "seeds; generic Adam with theta_t = zou:r for each --r, and bias-corrected Adam. "
+        "alpha_t = ALPHA/sqrt(t). Writes DIR/counterexample_VARIANT.{png,json}.",
+    )
+    p_cex.add_argument("--variant", choices=("online", "stochastic"), default="online")
+    p_cex.add_argument(
+        "--steps", type=int, default=None, help="T (default: 10^4 online, 10^6 stochastic)"
+    )
+    p_cex.add_argument("--alpha", type=float, default=0.5, help="alpha_t = ALPHA/sqrt(t)")
+    p_cex.add_argument("--x1", type=float, default=0.5, help="starting point in [-1, 1]")
+    p_cex.add_argument(
+        "--r",
+        default="0,0.25,0.5,0.75,1",
+        metavar="R[,R...]",
+        help="stochastic: exponents r of theta_t = zou:r",
+    )
+    p_cex.add_argument("--out", default="runs/counterexample", metavar="DIR")
+    p_cex.set_defaults(func=cmd_counterexample)
+
+
+def cmd_check_adam(args: argparse.Namespace) -> int:
+    from peergrad.transforms.generic_adam import PRESETS, check_sufficient_condition
+
+    base = PRESETS[args.preset]()
+    alpha = args.alpha if args.alpha is not None else base.alpha
+    theta = args.theta if args.theta is not None else base.theta
+    beta = args.beta if args.beta is not None else base.beta
+    report = check_sufficient_condition(alpha, theta, beta, args.horizon)
+    if args.json:
+        decades = [10**k for k in range(1, 10) if 10**k <= args.horizon]
+        print(
+            json.dumps(
+                {
+                    "alpha": str(report_schedule(alpha)),
+                    "theta": str(report_schedule(theta)),
+                    "beta": str(report_schedule(beta)),
+                    "horizon": report.horizon,
+                    "holds": report.passed,
+                    "failed": list(report.failed),
+                    "conditions": {
+                        c.name: {"ok": c.ok, "detail": c.detail} for c in report.conditions
+                    },
+                    "c0": report.c0,
+                    "sc4_ratio": {str(T): report.ratio_at(T) for T in decades},
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"alpha_t = {report_schedule(alpha)}, theta_t = {report_schedule(theta)}, "
+            f"beta_t = {report_schedule(beta)}"
+        )
+        print(report.summary())
+    return 0 if report.passed else 1
+
+
+def report_schedule(value: Any) -> str:
+    from peergrad.transforms.generic_adam import as_schedule
+
+    return str(as_schedule(value))
+
+
+def cmd_counterexample(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peergrad.data.reddi import plot_counterexample, run_counterexample, standard_runs
+
+    try:
+        r_values = tuple(float(r) for r in args.r.split(","))
+    except ValueError:
+        raise ValueError(f"--r expects comma-separated numbers, got {args.r!r}") from None
+    steps = args.steps if args.steps is not None else (10**4 if args.variant == "online" else 10**6)
+    problem, runs = standard_runs(args.variant, r_values, alpha=args.alpha)
+    start = time.perf_counter()
+    result = run_counterexample(problem, runs, steps, x1=args.x1)
+    wall = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = (
+        f"Reddi et al. counterexample ({args.variant}), alpha_t = {args.alpha:g}/sqrt(t), "
+        f"x1 = {args.x1:g}, T = {steps:,}"
+        + (f", {problem.seeds} seeds" if problem.seeds > 1 else "")
+    )
+    png = plot_counterexample(result, out / f"counterexample_{args.variant}.png", title)
+    summary = {
+        "variant": args.variant,
+        "problem": repr(problem),
+        "steps": steps,
+        "alpha": args.alpha,
+        "x1": args.x1,
+        "wall_time_s": wall,
+        "runs": {
+            name: {
+                "schedules": runs[name].describe(),
+                "final_x_mean": float(result.final_x[i].mean()),
+                "final_x_min": float(result.final_x[i].min()),
+                "final_x_max": float(result.final_x[i].max()),
+                "average_regret_mean": float(result.average_regret[i].mean()),
+                "objective_gap_mean": float(
+                    result.mean_gradient * (result.final_x[i].mean() + 1.0)
+                ),
+            }
+            for i, name in enumerate(result.names)
+        },
+    }
+    (out / f"counterexample_{args.variant}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    width = max(len(n) for n in result.names)
+    print(f"{'run':<{width}}  x_(T+1) (mean)  F(x_(T+1)) - F(x*)  average regret R_T/T")
+    for name, rec in summary["runs"].items():
+        print(
+            f"{name:<{width}}  {rec['final_x_mean']:+.4f}         "
+            f"{rec['objective_gap_mean']:<18.4g}  {rec['average_regret_mean']:.4g}"
+        )
+    print(f"optimum x* = -1; T = {steps:,}; {wall:.1f} s; plot: {png}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

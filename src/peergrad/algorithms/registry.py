@@ -22,6 +22,7 @@ from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAMSGrad,
 )
 from peergrad.algorithms.detag import DeTAG
+from peergrad.algorithms.distributed_adam import DistributedAdam
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
@@ -41,6 +42,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     CompressedSGD,
     ArmijoCSGD,
     ChocoSGD,
+    DistributedAdam,
 )
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 

@@ -17,9 +17,23 @@ from peergrad.transforms.adaptive import (
     mixed_max,
 )
 from peergrad.transforms.basic import add_weight_decay, heavy_ball
+from peergrad.transforms.generic_adam import (
+    PRESETS,
+    GenericAdam,
+    Schedule,
+    check_sufficient_condition,
+    generic_adam_step,
+    parse_schedule,
+)
 
 __all__ = [
     "EPS_MODES",
+    "PRESETS",
+    "GenericAdam",
+    "Schedule",
+    "check_sufficient_condition",
+    "generic_adam_step",
+    "parse_schedule",
     "adagrad_mean",
     "adaptive_denominator",
     "adaptive_step",

@@ -22,6 +22,13 @@ Rules (``g`` the current gradient, ``t >= 1`` the 1-based iteration):
 
 None of these raises on bad coefficients: the algorithms validate their hyper-parameters once,
 at construction, not on every step.
+
+Coefficients (``b1``, ``b2``, ``eps``, ``lr``) are Python floats, or, for
+``ema_first_moment``, ``ema_second_moment``, ``adaptive_denominator`` and ``adaptive_step``,
+tensors broadcastable to the moments' shape: one coefficient per row, e.g. when several
+schedules run side by side (generic Adam's counterexample sweeps). The float path is the fast,
+torch-identical one; the tensor path rounds ``(1 - b2) g**2`` and ``lr m / denom`` in a
+different order.
 """
 
 from __future__ import annotations
@@ -31,8 +38,11 @@ from torch import Tensor
 
 EPS_MODES = ("floor", "add")
 
+#: A per-step coefficient: a float, or a tensor broadcastable to the moments (one per row).
+Coefficient = float | Tensor
 
-def ema_first_moment(m: Tensor, g: Tensor, b1: float) -> Tensor:
+
+def ema_first_moment(m: Tensor, g: Tensor, b1: Coefficient) -> Tensor:
     """``m <- b1 * m + (1 - b1) * g`` in place (one pass); returns ``m``.
 
     Computed as ``m.lerp_(g, 1 - b1)``, the form ``torch.optim.Adam`` uses: equal to the direct
@@ -41,12 +51,16 @@ def ema_first_moment(m: Tensor, g: Tensor, b1: float) -> Tensor:
     return m.lerp_(g, 1.0 - b1)
 
 
-def ema_second_moment(v: Tensor, g: Tensor, b2: float) -> Tensor:
+def ema_second_moment(v: Tensor, g: Tensor, b2: Coefficient) -> Tensor:
     """``v <- b2 * v + (1 - b2) * g * g`` in place (Adam / RMSProp); returns ``v``.
 
     ``b2`` may vary per step (generic Adam's ``theta_t``); ``b2 = 1 - 1/t`` gives the AdaGrad
     running mean up to rounding (see :func:`adagrad_mean` for the exact ``(t - 1)/t`` form).
+    A float ``b2`` follows ``torch.optim.RMSprop``'s operations exactly; a tensor ``b2`` (one
+    per row) computes ``(1 - b2) * g`` first.
     """
+    if isinstance(b2, Tensor):
+        return v.mul_(b2).addcmul_(g * (1.0 - b2), g)
     return v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
 
 
@@ -84,7 +98,7 @@ def mixed_max(v_hat: Tensor, v: Tensor, b3: float, scratch: Tensor | None = None
 
 
 def adaptive_denominator(
-    u: Tensor, eps: float, eps_mode: str = "floor", out: Tensor | None = None
+    u: Tensor, eps: Coefficient, eps_mode: str = "floor", out: Tensor | None = None
 ) -> Tensor:
     """The per-coordinate denominator of an adaptive step.
 
@@ -106,12 +120,15 @@ def adaptive_denominator(
 
 
 def adaptive_step(
-    x: Tensor, m: Tensor, denom: Tensor, lr: float, base: Tensor | None = None
+    x: Tensor, m: Tensor, denom: Tensor, lr: Coefficient, base: Tensor | None = None
 ) -> Tensor:
     """``x <- base - lr * m / denom`` (``base`` defaults to ``x``) with one fused ``addcdiv``.
 
-    ``base`` is, e.g., the gossiped model ``W x`` of a combine-then-adapt method. Returns ``x``.
+    ``base`` is, e.g., the gossiped model ``W x`` of a combine-then-adapt method. A tensor ``lr``
+    (one per row) scales ``m`` first. Returns ``x``.
     """
+    if isinstance(lr, Tensor):
+        return torch.addcdiv(x if base is None else base, m * lr, denom, value=-1.0, out=x)
     if base is None:
         return x.addcdiv_(m, denom, value=-lr)
     return torch.addcdiv(base, m, denom, value=-lr, out=x)
