@@ -25,6 +25,7 @@ from peergrad.algorithms.detag import DeTAG
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
+from peergrad.algorithms.local_sgd import LocalSGD
 
 ALGORITHMS: tuple[type[Algorithm], ...] = (
     AllReduceSGD,
@@ -41,6 +42,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     CompressedSGD,
     ArmijoCSGD,
     ChocoSGD,
+    LocalSGD,
 )
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 
