@@ -15,6 +15,7 @@ X_AXES = {
     "step": "step",
     "samples_seen": "samples seen (all workers)",
     "bytes_sent_per_worker": "bytes sent per worker",
+    "comm_rounds": "communication rounds",
     "simulated_comm_time_s": "simulated communication time (s)",
 }
 PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
@@ -79,6 +80,7 @@ COMPARE_AXES = {
     "samples": "samples_seen",
     "bytes": "bytes_sent_per_worker",
     "simulated_time": "simulated_comm_time_s",
+    "rounds": "comm_rounds",
 }
 
 
@@ -89,7 +91,7 @@ def plot_comparison(
     *,
     target_accuracy: float | None = None,
 ) -> list[Path]:
-    """``compare_vs_{samples,bytes,simulated_time}.png`` in ``out_dir``, one curve per run."""
+    """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve each."""
     out_dir = Path(out_dir)
     return [
         plot_curves(
