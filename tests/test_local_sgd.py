@@ -457,3 +457,13 @@ def test_default_block_momentum_is_the_bmuf_rule_and_cli_strings_convert() -> No
 def test_invalid_options_are_rejected(options: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LocalSGD(**options)
+
+
+def test_state_from_other_options_is_rejected() -> None:
+    comm = comm_for()
+    x = x0()
+    plain = LocalSGD(block_momentum=0.0).init(x, comm)
+    with pytest.raises(ValueError, match="call init again"):
+        LocalSGD(block_momentum=0.5).step(x, grad(x), plain, comm)
+    with pytest.raises(ValueError, match="call init again"):
+        LocalSGD(block_momentum=0.0, local_update="adam").step(x, grad(x), plain, comm)

@@ -1,7 +1,8 @@
 """Local SGD (K-step averaging) with block momentum: K-AVG, BMUF, SlowMo, post-local SGD.
 
-Paper: W. Cong, F. Liu (Cong & Liu), "Accelerate Distributed Stochastic Descent for Nonconvex
-Optimization with Momentum", MLHPC/AI4S workshop at SC20, 2020, pp. 29-39, arXiv:2110.00625.
+Paper: Cong and Liu, "Accelerate Distributed Stochastic Descent for Nonconvex Optimization with
+Momentum", MLHPC/AI4S workshop at SC20, 2020, pp. 29-39, DOI 10.1109/MLHPCAI4S51975.2020.00011,
+arXiv:2110.00625 (only the abstract was consulted for the spec).
 Related forms covered by the same template (spec ``compression-momentum-adam.md`` §4): K-AVG
 (Zhou & Cong, IJCAI 2018, arXiv:1708.01012), local SGD and post-local SGD (Lin, Stich, Patel,
 Jaggi, ICLR 2020, arXiv:1808.07217), BMUF (Chen & Huo, ICASSP 2016), SlowMo (Wang, Tantia,
@@ -50,6 +51,10 @@ offered. Averaging is uniform (no sample-count weights). The block step is appli
 warm-up syncs included. With ``local_state="reset"`` and ``period = 1`` the local momentum is
 zeroed after every step, i.e. has no effect; use "keep" or "average" there. For the Adam local
 updates ``momentum`` is β₁ (set it, e.g. 0.9: its default 0 gives RMSProp with bias correction).
+
+State that ``init`` allocated for other options (e.g. no block buffers because mu = 0 and
+zeta = 1, or no Adam moments) does not fit a changed ``block_momentum``/``block_lr``/
+``local_update``: ``step`` then raises ``ValueError`` (call ``init`` again).
 
 Raises ``ValueError`` for ``lr <= 0``, ``momentum``, ``block_momentum`` or ``b2`` outside
 [0, 1), ``weight_decay < 0``, ``period < 1``, ``warmup_steps < 0``, ``block_lr <= 0``,
@@ -202,6 +207,22 @@ class LocalSGD(SGDAlgorithm):
         extra = [state.second_moment, state.max_second_moment]
         return [state.momentum_buffer, *(b for b in extra if b is not None)]
 
+    def _check_state(self, state: LocalSGDState, comm: Communicator) -> None:
+        block = self.uses_block_step(comm.n_workers)
+        adam = self.local_update != "sgd"
+        amsgrad = self.local_update == "amsgrad"
+        if (
+            (state.anchor is not None) != block
+            or (state.second_moment is not None) != adam
+            or (state.max_second_moment is not None) != amsgrad
+        ):
+            raise ValueError(
+                f"{self.name}: the state was made by init for other options (block step "
+                f"{state.anchor is not None}, Adam moments {state.second_moment is not None}); "
+                f"with block_momentum={self.block_momentum}, block_lr={self.block_lr}, "
+                f"local_update={self.local_update!r} call init again"
+            )
+
     # ------------------------------------------------------------------ step
     def _local_step(self, x: Tensor, g: Tensor, state: LocalSGDState, comm: Communicator) -> int:
         """One local update of x in place; returns the new ``moment_steps``."""
@@ -266,6 +287,7 @@ class LocalSGD(SGDAlgorithm):
         pending: Any = None,
     ) -> LocalSGDState:
         t = state.step + 1
+        self._check_state(state, comm)
         moment_steps = self._local_step(x, g, state, comm)
         if self.is_sync(t):
             self._average(x, state, comm, t)
