@@ -467,3 +467,26 @@ def test_state_from_other_options_is_rejected() -> None:
         LocalSGD(block_momentum=0.5).step(x, grad(x), plain, comm)
     with pytest.raises(ValueError, match="call init again"):
         LocalSGD(block_momentum=0.0, local_update="adam").step(x, grad(x), plain, comm)
+
+
+def test_training_metrics_count_rounds_and_bytes_only_at_syncs() -> None:
+    """End to end (``peergrad train``): 12 steps with K = 4 are 3 all-reduces of the model."""
+    from peergrad.train import TrainConfig, train
+
+    config = TrainConfig(
+        algorithm="local-sgd",
+        options={"period": 4},
+        workers=4,
+        dataset="digits",
+        model="logreg",
+        steps=12,
+        eval_every=2,
+        batch_size=8,
+        progress=False,
+    )
+    result = train(config, write=False)
+    dim = 64 * 10 + 10
+    rounds = [r["comm_rounds"] for r in result.records]
+    assert rounds == [0, 0, 1, 1, 2, 2, 3]  # steps 0, 2, ..., 12; syncs at 4, 8, 12
+    for r, k in zip(result.records, rounds, strict=True):
+        assert r["bytes_sent_per_worker"] == k * allreduce_bytes(dim * 4, 4)
