@@ -34,8 +34,11 @@ Equivalent forms (tested in ``tests/test_local_sgd.py``, spec §4.4): ``period=1
 ``zeta = 1`` is synchronous SGD (``allreduce``); ``mu = 0``, ``zeta = 1`` is plain model
 averaging (K-AVG); SlowMo with a constant lr is ``mu = beta``, ``zeta = alpha``; CNTK's classical
 block momentum with ``bm``, ``blr`` is ``mu = bm``, ``zeta = (1 - bm) * n * blr``; the BMUF
-paper's NBM recursion is ``block_nesterov`` with the "bmuf" style. Post-local SGD is
-``warmup_steps = t'``, ``block_momentum = 0``.
+paper's NBM recursion is ``block_nesterov`` with the "bmuf" style; ``period=1``, ``zeta = 1`` and
+plain local SGD is all-reduce SGD with heavy-ball momentum ``mu``. Post-local SGD is
+``warmup_steps = t'``, ``block_momentum = 0``. With ``gossip=True`` (decentralized local SGD, [D])
+one gossip round does not reach consensus, so every worker keeps its own anchor and block
+momentum; the workers' mean is still exact when W is doubly stochastic.
 
 Communication: nothing on local steps; one all-reduce (or one gossip round) per sync of ``D``
 values, or ``(1 + B) D`` with ``local_state="average"`` (B = 1 momentum buffer for SGD with
