@@ -38,7 +38,7 @@ paper's NBM recursion is ``block_nesterov`` with the "bmuf" style; ``period=1``,
 plain local SGD is all-reduce SGD with heavy-ball momentum ``mu``. Post-local SGD is
 ``warmup_steps = t'``, ``block_momentum = 0``. With ``gossip=True`` (decentralized local SGD, [D])
 one gossip round does not reach consensus, so every worker keeps its own anchor and block
-momentum; the workers' mean is still exact when W is doubly stochastic.
+momentum; a doubly stochastic W preserves the workers' mean at the sync.
 
 Communication: nothing on local steps; one all-reduce (or one gossip round) per sync of ``D``
 values, or ``(1 + B) D`` with ``local_state="average"`` (B = 1 momentum buffer for SGD with
