@@ -37,6 +37,27 @@ CASES: list[Case] = [
     Case("ef-sgd", "float64", "ring", {"layerwise": "true", "compressor": "randomk"}),
     Case("choco-sgd", "float32", "ring", {"layerwise": "true"}),
     Case("distributed-adam", "float64", "complete", {"preset": "adam", "theta": "zou:0.5"}),
+    # local-sgd: the default case syncs at steps 8 and 16 with block momentum 1 - 1/n; these add
+    # plain K-AVG, the warm-up, averaged buffers, block Nesterov (both styles), gossip and Adam.
+    Case("local-sgd", "float64", "ring", {"period": "4", "block_momentum": "0"}),
+    Case(
+        "local-sgd",
+        "float64",
+        "ring",
+        {"period": "4", "warmup_steps": "3", "local_state": "average", "block_nesterov": "true"},
+    ),
+    Case(
+        "local-sgd",
+        "float64",
+        "one-peer-exponential",
+        {"period": "3", "gossip": "true", "block_nesterov": "true", "nesterov_style": "cntk"},
+    ),
+    Case(
+        "local-sgd",
+        "float32",
+        "ring",
+        {"period": "5", "local_update": "adam", "lr": "0.003", "local_state": "keep"},
+    ),
 ]
 
 

@@ -56,6 +56,7 @@ def test_train_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     # Ring of 4 in float32: every step each worker sends its model to its 2 neighbours.
     dim = 64 * 10 + 10
     assert records[-1]["bytes_sent_per_worker"] == 12 * 2 * dim * 4
+    assert [r["comm_rounds"] for r in records] == [0, 4, 8, 12]  # one gossip round per step
     summary = json.loads((out / "summary.json").read_text())
     assert summary["step"] == 12 and 0 <= summary["test_accuracy"] <= 1
     assert (out / "loss_accuracy_vs_steps.png").read_bytes()[:4] == b"\x89PNG"

@@ -46,7 +46,12 @@ ROW_KEYS = {
     "best_test_accuracy",
     *TARGET_FIELDS,
 }
-PLOTS = ("compare_vs_samples.png", "compare_vs_bytes.png", "compare_vs_simulated_time.png")
+PLOTS = (
+    "compare_vs_samples.png",
+    "compare_vs_bytes.png",
+    "compare_vs_simulated_time.png",
+    "compare_vs_rounds.png",
+)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -108,6 +113,7 @@ def test_compare_writes_runs_table_and_plots(
             assert row["bytes_to_target"] == hits[0]["bytes_sent_per_worker"]
             assert row["simulated_comm_time_s_to_target"] == hits[0]["simulated_comm_time_s"]
             assert row["wall_time_s_to_target"] == hits[0]["wall_time_s"]
+            assert row["rounds_to_target"] == hits[0]["comm_rounds"]
         else:
             assert all(row[k] is None for k in TARGET_FIELDS)
     assert reached >= 1  # the target is chosen so that the non-null path is exercised
@@ -134,7 +140,7 @@ def test_unreached_target_gives_null() -> None:
     (row,) = result.rows
     assert max(r["test_accuracy"] for r in result.records["dpsgd"]) < 1.0
     assert all(row[k] is None for k in TARGET_FIELDS)
-    assert "| dpsgd | — | — | — | — | — |" in result.table
+    assert "| dpsgd | — | — | — | — | — | — |" in result.table
 
 
 def test_first_at_target_is_the_first_record_at_or_above() -> None:

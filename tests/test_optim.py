@@ -40,6 +40,8 @@ SGD_REDUCTIONS: dict[str, list[dict[str, Any]]] = {
     "detag": [{"pipelined": False}],  # the pipelined form uses one-phase-stale gradients
     # one worker: W = [[1]] makes s = x̂, so x = x_half whatever the compressor
     "choco-sgd": [{"ratio": 0.01}, {"compressor": "qsgd"}],
+    # one worker: averaging is the identity and the default block momentum 1 - 1/n is 0
+    "local-sgd": [{"period": 1, "local_state": "keep"}, {"period": 4, "local_state": "average"}],
 }
 #: Registered algorithms that are a torch.optim adaptive optimizer on one worker (equal to
 #: rounding in float64): name -> [(algorithm options, the torch optimizer with the same settings)].

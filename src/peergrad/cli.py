@@ -278,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run several algorithms on the same task; table and curves side by side",
         description="Train every algorithm of --algorithms on the same task (the flags of "
         "`peergrad train`), then write DIR/<label>/ (one run folder each), DIR/compare.json, "
-        "DIR/compare.md (final metrics; steps, samples, bytes and simulated time to reach "
-        "--target-accuracy) and DIR/compare_vs_{samples,bytes,simulated_time}.png. Everything "
-        "is checked before the first run starts.",
+        "DIR/compare.md (final metrics; steps, samples, bytes, simulated time and rounds to "
+        "reach --target-accuracy) and DIR/compare_vs_{samples,bytes,simulated_time,rounds}.png. "
+        "Everything is checked before the first run starts.",
     )
     p_cmp.add_argument(
         "--algorithms",

@@ -26,6 +26,7 @@ from peergrad.algorithms.distributed_adam import DistributedAdam
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
+from peergrad.algorithms.local_sgd import LocalSGD
 
 ALGORITHMS: tuple[type[Algorithm], ...] = (
     AllReduceSGD,
@@ -43,6 +44,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     ArmijoCSGD,
     ChocoSGD,
     DistributedAdam,
+    LocalSGD,
 )
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 

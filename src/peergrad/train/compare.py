@@ -7,11 +7,13 @@ its own algorithm and options, written to ``out_dir/<label>/``. Then ``out_dir``
   one record per entry: ``label``, ``algorithm``, ``options`` (as given), ``hyperparameters``
   (resolved, defaults included), ``run_dir``, ``final`` (every metric of the last record),
   ``best_test_accuracy``, and ``steps_to_target``, ``samples_to_target``, ``bytes_to_target``,
-  ``simulated_comm_time_s_to_target``, ``wall_time_s_to_target``: the values of the first
-  evaluation record whose ``test_accuracy`` is at least the target (``null`` when none is);
+  ``simulated_comm_time_s_to_target``, ``wall_time_s_to_target``, ``rounds_to_target``: the
+  values of the first evaluation record whose ``test_accuracy`` is at least the target (``null``
+  when none is);
 - ``compare.md``: the same as Markdown tables, in human-readable units;
-- ``compare_vs_samples.png``, ``compare_vs_bytes.png``, ``compare_vs_simulated_time.png``: train
-  loss and test accuracy of x̄, one curve per entry.
+- ``compare_vs_samples.png``, ``compare_vs_bytes.png``, ``compare_vs_simulated_time.png``,
+  ``compare_vs_rounds.png`` (communication rounds): train loss and test accuracy of x̄, one curve
+  per entry.
 
 Labels name the runs: ``dpsgd`` or ``dpsgd@atc`` (the part before ``@`` is the algorithm), so one
 algorithm can appear several times with different options. Everything (names, options, data,
@@ -49,6 +51,7 @@ TARGET_FIELDS: dict[str, str] = {
     "bytes_to_target": "bytes_sent_per_worker",
     "simulated_comm_time_s_to_target": "simulated_comm_time_s",
     "wall_time_s_to_target": "wall_time_s",
+    "rounds_to_target": "comm_rounds",
 }
 #: Fields of :class:`TrainConfig` that differ between entries (not part of the shared config).
 PER_ENTRY_FIELDS = ("algorithm", "options", "out", "progress")
@@ -58,6 +61,7 @@ OUTPUT_FILES = (
     "compare_vs_samples.png",
     "compare_vs_bytes.png",
     "compare_vs_simulated_time.png",
+    "compare_vs_rounds.png",
 )
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+=-]{0,99}")
 
@@ -303,15 +307,16 @@ def format_table(
         "The first evaluation of x̄ at or above the target (evaluations are --eval-every steps "
         "apart); — means never reached.",
         "",
-        "| run | steps | samples | MB sent / worker | simulated comm time (s) | wall time (s) |",
-        "|---|--:|--:|--:|--:|--:|",
+        "| run | steps | samples | MB sent / worker | simulated comm time (s) | wall time (s) | "
+        "comm rounds |",
+        "|---|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['label']} | {_num(r['steps_to_target'], 'd')} | "
             f"{_num(r['samples_to_target'], ',d')} | {_mb(r['bytes_to_target'])} | "
             f"{_num(r['simulated_comm_time_s_to_target'], '.4g')} | "
-            f"{_num(r['wall_time_s_to_target'], '.3g')} |"
+            f"{_num(r['wall_time_s_to_target'], '.3g')} | {_num(r['rounds_to_target'], 'd')} |"
         )
     shared = ", ".join(f"{k}={v}" for k, v in config.items())
     lines += ["", "## Shared configuration", "", shared, ""]

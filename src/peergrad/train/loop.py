@@ -52,6 +52,7 @@ METRIC_FIELDS: dict[str, str] = {
     "worker_test_accuracy": "mean over (up to eval_workers) workers' own models of test accuracy",
     "consensus_distance": "(1/n) sum_i ||x_i - x̄||^2",
     "bytes_sent_per_worker": "cumulative bytes sent, mean over workers",
+    "comm_rounds": "communication rounds so far (all-reduces, gossip rounds and all-gathers)",
     "wall_time_s": "training wall-clock time in seconds, evaluation excluded",
     "simulated_comm_time_s": "modelled communication time in seconds (latency/bandwidth model)",
 }
@@ -350,6 +351,7 @@ def train(
         rec["bytes_sent_per_worker"] = float(
             comm.mean(comm.bytes_sent[:, None], account=False)[0, 0]
         )
+        rec["comm_rounds"] = int(getattr(comm, "rounds", 0))
         rec["wall_time_s"] = wall
         rec["simulated_comm_time_s"] = comm.simulated_comm_time_s
         loss_sum.zero_()

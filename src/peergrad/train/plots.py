@@ -16,6 +16,7 @@ X_AXES = {
     "step": "step",
     "samples_seen": "samples seen (all workers)",
     "bytes_sent_per_worker": "bytes sent per worker",
+    "comm_rounds": "communication rounds",
     "simulated_comm_time_s": "simulated communication time (s)",
 }
 LOG_X = frozenset({"bytes_sent_per_worker"})  # compressed and dense runs differ by decades
@@ -94,6 +95,7 @@ COMPARE_AXES = {
     "samples": "samples_seen",
     "bytes": "bytes_sent_per_worker",
     "simulated_time": "simulated_comm_time_s",
+    "rounds": "comm_rounds",
 }
 
 
@@ -104,7 +106,7 @@ def plot_comparison(
     *,
     target_accuracy: float | None = None,
 ) -> list[Path]:
-    """``compare_vs_{samples,bytes,simulated_time}.png`` in ``out_dir``, one curve per run."""
+    """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve each."""
     out_dir = Path(out_dir)
     return [
         plot_curves(

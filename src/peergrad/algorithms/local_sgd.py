@@ -1,0 +1,303 @@
+"""Local SGD (K-step averaging) with block momentum: K-AVG, BMUF, SlowMo, post-local SGD.
+
+Paper: Cong and Liu, "Accelerate Distributed Stochastic Descent for Nonconvex Optimization with
+Momentum", MLHPC/AI4S workshop at SC20, 2020, pp. 29-39, DOI 10.1109/MLHPCAI4S51975.2020.00011,
+arXiv:2110.00625 (only the abstract was consulted for the spec).
+Related forms covered by the same template (spec ``compression-momentum-adam.md`` §4): K-AVG
+(Zhou & Cong, IJCAI 2018, arXiv:1708.01012), local SGD and post-local SGD (Lin, Stich, Patel,
+Jaggi, ICLR 2020, arXiv:1808.07217), BMUF (Chen & Huo, ICASSP 2016), SlowMo (Wang, Tantia,
+Ballas, Rabbat, ICLR 2020, arXiv:1910.00643) and CNTK's ``BlockMomentumSGD``.
+
+Update rule (one ``step`` = one minibatch per worker; shapes ``[w, D]``; ``t = state.step + 1``;
+``mu`` = :meth:`LocalSGD.resolved_block_momentum`, ``zeta`` = ``block_lr``)::
+
+    local step (every iteration, no communication):
+        sgd:            x <- x - lr * heavy_ball(buf, g + weight_decay * x, momentum, nesterov)
+        adam/amsgrad:   m <- EMA_momentum(g), v <- EMA_b2(g**2) [, v_max <- max(v_max, v)],
+                        x <- x - lr / (1 - momentum**s) * m / (sqrt(v / (1 - b2**s)) + eps)
+                        (torch.optim.Adam's bias-corrected step; s counts the moment updates
+                        since the buffers were last zeroed)
+    sync (t <= warmup_steps, or (t - warmup_steps) % period == 0):
+        x_bar <- mean_i x_i                (one all-reduce; ``gossip=True``: x_bar <- W x, one
+                                            gossip round with W(s) of the s-th sync)
+        local buffers: "keep" | "reset" (zeroed) | "average" (sent in the same message as x)
+        block step (skipped when mu == 0 and zeta == 1, i.e. plain K-AVG):
+            d      <- anchor - x_bar       (block gradient; anchor = where this block started)
+            u      <- mu * u + zeta * d
+            x      <- anchor - u                      (classical, BMUF-CBM)
+            x      <- anchor - zeta * d - mu * u      (block_nesterov, BMUF-NBM; nesterov_style
+                                                       "bmuf")
+            x      <- anchor - (1 + mu) * u           (block_nesterov, nesterov_style "cntk")
+            anchor <- x
+
+Equivalent forms (tested in ``tests/test_local_sgd.py``, spec §4.4): ``period=1``, ``mu = 0``,
+``zeta = 1`` is synchronous SGD (``allreduce``); ``mu = 0``, ``zeta = 1`` is plain model
+averaging (K-AVG); SlowMo with a constant lr is ``mu = beta``, ``zeta = alpha``; CNTK's classical
+block momentum with ``bm``, ``blr`` is ``mu = bm``, ``zeta = (1 - bm) * n * blr``; the BMUF
+paper's NBM recursion is ``block_nesterov`` with the "bmuf" style; ``period=1``, ``zeta = 1`` and
+plain local SGD is all-reduce SGD with heavy-ball momentum ``mu``. Post-local SGD is
+``warmup_steps = t'``, ``block_momentum = 0``. With ``gossip=True`` (decentralized local SGD, [D])
+one gossip round does not reach consensus, so every worker keeps its own anchor and block
+momentum; a doubly stochastic W preserves the workers' mean at the sync.
+
+Communication: nothing on local steps; one all-reduce (or one gossip round) per sync of ``D``
+values, or ``(1 + B) D`` with ``local_state="average"`` (B = 1 momentum buffer for SGD with
+momentum, 2 for Adam, 3 for AMSGrad), so ``bytes_sent`` grows only at syncs.
+
+Defaults and deviations ([D] = library decision, [R]/[R?] = recalled, not checked in the paper):
+``period = 8`` [D]; ``block_momentum = None`` means the BMUF rule ``1 - 1/n`` [R]; ``block_lr =
+1``; ``local_state = "reset"`` (CNTK's default) [D]; Cong & Liu's exact normalisation of d (by K
+or by lr), their Nesterov form and their local-momentum policy are not known ([R?]/[U], spec §4.2
+and §7); this implementation uses the un-normalised BMUF form. SlowMo's ``1/lr`` normalisation
+only matters with a learning-rate schedule, which the library does not have, so it is not
+offered. Averaging is uniform (no sample-count weights). The block step is applied at every sync,
+warm-up syncs included. With ``local_state="reset"`` and ``period = 1`` the local momentum is
+zeroed after every step, i.e. has no effect; use "keep" or "average" there. For the Adam local
+updates ``momentum`` is β₁ (set it, e.g. 0.9: its default 0 gives RMSProp with bias correction).
+
+State that ``init`` allocated for other options (e.g. no block buffers because mu = 0 and
+zeta = 1, or no Adam moments) does not fit a changed ``block_momentum``/``block_lr``/
+``local_update``: ``step`` then raises ``ValueError`` (call ``init`` again).
+
+Raises ``ValueError`` for ``lr <= 0``, ``momentum``, ``block_momentum`` or ``b2`` outside
+[0, 1), ``weight_decay < 0``, ``period < 1``, ``warmup_steps < 0``, ``block_lr <= 0``,
+``eps <= 0``, an unknown ``local_update``, ``local_state`` or ``nesterov_style``, Nesterov local
+momentum with an Adam local update, and (``gossip=True``) a W(k) that is not doubly stochastic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from peergrad.algorithms.base import (
+    Closure,
+    SGDAlgorithm,
+    check_choice,
+    check_positive,
+    check_unit_interval,
+    require_doubly_stochastic,
+)
+from peergrad.comm.base import Communicator
+from peergrad.transforms import (
+    adaptive_denominator,
+    adaptive_step,
+    add_weight_decay,
+    amsgrad_max,
+    ema_first_moment,
+    ema_second_moment,
+    heavy_ball,
+)
+
+LOCAL_UPDATES = ("sgd", "adam", "amsgrad")
+LOCAL_STATES = ("keep", "reset", "average")
+NESTEROV_STYLES = ("bmuf", "cntk")
+
+
+@dataclasses.dataclass
+class LocalSGDState:
+    """``step``: iterations done; ``moment_steps``: local Adam updates since the moments were
+    last zeroed (bias correction; unused by SGD); ``momentum_buffer`` ``[w, D]``: heavy-ball
+    buffer (SGD) or first moment m (Adam); ``second_moment``, ``max_second_moment`` ``[w, D]``:
+    Adam's v and AMSGrad's running max (``None`` when unused); ``anchor`` ``[w, D]``: the point
+    the current block started from, ``block_buffer`` ``[w, D]``: the block momentum u (both
+    ``None`` for plain averaging, mu = 0 and zeta = 1)."""
+
+    step: int
+    moment_steps: int
+    momentum_buffer: Tensor
+    second_moment: Tensor | None
+    max_second_moment: Tensor | None
+    anchor: Tensor | None
+    block_buffer: Tensor | None
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalSGD(SGDAlgorithm):
+    """K local steps, then averaging and a block-momentum step (see the module docstring).
+
+    Hyper-parameters: ``lr``, ``momentum`` (heavy-ball, or Adam's β₁), ``nesterov`` (local,
+    SGD only), ``weight_decay``; ``period`` (K >= 1); ``block_momentum`` (mu in [0, 1), or
+    ``None`` for ``1 - 1/n``); ``block_lr`` (zeta > 0); ``block_nesterov``; ``nesterov_style``
+    ("bmuf" | "cntk"); ``local_update`` ("sgd" | "adam" | "amsgrad"); ``b2``, ``eps`` (Adam);
+    ``local_state`` ("keep" | "reset" | "average"); ``warmup_steps`` (K = 1 for the first
+    ``warmup_steps`` iterations, post-local SGD); ``gossip`` (average by one gossip round over
+    the topology instead of an all-reduce).
+    """
+
+    period: int = 8
+    block_momentum: float | None = None
+    block_lr: float = 1.0
+    block_nesterov: bool = False
+    nesterov_style: str = "bmuf"
+    local_update: str = "sgd"
+    b2: float = 0.999
+    eps: float = 1e-8
+    local_state: str = "reset"
+    warmup_steps: int = 0
+    gossip: bool = False
+
+    name: ClassVar[str] = "local-sgd"
+    paper: ClassVar[str] = "Cong & Liu, MLHPC 2020, arXiv:2110.00625 (BMUF, SlowMo, local SGD)"
+    summary: ClassVar[str] = (
+        "local SGD: K local steps, then exact averaging (or gossip) and a block-momentum step"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("period", "warmup_steps"):
+            value = getattr(self, name)
+            low = 1 if name == "period" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.block_momentum is not None:
+            check_unit_interval("block_momentum", self.block_momentum)
+        check_positive("block_lr", self.block_lr)
+        check_choice("nesterov_style", self.nesterov_style, NESTEROV_STYLES)
+        check_choice("local_update", self.local_update, LOCAL_UPDATES)
+        check_choice("local_state", self.local_state, LOCAL_STATES)
+        check_unit_interval("b2", self.b2)
+        check_positive("eps", self.eps)
+        if self.nesterov and self.local_update != "sgd":
+            raise ValueError(
+                f"nesterov (local Nesterov momentum) needs local_update='sgd', got "
+                f"local_update={self.local_update!r}; for block Nesterov use block_nesterov"
+            )
+
+    # ------------------------------------------------------------------ schedule
+    def resolved_block_momentum(self, n_workers: int) -> float:
+        """mu: ``block_momentum``, or the BMUF rule ``1 - 1/n`` when it is ``None``."""
+        return 1.0 - 1.0 / n_workers if self.block_momentum is None else self.block_momentum
+
+    def is_sync(self, t: int) -> bool:
+        """Whether iteration ``t`` (1-based) ends with a sync."""
+        return t <= self.warmup_steps or (t - self.warmup_steps) % self.period == 0
+
+    def syncs_done(self, t: int) -> int:
+        """Number of syncs in iterations ``1..t``."""
+        warm = min(t, self.warmup_steps)
+        return warm + max(0, t - self.warmup_steps) // self.period
+
+    def uses_block_step(self, n_workers: int) -> bool:
+        return not (self.resolved_block_momentum(n_workers) == 0 and self.block_lr == 1)
+
+    def check_topology(self, comm: Communicator) -> None:
+        if self.gossip:
+            require_doubly_stochastic(comm, f"{self.name} with gossip=True")
+
+    # ------------------------------------------------------------------ state
+    def init(self, x: Tensor, comm: Communicator) -> LocalSGDState:
+        adam = self.local_update != "sgd"
+        block = self.uses_block_step(comm.n_workers)
+        return LocalSGDState(
+            step=0,
+            moment_steps=0,
+            momentum_buffer=torch.zeros_like(x),
+            second_moment=torch.zeros_like(x) if adam else None,
+            max_second_moment=torch.zeros_like(x) if self.local_update == "amsgrad" else None,
+            anchor=x.clone() if block else None,
+            block_buffer=torch.zeros_like(x) if block else None,
+        )
+
+    def local_buffers(self, state: LocalSGDState) -> list[Tensor]:
+        """The base optimizer's buffers that the local-state policy acts on."""
+        if self.local_update == "sgd":
+            return [state.momentum_buffer] if self.momentum > 0 else []
+        extra = [state.second_moment, state.max_second_moment]
+        return [state.momentum_buffer, *(b for b in extra if b is not None)]
+
+    def _check_state(self, state: LocalSGDState, comm: Communicator) -> None:
+        block = self.uses_block_step(comm.n_workers)
+        adam = self.local_update != "sgd"
+        amsgrad = self.local_update == "amsgrad"
+        if (
+            (state.anchor is not None) != block
+            or (state.second_moment is not None) != adam
+            or (state.max_second_moment is not None) != amsgrad
+        ):
+            raise ValueError(
+                f"{self.name}: the state was made by init for other options (block step "
+                f"{state.anchor is not None}, Adam moments {state.second_moment is not None}); "
+                f"with block_momentum={self.block_momentum}, block_lr={self.block_lr}, "
+                f"local_update={self.local_update!r} call init again"
+            )
+
+    # ------------------------------------------------------------------ step
+    def _local_step(self, x: Tensor, g: Tensor, state: LocalSGDState, comm: Communicator) -> int:
+        """One local update of x in place; returns the new ``moment_steps``."""
+        g = add_weight_decay(g, x, self.weight_decay)
+        if self.local_update == "sgd":
+            d = heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)
+            x.sub_(d, alpha=self.lr)
+            return state.moment_steps
+        s = state.moment_steps + 1
+        v = state.second_moment
+        assert v is not None
+        ema_first_moment(state.momentum_buffer, g, self.momentum)
+        ema_second_moment(v, g, self.b2)
+        if state.max_second_moment is not None:
+            v = amsgrad_max(state.max_second_moment, v)
+        bc1, bc2_sqrt = 1.0 - self.momentum**s, math.sqrt(1.0 - self.b2**s)
+        denom = adaptive_denominator(
+            v, self.eps * bc2_sqrt, "add", out=comm.workspace(x, "local_sgd.denom")
+        )
+        adaptive_step(x, state.momentum_buffer, denom, self.lr * bc2_sqrt / bc1)
+        return s
+
+    def _average(self, x: Tensor, state: LocalSGDState, comm: Communicator, t: int) -> None:
+        """x (and, for "average", the local buffers) <- their mean, in one message."""
+        parts = [x] + (self.local_buffers(state) if self.local_state == "average" else [])
+        w, D = x.shape
+        send = x
+        if len(parts) > 1:
+            send = comm.workspace(x[:, :1].expand(w, len(parts) * D), "local_sgd.send")
+            for k, p in enumerate(parts):
+                send[:, k * D : (k + 1) * D].copy_(p)
+        if self.gossip:
+            W = comm.topology.at(self.syncs_done(t) - 1)
+            avg = comm.mix(send, W, out=comm.workspace(send, "local_sgd.recv"))
+        else:
+            avg = comm.mean(send)
+        for k, p in enumerate(parts):
+            p.copy_(avg[:, k * D : (k + 1) * D])
+
+    def _block_step(self, x: Tensor, state: LocalSGDState, comm: Communicator) -> None:
+        """x holds x_bar; apply the block momentum from ``state.anchor`` (in place)."""
+        anchor, u = state.anchor, state.block_buffer
+        assert anchor is not None and u is not None
+        mu, zeta = self.resolved_block_momentum(comm.n_workers), self.block_lr
+        d = torch.sub(anchor, x, out=comm.workspace(x, "local_sgd.block_grad"))
+        u.mul_(mu).add_(d, alpha=zeta)
+        if not self.block_nesterov:
+            torch.sub(anchor, u, out=x)
+        elif self.nesterov_style == "bmuf":
+            torch.sub(anchor, u, alpha=mu, out=x).sub_(d, alpha=zeta)
+        else:
+            torch.sub(anchor, u, alpha=1.0 + mu, out=x)
+        anchor.copy_(x)
+
+    def step(
+        self,
+        x: Tensor,
+        g: Tensor,
+        state: LocalSGDState,
+        comm: Communicator,
+        closure: Closure | None = None,
+        pending: Any = None,
+    ) -> LocalSGDState:
+        t = state.step + 1
+        self._check_state(state, comm)
+        moment_steps = self._local_step(x, g, state, comm)
+        if self.is_sync(t):
+            self._average(x, state, comm, t)
+            if self.local_state == "reset":
+                for buf in self.local_buffers(state):
+                    buf.zero_()
+                moment_steps = 0
+            if state.anchor is not None:
+                self._block_step(x, state, comm)
+        return dataclasses.replace(state, step=t, moment_steps=moment_steps)
