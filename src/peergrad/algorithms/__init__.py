@@ -22,9 +22,11 @@ from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAMSGrad,
 )
 from peergrad.algorithms.detag import DeTAG, DeTAGState
+from peergrad.algorithms.distributed_adam import DistributedAdam, DistributedAdamState
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD, EFState
 from peergrad.algorithms.gradient_tracking import GradientTracking, GTState
+from peergrad.algorithms.local_sgd import LocalSGD, LocalSGDState
 from peergrad.algorithms.registry import (
     ALGORITHMS,
     REGISTRY,
@@ -56,8 +58,12 @@ __all__ = [
     "DecentralizedAdaptiveState",
     "DeTAG",
     "DeTAGState",
+    "DistributedAdam",
+    "DistributedAdamState",
     "GTState",
     "GradientTracking",
+    "LocalSGD",
+    "LocalSGDState",
     "Algorithm",
     "AllReduceSGD",
     "MomentumState",
