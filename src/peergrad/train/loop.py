@@ -13,6 +13,8 @@ import copy
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ from peergrad.comm.base import Communicator
 from peergrad.data import Dataset, load_dataset, partition
 from peergrad.models import build_model
 from peergrad.topology import make_topology
+from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
 from peergrad.train.params import (
     FlatParams,
@@ -112,6 +115,75 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     resolve_device(config.device)
     NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+    check_names(config)
+    if config.checkpoint_every is not None and not (
+        isinstance(config.checkpoint_every, int) and config.checkpoint_every >= 1
+    ):
+        raise ValueError(
+            f"--checkpoint-every must be an integer >= 1 (steps), got {config.checkpoint_every!r}"
+        )
+    if config.engine == "distributed" and config.checkpoint_every is not None and not config.out:
+        raise ValueError(
+            "--checkpoint-every with --engine distributed needs --out DIR: a folder every "
+            "process can write (each rank saves its own shard there)"
+        )
+    if config.engine == "distributed":
+        from peergrad.comm import distributed
+
+        if not distributed.launched_by_torchrun():
+            distributed.init_process_group(timeout_s=config.timeout_s)  # raises the clear error
+        world = int(os.environ["WORLD_SIZE"])
+        if world != config.workers:
+            raise ValueError(
+                f"world size {world} (torchrun --nproc-per-node x --nnodes) differs from the "
+                f"number of workers n = {config.workers} (--workers); they must be equal"
+            )
+    if not (math.isfinite(config.dirichlet_alpha) and config.dirichlet_alpha > 0):
+        raise ValueError(f"--dirichlet-alpha must be a number > 0, got {config.dirichlet_alpha!r}")
+    if config.topology == "erdos-renyi" and not 0 < config.erdos_renyi_p <= 1:
+        raise ValueError(f"--erdos-renyi-p must be in (0, 1], got {config.erdos_renyi_p!r}")
+    for key in ("lr", "weight_decay"):
+        value = getattr(config, key)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{key.replace('_', '-')} must be a finite number, got {value!r}")
+    if config.dataset in ROOT_DATASETS:
+        layout = ROOT_DATASETS[config.dataset]
+        if config.data_root is None:
+            raise ValueError(
+                f"--dataset {config.dataset} needs --data-root DIR, a folder holding {layout}"
+            )
+        if not Path(config.data_root).is_dir():
+            raise ValueError(
+                f"--data-root {config.data_root!r} is not a folder; --dataset {config.dataset} "
+                f"expects a folder holding {layout}"
+            )
+
+
+#: Data sets read from ``--data-root``, with the layout their folder must have.
+ROOT_DATASETS = {
+    "mnist-idx": "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+    "t10k-labels-idx1-ubyte (each optionally .gz) directly or in MNIST/raw",
+    "cifar10": "cifar-10-batches-py/{data_batch_1..5, test_batch} (the CIFAR python version)",
+    "cifar100": "cifar-100-python/{train, test} (the CIFAR python version)",
+}
+
+
+def check_names(config: TrainConfig) -> None:
+    """Unknown algorithm / topology / data set / model / partition names, with the valid ones."""
+    from peergrad.algorithms import REGISTRY
+    from peergrad.data import DATASETS, PARTITIONS
+    from peergrad.models import MODELS
+    from peergrad.topology import TOPOLOGIES
+
+    for flag, what, value, valid in (
+        ("--algorithm", "algorithm", config.algorithm, tuple(REGISTRY)),
+        ("--topology", "topology", config.topology, tuple(TOPOLOGIES)),
+        ("--dataset", "data set", config.dataset, DATASETS),
+        ("--model", "model", config.model, MODELS),
+        ("--partition", "partition", config.partition, PARTITIONS),
+    ):
+        if value not in valid:
+            raise ValueError(f"{flag}: unknown {what} {value!r}; choose one of: {', '.join(valid)}")
 
 
 def build_task(config: TrainConfig) -> Task:
@@ -286,24 +358,97 @@ def prepare(config: TrainConfig) -> Prepared:
     return Prepared(algorithm, comm, task, sampler, device, dtype)
 
 
+class NonFiniteError(RuntimeError):
+    """A worker's loss, gradient or parameters became NaN or infinite; the message names the step,
+    the worker(s) and what went bad, and where the last good checkpoint is."""
+
+
+#: Bits of the per-worker non-finite code (see :func:`nonfinite_codes`).
+_BAD_WHAT = ((1, "loss"), (2, "gradient"), (4, "parameters"))
+
+
+def nonfinite_codes(losses: Tensor, grad_sum: Tensor, x: Tensor) -> Tensor:
+    """Per-worker code ``[w]``: 1 = loss, 2 = gradient, 4 = parameters non-finite (bits ORed).
+
+    One reduction over ``x`` (``[w, D]``): a row holding a NaN or an infinity sums to NaN or
+    infinity. ``grad_sum`` is the same row sum of the gradient. A finite row whose sum overflows
+    (entries near the dtype's largest value) also counts: that is a blow-up too.
+    """
+    codes = (~torch.isfinite(losses.detach())).to(torch.int64)
+    codes += 2 * (~torch.isfinite(grad_sum)).to(torch.int64)
+    codes += 4 * (~torch.isfinite(worker_sum(x))).to(torch.int64)
+    return codes
+
+
+def describe_nonfinite(codes: Tensor) -> str:
+    """``"worker 2 (loss, gradient), worker 5 (parameters)"`` from global codes ``[n]``."""
+    parts = []
+    for i in torch.nonzero(codes).flatten().tolist():
+        what = ", ".join(name for bit, name in _BAD_WHAT if int(codes[i]) & bit)
+        parts.append(f"worker {i} ({what})")
+    return ", ".join(parts)
+
+
+def _comm_counters(comm: Communicator) -> dict[str, Any]:
+    return {
+        "bytes_sent": comm.bytes_sent.detach().clone(),
+        "simulated_comm_time_s": float(comm.simulated_comm_time_s),
+        "rounds": int(getattr(comm, "rounds", 0)),
+    }
+
+
+def _restore_comm_counters(comm: Communicator, saved: dict[str, Any]) -> None:
+    if tuple(saved["bytes_sent"].shape) != tuple(comm.bytes_sent.shape):
+        raise ValueError(
+            f"--resume: the checkpoint counts bytes for {saved['bytes_sent'].shape[0]} local "
+            f"worker(s), this process holds {comm.bytes_sent.shape[0]}"
+        )
+    comm.bytes_sent.copy_(saved["bytes_sent"])
+    comm.simulated_comm_time_s = float(saved["simulated_comm_time_s"])
+    if hasattr(comm, "rounds"):
+        comm.rounds = int(saved["rounds"])  # type: ignore[attr-defined]
+
+
 def train(
     config: TrainConfig,
     *,
     write: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Run ``config`` on its engine; write the run folder (rank 0 only) when ``write``.
 
     On the distributed engine (``config.engine == "distributed"``, under torchrun) this process is
     worker ``rank``: it draws the minibatches the simulated engine gives that worker, and the
     returned ``x`` is all workers' parameters ``[n, D]`` on rank 0 (its own row elsewhere).
+
+    Checkpoints (:mod:`peergrad.train.checkpoint`): with ``config.checkpoint_every = N`` a
+    checkpoint is saved into the run folder every N steps and after the last step. ``resume=True``
+    continues the run in ``config.out`` from its last checkpoint (the config must be the run's,
+    see :data:`peergrad.train.config.RESUMABLE_CHANGES`); the result equals an uninterrupted run.
+    ``stop_after=k`` stops after step k (after its checkpoint) as a crash would: no summary, no
+    plots.
+
+    Raises ``ValueError`` for a bad configuration or checkpoint (before any step) and
+    :class:`NonFiniteError` when some worker's loss, gradient or parameters stop being finite
+    (that step is neither recorded nor saved, so the last checkpoint stays the last good state).
     """
+    if resume and not config.out:
+        raise ValueError("--resume needs the run folder (config.out)")
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1, got {stop_after!r}")
+    if config.checkpoint_every is not None and not config.out and not write:
+        raise ValueError("--checkpoint-every needs a run folder: pass --out DIR (config.out)")
     prep = prepare(config)
     algorithm, comm, task, sampler = prep.algorithm, prep.comm, prep.task, prep.sampler
     device, dtype = prep.device, prep.dtype
     n = config.workers
     worker_ids = comm.worker_ids.tolist()
     is_main = worker_ids[0] == 0
+    distributed = config.engine == "distributed"
+    shard_index = worker_ids[0] if distributed else 0
+    shards = n if distributed else 1
     module = task.module.to(device=device, dtype=dtype)
     loss_fn = make_worker_loss_fn(module, task.layout)
     evaluator = Evaluator(task, device, dtype, config.eval_workers, n)
@@ -324,15 +469,52 @@ def train(
     gather = BatchGather(x_train, y_train)
     state = algorithm.init(x, comm)
     out_dir = run_dir_for(config) if write and is_main else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "config.json")
-        (out_dir / "metrics.jsonl").write_text("")
+    ckpt_dir = Path(config.out) if config.out else out_dir
+    saving = config.checkpoint_every is not None
 
     records: list[dict[str, Any]] = []
+    lines: list[str] = []  # metrics.jsonl so far, exactly as written
     wall = 0.0
     loss_sum = torch.zeros(len(worker_ids), 1, dtype=torch.float64)
     loss_count = 0
+    start = 0
+    last_saved: int | None = None
+    if resume:
+        assert ckpt_dir is not None
+        manifest = ckpt.read_manifest(ckpt_dir)
+        if (manifest["engine"], manifest["workers"]) != (config.engine, n):
+            raise ValueError(
+                f"--resume: the checkpoint in {str(ckpt_dir)!r} was written by the "
+                f"{manifest['engine']} engine with {manifest['workers']} workers; this run is "
+                f"--engine {config.engine} --workers {n}"
+            )
+        saved = ckpt.load_shard(ckpt_dir, manifest, shard_index)
+        if list(saved["worker_ids"]) != worker_ids:
+            raise ValueError(
+                f"--resume: checkpoint shard {shard_index} holds worker(s) "
+                f"{list(saved['worker_ids'])}, this process is worker(s) {worker_ids}"
+            )
+        x.copy_(ckpt.restore_into(x.clone(), saved["x"], "x"))
+        state = ckpt.restore_into(state, saved["state"], f"{config.algorithm} state")
+        sampler.load_state_dict(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        _restore_comm_counters(comm, saved["comm"])
+        loop = saved["loop"]
+        start, wall, loss_count = int(saved["step"]), float(loop["wall"]), int(loop["loss_count"])
+        loss_sum.copy_(loop["loss_sum"])
+        lines = list(saved["metrics_lines"])
+        records = [json.loads(line) for line in lines]
+        last_saved = start
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(
+            out_dir / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+        )
+        # A resumed run drops the records written after its checkpoint: it makes them again.
+        ckpt.atomic_write_text(out_dir / "metrics.jsonl", "".join(lines))
+        if not resume:  # a fresh run in an old folder must never resume the old run's state
+            (out_dir / ckpt.MANIFEST).unlink(missing_ok=True)
+            shutil.rmtree(out_dir / ckpt.FOLDER, ignore_errors=True)
 
     def record(step: int) -> dict[str, Any]:
         nonlocal loss_count
@@ -352,24 +534,76 @@ def train(
         loss_sum.zero_()
         loss_count = 0
         records.append(rec)
+        line = json.dumps(rec) + "\n"
+        lines.append(line)
         if out_dir is not None:
             with open(out_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+                fh.write(line)
         if on_record is not None:
             on_record(rec)
         return rec
 
+    def save(step: int) -> None:
+        nonlocal last_saved
+        assert ckpt_dir is not None
+        payload = {
+            "format": ckpt.FORMAT,
+            "step": step,
+            "worker_ids": worker_ids,
+            "x": ckpt.to_plain(x),
+            "state": ckpt.to_plain(state),
+            "sampler": ckpt.to_plain(sampler.state_dict()),
+            "torch_rng": torch.get_rng_state(),
+            "comm": _comm_counters(comm),
+            "loop": {"wall": wall, "loss_sum": loss_sum.clone(), "loss_count": loss_count},
+            "metrics_lines": list(lines),
+        }
+        ckpt.save_shard(ckpt_dir, step, shard_index, payload)
+        barrier = getattr(comm, "barrier", None)
+        if distributed and barrier is not None:
+            barrier()  # every shard of this step is on disk before rank 0 commits it
+        if is_main:
+            ckpt.commit(ckpt_dir, step, engine=config.engine, workers=n, shards=shards)
+        last_saved = step
+
+    def check_finite(step: int, losses: Tensor, grad_sum: Tensor) -> None:
+        codes = nonfinite_codes(losses, grad_sum, x)
+        if distributed:  # every rank must stop at the same step: one tiny all-reduce
+            full = torch.zeros(1, n, dtype=torch.float64)
+            full[0, worker_ids[0]] = float(codes[0])
+            codes_all = (comm.mean(full, account=False)[0] * n).round().to(torch.int64)
+        elif bool(codes.any()):
+            codes_all = codes.cpu()
+        else:
+            return
+        if not bool(codes_all.any()):
+            return
+        where = str(ckpt_dir) if ckpt_dir is not None else "the run folder"
+        kept = (
+            f"the last good checkpoint (step {last_saved}) is kept in {where}"
+            if last_saved is not None
+            else "no checkpoint was saved (use --checkpoint-every N)"
+        )
+        raise NonFiniteError(
+            f"non-finite values at step {step}: {describe_nonfinite(codes_all)}; the run "
+            f"stopped and step {step} was neither recorded nor saved; {kept}. The run diverged: "
+            f"try a smaller --lr (now {getattr(algorithm, 'lr', config.lr)})"
+        )
+
     desc = f"{config.algorithm} {config.topology}{n}"
     show = config.progress and is_main
-    with tqdm(total=total, desc=desc, disable=not show, dynamic_ncols=True) as bar:
-        rec = record(0)
-        for step in range(1, total + 1):
+    stopped = False
+    with tqdm(total=total, initial=start, desc=desc, disable=not show, dynamic_ncols=True) as bar:
+        if not resume:
+            rec = record(0)
+        for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
             comm.begin_step(step)
             pending = algorithm.pre_gradient(x, state, comm)
             idx = sampler.next().to(device)
             xb, yb = gather(idx)
             g, losses = grad_fn(x, xb, yb, out=g_buffer)
+            grad_sum = worker_sum(g)
             state = algorithm.step(
                 x,
                 g,
@@ -381,18 +615,24 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall += time.perf_counter() - t0
+            check_finite(step, losses, grad_sum)
             loss_sum += losses.detach().to("cpu", torch.float64)[:, None]
             loss_count += 1
             if step % eval_every == 0 or step == total:
                 rec = record(step)
                 bar.set_postfix(loss=f"{rec['train_loss']:.4f}", acc=f"{rec['test_accuracy']:.4f}")
+            if saving and (step % config.checkpoint_every == 0 or step == total):  # type: ignore[operator]
+                save(step)
             bar.update(1)
+            if stop_after is not None and step >= stop_after and step < total:
+                stopped = True
+                break
 
     summary = dict(records[-1])
     summary["best_test_accuracy"] = max(r["test_accuracy"] for r in records)
     summary["engine"] = config.engine
     x_all = gather_rows(x, comm)
-    if out_dir is not None:
+    if out_dir is not None and not stopped:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_run(records, out_dir, f"{config.algorithm} on {config.topology} (n={n})")
     return RunResult(out_dir, records, summary, x_all, state, comm)
