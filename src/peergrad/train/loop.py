@@ -512,9 +512,11 @@ def train(
         )
         # A resumed run drops the records written after its checkpoint: it makes them again.
         ckpt.atomic_write_text(out_dir / "metrics.jsonl", "".join(lines))
-        if not resume:  # a fresh run in an old folder must never resume the old run's state
-            (out_dir / ckpt.MANIFEST).unlink(missing_ok=True)
-            shutil.rmtree(out_dir / ckpt.FOLDER, ignore_errors=True)
+
+    if ckpt_dir is not None and is_main and not resume:
+        # A fresh run in an old folder must never resume the old run's state.
+        (ckpt_dir / ckpt.MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(ckpt_dir / ckpt.FOLDER, ignore_errors=True)
 
     def record(step: int) -> dict[str, Any]:
         nonlocal loss_count
