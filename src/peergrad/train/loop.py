@@ -188,6 +188,14 @@ def check_names(config: TrainConfig) -> None:
 
 def build_task(config: TrainConfig) -> Task:
     dataset = load_dataset(config.dataset, root=config.data_root, seed=config.seed)
+    n_train = len(dataset.y_train)
+    if config.workers * config.batch_size > n_train:
+        raise ValueError(
+            f"--batch-size {config.batch_size}: batch_size must be in "
+            f"[1, {n_train // config.workers}] here: --workers {config.workers} shards share "
+            f"the {n_train} training samples of --dataset {config.dataset} and each must hold "
+            "one batch; lower --batch-size or --workers"
+        )
     shards = partition(
         dataset.y_train,
         config.workers,
