@@ -35,12 +35,11 @@ CASES: list[Case] = [Case(cls.name) for cls in ALGORITHMS] + [
 ]
 
 #: The subset the default distributed test runs (the full sweep over every case is marked slow):
-#: one method per kind of state (adaptive moments and tracker; compressor RNG and error memory;
-#: public copies with a random compressor; gradient tracking with multi-round phases).
+#: one method per kind of state (adaptive moments and gossip buffer; compressor RNG and error
+#: memory; gradient tracking with multi-round phases, checkpointed mid-phase).
 DISTRIBUTED_DEFAULT = (
     "decentralized-adam[ring;]",
     "ef-sgd[ring;compressor=qsgd]",
-    "choco-sgd[ring;compressor=randomk,ratio=0.3]",
     "detag[ring;pipelined=false,rounds=2]",
 )
 

@@ -3,7 +3,8 @@
 For every case named in ``argv[3]`` (keys separated by ``|``; ``all`` = every case): an
 uninterrupted run, a run stopped after step ``STOP`` and its resume, all in folders under
 ``argv[1]``. Rank 0 saves ``{key: {"straight": ..., "resumed": ...}}`` (parameters ``[n, D]``,
-every rank's plain state and byte counters, metric records) to ``argv[1]/results.pt``.
+every rank's plain state and byte counters, metric records) to ``argv[1]/results.pt``, and under
+``"__nan_guard__"`` every rank's error message from a diverging run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from peergrad.comm import distributed
-from peergrad.train import train
+from peergrad.train import NonFiniteError, TrainConfig, train
 from peergrad.train.checkpoint import to_plain
 
 sys.path.insert(0, sys.argv[2])
@@ -48,6 +49,20 @@ def main() -> None:
         train(config, write=False, stop_after=STOP)
         resumed = train(config, write=False, resume=True)
         results[case.key] = {"straight": summary(straight), "resumed": summary(resumed)}
+    # The NaN guard: every rank stops at the same step with the same message.
+    diverging = TrainConfig(
+        **{**config_for(CASES[0], "distributed", "").to_dict(), "out": None},
+    )
+    diverging.algorithm, diverging.model, diverging.lr, diverging.steps = "dpsgd", "mlp", 1e5, 40
+    diverging.checkpoint_every, diverging.options = None, {}
+    try:
+        train(diverging, write=False)
+        message = "no error"
+    except NonFiniteError as exc:
+        message = str(exc)
+    messages = [None] * 4
+    distributed.dist.all_gather_object(messages, message)
+    results["__nan_guard__"] = messages
     if distributed.dist.get_rank() == 0:
         torch.save(results, root / "results.pt")
     distributed.destroy_process_group()

@@ -107,6 +107,9 @@ def run_distributed(tmp: Path, keys: str) -> dict[str, Any]:
 
 
 def check_distributed(results: dict[str, Any], keys: list[str]) -> None:
+    nan_messages = results.pop("__nan_guard__")
+    assert len(set(nan_messages)) == 1, nan_messages  # every rank stops at the same step
+    assert nan_messages[0].startswith("non-finite values at step "), nan_messages[0]
     assert sorted(results) == sorted(keys)
     for key in keys:
         straight, resumed = results[key]["straight"], results[key]["resumed"]
@@ -263,3 +266,44 @@ def test_state_round_trip_handles_nested_containers_and_generators() -> None:
     wrong.buffers[0] = torch.zeros(5)
     with pytest.raises(ValueError, match=r"state.buffers\[0\].*shape \(3,\).*\(5,\)"):
         ckpt.restore_into(wrong, to_plain(live))
+
+
+# ---------------------------------------------------------------- the drop-in optimizer
+def test_optimizer_state_dict_checks_names_and_state_shapes() -> None:
+    import io
+
+    from torch import nn
+
+    from peergrad.comm import SimulatedCommunicator
+    from peergrad.optim import DistributedOptimizer
+    from peergrad.topology import make_topology
+
+    def optimizer(model: nn.Module) -> DistributedOptimizer:
+        comm = SimulatedCommunicator(make_topology("ring", 1))
+        return DistributedOptimizer(model.named_parameters(), "ef-sgd", comm, compressor="qsgd")
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    opt = optimizer(model)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)  # plain containers only (the generator state included)
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
+
+    renamed = nn.Module()
+    renamed.head = nn.Linear(4, 3)  # same shapes, other names
+    other = optimizer(renamed)
+    with pytest.raises(ValueError, match=r"parameter 0 is named 'head.weight' here but '0.weight'"):
+        other.load_state_dict(sd)
+
+    same = optimizer(nn.Sequential(nn.Linear(4, 3)))
+    before = same.flat_params.clone()
+    bad = {**sd, "state": {**sd["state"], "error": torch.zeros(1, 7)}}
+    with pytest.raises(ValueError, match=r"ef-sgd state.error.*shape \(1, 7\).*\(1, 15\)"):
+        same.load_state_dict(bad)
+    assert torch.equal(same.flat_params, before)  # nothing changed
+    same.load_state_dict(sd)
+    assert torch.equal(same.flat_params, opt.flat_params)
+    assert_same(to_plain(same.state), to_plain(opt.state))
