@@ -95,13 +95,18 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("data-root-missing", ["--dataset", "mnist-idx"], ["--dataset mnist-idx needs --data-root"]),
     (
         "data-root-not-a-folder",
-        ["--dataset", "cifar10", "--data-root", "{tmp}/nowhere"],
+        ["--dataset", "cifar10", "--data-root", "{tmp}/nockpt/config.json"],
         ["--data-root", "is not a folder", "cifar-10-batches-py/{data_batch_1..5, test_batch}"],
     ),
     (
-        "data-root-empty",
-        ["--dataset", "mnist-idx", "--data-root", "{tmp}/empty"],
-        ["MNIST IDX files not found", "train-images-idx3-ubyte"],
+        "data-root-missing-no-download",
+        ["--dataset", "cifar100", "--data-root", "{tmp}/nowhere", "--no-download"],
+        ["--data-root", "does not exist", "cifar-100-python/{train, test}"],
+    ),
+    (
+        "data-root-empty-no-download",
+        ["--dataset", "mnist-idx", "--data-root", "{tmp}/empty", "--no-download"],
+        ["MNIST IDX files not found", "train-images-idx3-ubyte", "MNIST/raw"],
     ),
     (
         "outside-torchrun",

@@ -82,6 +82,13 @@ def add_train_arguments(
     add(
         "--data-root", default=d.data_root, help="directory of mnist-idx / cifar10 / cifar100 files"
     )
+    add(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never download --dataset mnist-idx / cifar10 / cifar100 files missing from "
+        "--data-root (fail with the expected layout instead)",
+    )
     add("--model", default=d.model, help=f"one of: {', '.join(MODELS)}")
     add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
     add(

@@ -37,6 +37,7 @@ class TrainConfig:
     erdos_renyi_p: float = 0.3
     dataset: str = "mnist"
     data_root: str | None = None
+    download: bool = True
     model: str = "mlp"
     partition: str = "iid"
     dirichlet_alpha: float = 0.5

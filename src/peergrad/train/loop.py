@@ -152,10 +152,16 @@ def validate_config(config: TrainConfig) -> None:
             raise ValueError(
                 f"--dataset {config.dataset} needs --data-root DIR, a folder holding {layout}"
             )
-        if not Path(config.data_root).is_dir():
+        root = Path(config.data_root)
+        if root.exists() and not root.is_dir():
             raise ValueError(
                 f"--data-root {config.data_root!r} is not a folder; --dataset {config.dataset} "
                 f"expects a folder holding {layout}"
+            )
+        if not root.exists() and not config.download:
+            raise ValueError(
+                f"--data-root {config.data_root!r} does not exist (and --no-download is set); "
+                f"--dataset {config.dataset} expects a folder holding {layout}"
             )
 
 
@@ -187,7 +193,9 @@ def check_names(config: TrainConfig) -> None:
 
 
 def build_task(config: TrainConfig) -> Task:
-    dataset = load_dataset(config.dataset, root=config.data_root, seed=config.seed)
+    dataset = load_dataset(
+        config.dataset, root=config.data_root, seed=config.seed, download=config.download
+    )
     n_train = len(dataset.y_train)
     if config.workers * config.batch_size > n_train:
         raise ValueError(
