@@ -82,14 +82,21 @@ def test_codes_name_what_went_bad_on_which_worker() -> None:
     x = torch.zeros(4, 6)
     x[3, 2] = math.inf
     losses = torch.tensor([0.1, math.nan, 0.3, 0.4])
-    grad_sum = torch.tensor([0.0, 0.0, -math.inf, 0.0])
-    codes = nonfinite_codes(losses, grad_sum, x)
+    g = torch.zeros(4, 6)
+    g[2, 5] = -math.inf
+    assert nonfinite_codes(losses, x).tolist() == [0, 1, 0, 4]  # every step: loss, parameters
+    codes = nonfinite_codes(losses, x, g)
     assert codes.tolist() == [0, 1, 2, 4]
     assert describe_nonfinite(codes) == (
         "worker 1 (loss), worker 2 (gradient), worker 3 (parameters)"
     )
     x[1, 0] = math.nan
-    assert describe_nonfinite(nonfinite_codes(losses, grad_sum, x)) == (
-        "worker 1 (loss, parameters), worker 2 (gradient), worker 3 (parameters)"
+    state = {"tracker": torch.zeros(4, 6), "eta": torch.tensor(0.5), "step": 3}
+    state["tracker"][0, 1] = math.nan
+    assert describe_nonfinite(nonfinite_codes(losses, x, g, state)) == (
+        "worker 0 (algorithm state), worker 1 (loss, parameters), worker 2 (gradient), "
+        "worker 3 (parameters)"
     )
-    assert not nonfinite_codes(torch.zeros(4), torch.zeros(4), torch.ones(4, 6)).any()
+    state["eta"] = torch.tensor(math.inf)  # a state tensor shared by all workers
+    assert (nonfinite_codes(torch.zeros(4), torch.ones(4, 6), None, state) == 8).all()
+    assert not nonfinite_codes(torch.zeros(4), torch.ones(4, 6), torch.ones(4, 6)).any()

@@ -5,6 +5,12 @@ vectorised ``torch.func`` call (``vmap(grad_and_value)`` over the stacked parame
 then the algorithm does its local math and communication through the communicator. Every
 ``eval_every`` steps one record of metrics is appended to ``metrics.jsonl`` (field units are in
 the names; see :data:`METRIC_FIELDS`).
+
+Reliability: :func:`validate_config` rejects bad options before any work; with
+``checkpoint_every`` the run saves resumable checkpoints (:mod:`peergrad.train.checkpoint`) and
+``train(..., resume=True)`` continues one exactly; every step a NaN/Inf guard
+(:func:`nonfinite_codes`) stops the run with :class:`NonFiniteError` at the first step where some
+worker's loss, gradient or parameters stop being finite.
 """
 
 from __future__ import annotations
@@ -380,19 +386,47 @@ class NonFiniteError(RuntimeError):
 
 
 #: Bits of the per-worker non-finite code (see :func:`nonfinite_codes`).
-_BAD_WHAT = ((1, "loss"), (2, "gradient"), (4, "parameters"))
+_BAD_WHAT = ((1, "loss"), (2, "gradient"), (4, "parameters"), (8, "algorithm state"))
 
 
-def nonfinite_codes(losses: Tensor, grad_sum: Tensor, x: Tensor) -> Tensor:
-    """Per-worker code ``[w]``: 1 = loss, 2 = gradient, 4 = parameters non-finite (bits ORed).
+def _float_tensors(obj: Any) -> list[Tensor]:
+    """The floating-point tensors inside a state (dataclasses, lists, tuples, dicts)."""
+    if isinstance(obj, Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, list | tuple):
+        return [t for item in obj for t in _float_tensors(item)]
+    return []
 
-    One reduction over ``x`` (``[w, D]``): a row holding a NaN or an infinity sums to NaN or
-    infinity. ``grad_sum`` is the same row sum of the gradient. A finite row whose sum overflows
-    (entries near the dtype's largest value) also counts: that is a blow-up too.
+
+def nonfinite_codes(
+    losses: Tensor, x: Tensor, g: Tensor | None = None, state: Any = None
+) -> Tensor:
+    """Per-worker code ``[w]``: bits 1 = loss, 2 = gradient, 4 = parameters, 8 = algorithm state
+    non-finite (ORed).
+
+    The check every step costs one reduction over ``x`` (``[w, D]``): a row holding a NaN or an
+    infinity sums to NaN or infinity (a finite row whose sum overflows, with entries near the
+    dtype's largest value, also counts: that is a blow-up too). ``g`` (checked exactly, e.g. to
+    say what went bad once a flag is up) and ``state`` (every floating-point tensor; those with a
+    leading axis of size w are attributed per worker, others to every worker) are checked only
+    when given.
     """
     codes = (~torch.isfinite(losses.detach())).to(torch.int64)
-    codes += 2 * (~torch.isfinite(grad_sum)).to(torch.int64)
     codes += 4 * (~torch.isfinite(worker_sum(x))).to(torch.int64)
+    if g is not None:
+        codes += 2 * (~torch.isfinite(g).reshape(g.shape[0], -1).all(dim=1)).to(torch.int64)
+    if state is not None:
+        bad = torch.zeros(x.shape[0], dtype=torch.bool, device=codes.device)
+        for t in _float_tensors(state):
+            if t.dim() >= 1 and t.shape[0] == x.shape[0]:
+                bad |= ~torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1).to(bad.device)
+            elif not bool(torch.isfinite(t).all()):
+                bad[:] = True
+        codes += 8 * bad.to(torch.int64)
     return codes
 
 
@@ -517,6 +551,11 @@ def train(
         _restore_comm_counters(comm, saved["comm"])
         loop = saved["loop"]
         start, wall, loss_count = int(saved["step"]), float(loop["wall"]), int(loop["loss_count"])
+        if start > total:
+            raise ValueError(
+                f"--resume: the checkpoint is at step {start}, beyond this run's last step "
+                f"{total} (--steps / --epochs); give at least --steps {start}"
+            )
         loss_sum.copy_(loop["loss_sum"])
         lines = list(saved["metrics_lines"])
         records = [json.loads(line) for line in lines]
@@ -584,8 +623,12 @@ def train(
             ckpt.commit(ckpt_dir, step, engine=config.engine, workers=n, shards=shards)
         last_saved = step
 
-    def check_finite(step: int, losses: Tensor, grad_sum: Tensor) -> None:
-        codes = nonfinite_codes(losses, grad_sum, x)
+    def check_finite(step: int, losses: Tensor, g: Tensor, saving: bool) -> None:
+        """Stop when some worker's loss or parameters (every step), or its state (before a
+        checkpoint, so no saved state is bad) are not finite; name what went bad."""
+        codes = nonfinite_codes(losses, x, state=state if saving else None)
+        if bool(codes.any()):  # rare: say exactly what went bad
+            codes = nonfinite_codes(losses, x, g, state)
         if distributed:  # every rank must stop at the same step: one tiny all-reduce
             full = torch.zeros(1, n, dtype=torch.float64)
             full[0, worker_ids[0]] = float(codes[0])
@@ -621,7 +664,6 @@ def train(
             idx = sampler.next().to(device)
             xb, yb = gather(idx)
             g, losses = grad_fn(x, xb, yb, out=g_buffer)
-            grad_sum = worker_sum(g)
             state = algorithm.step(
                 x,
                 g,
@@ -633,13 +675,14 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall += time.perf_counter() - t0
-            check_finite(step, losses, grad_sum)
+            saving_now = saving and (step % config.checkpoint_every == 0 or step == total)  # type: ignore[operator]
+            check_finite(step, losses, g, saving_now)
             loss_sum += losses.detach().to("cpu", torch.float64)[:, None]
             loss_count += 1
             if step % eval_every == 0 or step == total:
                 rec = record(step)
                 bar.set_postfix(loss=f"{rec['train_loss']:.4f}", acc=f"{rec['test_accuracy']:.4f}")
-            if saving and (step % config.checkpoint_every == 0 or step == total):  # type: ignore[operator]
+            if saving_now:
                 save(step)
             bar.update(1)
             if stop_after is not None and step >= stop_after and step < total:
