@@ -210,6 +210,21 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_run(tmp_path: Path)
     )
 
 
+def test_a_finished_run_can_be_extended(tmp_path: Path) -> None:
+    argv = ["--dataset", "digits", "--model", "logreg", "--workers", "2", "--batch-size", "8"]
+    argv += ["--eval-every", "2", "--checkpoint-every", "2", "--no-progress"]
+    assert main(["train", *argv, "--steps", "4", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *argv, "--steps", "2", "--out", str(tmp_path / "b")]) == 0
+    assert main(["train", "--resume", str(tmp_path / "b"), "--steps", "4", "--no-progress"]) == 0
+
+    def rows(run: str) -> list[dict[str, Any]]:
+        text = (tmp_path / run / "metrics.jsonl").read_text()
+        return strip_wall([json.loads(r) for r in text.splitlines()])
+
+    assert rows("b") == rows("a") and [r["step"] for r in rows("b")] == [0, 2, 4]
+    assert TrainConfig.load(tmp_path / "b" / "config.json").steps == 4
+
+
 # ---------------------------------------------------------------- atomic writes
 def test_a_crash_while_writing_keeps_the_previous_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

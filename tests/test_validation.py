@@ -135,6 +135,16 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["--resume", "{tmp}/done", "--lr", "0.5"],
         ["--lr 0.5 differs from the run's", "--steps, --epochs, --checkpoint-every"],
     ),
+    (
+        "resume-changed-set",
+        ["--resume", "{tmp}/done", "--set", "form=atc"],
+        ["--set {'form': 'atc'} differs from the run's {}"],
+    ),
+    (
+        "resume-steps-below-checkpoint",
+        ["--resume", "{tmp}/done", "--steps", "1"],
+        ["the checkpoint is at step 2", "give at least --steps 2"],
+    ),
 ]
 
 
@@ -179,6 +189,8 @@ def test_bad_input_exits_2_with_one_clear_line(
     if None in extra:  # ("--out", None): leave --out out
         extra = [a for a in extra if a not in ("--out", None)]
         argv = ["train", *BASE]
+    elif "--resume" in extra:  # the run folder is the one resumed
+        argv = ["train"]
     code, err = run([*argv, *extra], capsys)
     assert code == 2, err
     lines = [line for line in err.splitlines() if "error:" in line]

@@ -189,7 +189,7 @@ def resume_config(args: argparse.Namespace, explicit: Collection[str]) -> TrainC
     saved = TrainConfig.load(path)
     given = config_from_args(args)
     changes: dict[str, Any] = {}
-    for name in explicit:
+    for name in (f for f in TrainConfig.__dataclass_fields__ if f in explicit):
         if name == "out":
             if os.path.abspath(str(given.out)) != os.path.abspath(run_dir):
                 raise ValueError(
@@ -217,10 +217,13 @@ def explicit_fields(argv: Sequence[str]) -> set[str]:
     p = argparse.ArgumentParser(add_help=False)
     actions = add_train_arguments(p)
     p.add_argument("--resume")
-    p.set_defaults(**{a.dest: unset for a in actions})
+    # ``--set`` appends to its default, so it gets None (= not given) rather than the marker.
+    p.set_defaults(**{**{a.dest: unset for a in actions}, "options": None})
     ns, _ = p.parse_known_args(list(argv))
     return {
-        k for k, v in vars(ns).items() if v is not unset and k in TrainConfig.__dataclass_fields__
+        k
+        for k, v in vars(ns).items()
+        if v is not unset and v is not None and k in TrainConfig.__dataclass_fields__
     }
 
 
