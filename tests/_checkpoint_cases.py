@@ -35,10 +35,9 @@ CASES: list[Case] = [Case(cls.name) for cls in ALGORITHMS] + [
 ]
 
 #: The subset the default distributed test runs (the full sweep over every case is marked slow):
-#: one method per kind of state (adaptive moments and gossip buffer; compressor RNG and error
-#: memory; gradient tracking with multi-round phases, checkpointed mid-phase).
+#: the two richest states (a compressor's generator, error memory and momentum; DeTAG's tracker,
+#: accumulators and gossip buffers, checkpointed mid-phase). The simulated test covers every case.
 DISTRIBUTED_DEFAULT = (
-    "decentralized-adam[ring;]",
     "ef-sgd[ring;compressor=qsgd]",
     "detag[ring;pipelined=false,rounds=2]",
 )
