@@ -152,7 +152,7 @@ KILL_RUN = [
     "--batch-size",
     "8",
     "--steps",
-    "150",
+    "100",
     "--eval-every",
     "20",
     "--checkpoint-every",
@@ -181,7 +181,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_run(tmp_path: Path)
             proc.kill()
             proc.wait()
     killed_at = json.loads((run / ckpt.MANIFEST).read_text())["step"]
-    assert 10 <= killed_at < 150 and not (run / "summary.json").exists()
+    assert 10 <= killed_at < 100 and not (run / "summary.json").exists()
 
     resumed = subprocess.run(
         [*cmd, "--resume", str(run), "--no-progress"],
@@ -199,9 +199,9 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_run(tmp_path: Path)
         )
 
     assert metrics(run) == metrics(straight)
-    assert [r["step"] for r in metrics(run)] == [*range(0, 150, 20), 150]
-    a = torch.load(run / "checkpoints" / "step-00000150" / "shard-0.pt", weights_only=True)
-    b = torch.load(straight / "checkpoints" / "step-00000150" / "shard-0.pt", weights_only=True)
+    assert [r["step"] for r in metrics(run)] == [*range(0, 100, 20), 100]
+    a = torch.load(run / "checkpoints" / "step-00000100" / "shard-0.pt", weights_only=True)
+    b = torch.load(straight / "checkpoints" / "step-00000100" / "shard-0.pt", weights_only=True)
     for key in ("x", "state", "sampler", "comm", "torch_rng"):
         assert_same(a[key], b[key], key)
     config = TrainConfig.load(run / "config.json")
