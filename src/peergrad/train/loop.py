@@ -10,7 +10,9 @@ Reliability: :func:`validate_config` rejects bad options before any work; with
 ``checkpoint_every`` the run saves resumable checkpoints (:mod:`peergrad.train.checkpoint`) and
 ``train(..., resume=True)`` continues one exactly; every step a NaN/Inf guard
 (:func:`nonfinite_codes`) stops the run with :class:`NonFiniteError` at the first step where some
-worker's loss, gradient or parameters stop being finite.
+worker's loss or parameters stop being finite (the algorithm state is checked before every
+checkpoint; on the distributed engine the ranks compare notes every ``NONFINITE_SYNC_EVERY`` steps
+and before every record and checkpoint).
 """
 
 from __future__ import annotations
@@ -385,6 +387,10 @@ class NonFiniteError(RuntimeError):
     the worker(s) and what went bad, and where the last good checkpoint is."""
 
 
+#: Distributed engine: steps between the NaN/Inf guard's comparisons of notes across ranks (it
+#: also compares before every record and checkpoint).
+NONFINITE_SYNC_EVERY = 10
+
 #: Bits of the per-worker non-finite code (see :func:`nonfinite_codes`).
 _BAD_WHAT = ((1, "loss"), (2, "gradient"), (4, "parameters"), (8, "algorithm state"))
 
@@ -481,8 +487,9 @@ def train(
     plots.
 
     Raises ``ValueError`` for a bad configuration or checkpoint (before any step) and
-    :class:`NonFiniteError` when some worker's loss, gradient or parameters stop being finite
-    (that step is neither recorded nor saved, so the last checkpoint stays the last good state).
+    :class:`NonFiniteError` when some worker's loss or parameters (or, before a checkpoint, its
+    algorithm state) stop being finite: nothing from that step on is recorded or saved, so the
+    last checkpoint stays the last good state.
     """
     if resume and not config.out:
         raise ValueError("--resume needs the run folder (config.out)")
@@ -623,21 +630,38 @@ def train(
             ckpt.commit(ckpt_dir, step, engine=config.engine, workers=n, shards=shards)
         last_saved = step
 
-    def check_finite(step: int, losses: Tensor, g: Tensor, saving: bool) -> None:
+    first_bad: list[tuple[int, int]] = []  # distributed: (step, code) of this worker's first
+
+    def check_finite(step: int, losses: Tensor, g: Tensor, saving: bool, sync: bool) -> None:
         """Stop when some worker's loss or parameters (every step), or its state (before a
-        checkpoint, so no saved state is bad) are not finite; name what went bad."""
+        checkpoint, so no saved state is bad) are not finite; name the step and what went bad.
+
+        Simulated engine: at once. Distributed engine: each rank checks its worker every step
+        and remembers the first bad step; the ranks compare notes (one all-reduce of 2n numbers)
+        only when ``sync`` (every ``NONFINITE_SYNC_EVERY`` steps and before every record and
+        checkpoint), so that the guard adds no collective to most steps and all ranks stop
+        together, before anything non-finite is recorded or saved."""
         codes = nonfinite_codes(losses, x, state=state if saving else None)
         if bool(codes.any()):  # rare: say exactly what went bad
             codes = nonfinite_codes(losses, x, g, state)
-        if distributed:  # every rank must stop at the same step: one tiny all-reduce
-            full = torch.zeros(1, n, dtype=torch.float64)
-            full[0, worker_ids[0]] = float(codes[0])
-            codes_all = (comm.mean(full, account=False)[0] * n).round().to(torch.int64)
+        found = step
+        if distributed:
+            if bool(codes.any()) and not first_bad:
+                first_bad.append((step, int(codes[0])))
+            if not sync:
+                return
+            full = torch.zeros(1, 2 * n, dtype=torch.float64)
+            if first_bad:
+                full[0, worker_ids[0]], full[0, n + worker_ids[0]] = first_bad[0]
+            both = (comm.mean(full, account=False)[0] * n).round().to(torch.int64)
+            steps_all, codes_all = both[:n], both[n:]
+            if not bool(steps_all.any()):
+                return
+            step = int(steps_all[steps_all > 0].min())
+            codes_all = torch.where(steps_all == step, codes_all, 0)
         elif bool(codes.any()):
             codes_all = codes.cpu()
         else:
-            return
-        if not bool(codes_all.any()):
             return
         where = str(ckpt_dir) if ckpt_dir is not None else "the run folder"
         kept = (
@@ -645,10 +669,11 @@ def train(
             if last_saved is not None
             else "no checkpoint was saved (use --checkpoint-every N)"
         )
+        seen = f" (the ranks compared notes at step {found})" if found != step else ""
         raise NonFiniteError(
-            f"non-finite values at step {step}: {describe_nonfinite(codes_all)}; the run "
-            f"stopped and step {step} was neither recorded nor saved; {kept}. The run diverged: "
-            f"try a smaller --lr (now {getattr(algorithm, 'lr', config.lr)})"
+            f"non-finite values at step {step}: {describe_nonfinite(codes_all)}{seen}; the run "
+            f"stopped and nothing from step {step} on was recorded or saved; {kept}. The run "
+            f"diverged: try a smaller --lr (now {getattr(algorithm, 'lr', config.lr)})"
         )
 
     desc = f"{config.algorithm} {config.topology}{n}"
@@ -676,10 +701,12 @@ def train(
                 torch.cuda.synchronize(device)
             wall += time.perf_counter() - t0
             saving_now = saving and (step % config.checkpoint_every == 0 or step == total)  # type: ignore[operator]
-            check_finite(step, losses, g, saving_now)
+            recording = step % eval_every == 0 or step == total
+            sync = saving_now or recording or step % NONFINITE_SYNC_EVERY == 0
+            check_finite(step, losses, g, saving_now, sync)
             loss_sum += losses.detach().to("cpu", torch.float64)[:, None]
             loss_count += 1
-            if step % eval_every == 0 or step == total:
+            if recording:
                 rec = record(step)
                 bar.set_postfix(loss=f"{rec['train_loss']:.4f}", acc=f"{rec['test_accuracy']:.4f}")
             if saving_now:
