@@ -11,7 +11,9 @@ with local momentum on a ring, this script times in one run, side by side:
   any simulator of n workers must at least do.
 
 It prints milliseconds per step and the ratios ``naive / simulated`` (speed-up, target >= 4 at
-n = 16) and ``simulated / floor`` (overhead, target <= 2 at n = 16).
+n = 16) and ``simulated / floor`` (overhead, target <= 2 at n = 16), and ``guard %``: the time of
+the training loop's NaN/Inf guard (one row sum over ``[n, D]`` and one read of ``[n]`` flags,
+timed alone) in percent of the simulated step.
 
 Usage: ``python benchmarks/simulator.py [--device cuda] [--workers 4 16 64 256] [--batch-size 32]``
 """
@@ -31,7 +33,7 @@ from peergrad.comm import SimulatedCommunicator
 from peergrad.data import load_dataset, partition
 from peergrad.models import build_model
 from peergrad.topology import make_topology
-from peergrad.train.loop import BatchGather
+from peergrad.train.loop import BatchGather, nonfinite_codes
 from peergrad.train.params import FlatParams, make_worker_grad_fn
 from peergrad.train.sampler import ShardSampler
 
@@ -81,6 +83,14 @@ def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, f
         g, _ = grad_fn(x, *gather(idx), out=g_buffer)
         state[0] = alg.step(x, g, state[0], comm)
 
+    losses = torch.zeros(n, device=device)
+
+    def guard() -> None:
+        """What ``peergrad train`` adds to every step for its NaN/Inf guard: a row sum of the
+        parameters ``[n, D]`` and one device-to-host read of ``[n]`` flags."""
+        if bool(nonfinite_codes(losses, x).any()):
+            raise RuntimeError("the benchmark diverged")
+
     # --- naive: n separate modules, a Python loop over workers
     workers = [build_model("mlp", ds.input_shape, ds.num_classes).to(device) for _ in range(n)]
     for w in workers:
@@ -116,6 +126,7 @@ def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, f
     warm = 3
     out = {
         "simulated": timeit(simulated, device, repeats, warm),
+        "guard": timeit(guard, device, 5 * repeats, warm),
         "naive": timeit(naive, device, max(3, repeats // 4) if n >= 64 else repeats, 1),
         "floor": timeit(floor, device, repeats, warm),
     }
@@ -140,14 +151,15 @@ def main() -> None:
     )
     print(
         f"{'n':>5} {'simulated':>10} {'naive':>10} {'floor':>10} "
-        f"{'naive/sim':>10} {'sim/floor':>10}"
+        f"{'naive/sim':>10} {'sim/floor':>10} {'guard %':>8}"
     )
     for n in args.workers:
         r = bench(n, args.batch_size, device, args.repeats)
         print(
             f"{n:>5} {1e3 * r['simulated']:>10.2f} {1e3 * r['naive']:>10.2f} "
             f"{1e3 * r['floor']:>10.2f} {r['naive'] / r['simulated']:>10.2f} "
-            f"{r['simulated'] / r['floor']:>10.2f}",
+            f"{r['simulated'] / r['floor']:>10.2f} "
+            f"{100 * r['guard'] / r['simulated']:>8.2f}",
             flush=True,
         )
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
-from peergrad.train.config import TrainConfig
+from peergrad.train.config import RESUMABLE_CHANGES, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -31,16 +31,22 @@ def parse_set(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def add_train_arguments(p: argparse.ArgumentParser, *, exclude: Collection[str] = ()) -> None:
-    """The flags of ``peergrad train``, except those named in ``exclude`` (e.g. ``"--out"``)."""
+def add_train_arguments(
+    p: argparse.ArgumentParser, *, exclude: Collection[str] = ()
+) -> list[argparse.Action]:
+    """The flags of ``peergrad train``, except those named in ``exclude`` (e.g. ``"--out"``).
+
+    Returns the added actions."""
     from peergrad.algorithms import REGISTRY
     from peergrad.data import DATASETS, PARTITIONS
     from peergrad.models import MODELS
     from peergrad.topology import TOPOLOGIES
 
+    actions: list[argparse.Action] = []
+
     def add(flag: str, *more: str, **kwargs: Any) -> None:
         if flag not in exclude:
-            p.add_argument(flag, *more, **kwargs)
+            actions.append(p.add_argument(flag, *more, **kwargs))
 
     d = DEFAULTS
     add(
@@ -76,6 +82,13 @@ def add_train_arguments(p: argparse.ArgumentParser, *, exclude: Collection[str] 
     add("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
     add(
         "--data-root", default=d.data_root, help="directory of mnist-idx / cifar10 / cifar100 files"
+    )
+    add(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="never download --dataset mnist-idx / cifar10 / cifar100 files missing from "
+        "--data-root (fail with the expected layout instead)",
     )
     add("--model", default=d.model, help=f"one of: {', '.join(MODELS)}")
     add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
@@ -125,6 +138,15 @@ def add_train_arguments(p: argparse.ArgumentParser, *, exclude: Collection[str] 
     )
     add("--out", default=d.out, help="run folder (default: runs/<name>)")
     add("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    add(
+        "--checkpoint-every",
+        type=int,
+        default=d.checkpoint_every,
+        metavar="N",
+        help="save a checkpoint into the run folder every N steps and after the last one "
+        "(resume with --resume RUN_DIR)",
+    )
+    return actions
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -149,15 +171,83 @@ def _stop_on_peer_failure(command: str, exc: Exception, config: TrainConfig) -> 
     os._exit(1)
 
 
+def resume_config(args: argparse.Namespace, explicit: Collection[str]) -> TrainConfig:
+    """The config of the run in ``args.resume`` with the allowed changes from the command line.
+
+    ``explicit``: the ``TrainConfig`` fields given on the command line. Only
+    ``RESUMABLE_CHANGES`` may differ from the run's ``config.json``; anything else
+    raises ``ValueError`` naming the flag, so a resumed run is the run that was started.
+    """
+    from peergrad.train import checkpoint
+
+    run_dir = args.resume
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"--resume: run folder {run_dir!r} does not exist")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: {run_dir!r} is not a run folder (no config.json)")
+    checkpoint.read_manifest(run_dir)  # a clear error when the run saved no checkpoint
+    saved = TrainConfig.load(path)
+    given = config_from_args(args)
+    changes: dict[str, Any] = {}
+    for name in (f for f in TrainConfig.__dataclass_fields__ if f in explicit):
+        if name == "out":
+            if os.path.abspath(str(given.out)) != os.path.abspath(run_dir):
+                raise ValueError(
+                    f"--out {given.out!r} differs from --resume {run_dir!r}; a resumed run "
+                    "continues in its own folder"
+                )
+            continue
+        value, before = getattr(given, name), getattr(saved, name)
+        if value == before:
+            continue
+        if name not in RESUMABLE_CHANGES:
+            flag = "--set" if name == "options" else "--" + name.replace("_", "-")
+            allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE_CHANGES)
+            raise ValueError(
+                f"{flag} {value!r} differs from the run's {before!r}: a resumed run keeps its "
+                f"configuration (it may change only {allowed})"
+            )
+        changes[name] = value
+    return TrainConfig(**{**saved.to_dict(), **changes, "out": run_dir})
+
+
+def explicit_fields(argv: Sequence[str]) -> set[str]:
+    """The ``TrainConfig`` fields that ``argv`` (the arguments after ``train``) sets."""
+    unset = object()
+    p = argparse.ArgumentParser(add_help=False)
+    actions = add_train_arguments(p)
+    p.add_argument("--resume")
+    # ``--set`` appends to its default, so it gets None (= not given) rather than the marker.
+    p.set_defaults(**{**{a.dest: unset for a in actions}, "options": None})
+    ns, _ = p.parse_known_args(list(argv))
+    return {
+        k
+        for k, v in vars(ns).items()
+        if v is not unset and v is not None and k in TrainConfig.__dataclass_fields__
+    }
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from peergrad.comm import PeerFailure
-    from peergrad.train import format_summary, train
+    from peergrad.train import NonFiniteError, format_summary, train
 
-    config = config_from_args(args)
+    if args.resume is not None:
+        argv = list(args.argv)
+        config = resume_config(args, explicit_fields(argv[argv.index("train") + 1 :]))
+    else:
+        config = config_from_args(args)
     try:
-        result = train(config)
+        result = train(config, resume=args.resume is not None)
     except PeerFailure as exc:
         _stop_on_peer_failure("train", exc, config)
+    except NonFiniteError as exc:
+        print(f"peergrad train: error: {exc}", file=sys.stderr, flush=True)
+        if config.engine == "distributed":
+            from peergrad.comm import distributed
+
+            distributed.destroy_process_group()
+        return 1
     if config.engine == "distributed":
         from peergrad.comm import distributed
 
@@ -271,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train a model with one algorithm on a topology")
     add_train_arguments(p_train)
+    p_train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its last checkpoint, with its config.json "
+        "(only --steps, --epochs, --checkpoint-every, --timeout-s, --no-progress may change)",
+    )
     p_train.set_defaults(func=cmd_train)
 
     p_cmp = sub.add_parser(
@@ -508,11 +605,14 @@ def cmd_counterexample(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"peergrad {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the exception held
+        print(f"peergrad {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,6 +79,8 @@ from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm.base import Communicator
 
 __all__ = ["STATE_DICT_FORMAT", "DistributedOptimizer", "collect_parameters"]
+
+_AUTO_NAME = re.compile(r"param\d+")  # the name collect_parameters gives an unnamed tensor
 
 #: Value of the ``"format"`` key of :meth:`DistributedOptimizer.state_dict`.
 STATE_DICT_FORMAT = "peergrad.optim.DistributedOptimizer/1"
@@ -361,6 +364,8 @@ class DistributedOptimizer:
         Only plain containers, numbers, strings and tensors: loadable with
         ``torch.load(..., weights_only=True)``. Each worker saves its own.
         """
+        from peergrad.train.checkpoint import to_plain  # lazy: keeps this import light
+
         self._sync()
         state = self._state
         payload = state_to_dict(state) if _is_dataclass_instance(state) else state
@@ -370,7 +375,7 @@ class DistributedOptimizer:
             "format": STATE_DICT_FORMAT,
             "algorithm": self.algorithm_name,
             "options": dict(options),
-            "state": _restore_like(None, payload),
+            "state": to_plain(payload),
             "num_steps": self._steps,
             "param_names": list(self._names),
             "param_shapes": [tuple(s) for s in self._shapes],
@@ -389,9 +394,13 @@ class DistributedOptimizer:
 
         Raises:
             ValueError: missing keys; another algorithm; a different number of parameters or
-                the first parameter whose shape differs (named); a state dict saved by another
-                worker; a state that does not fit the algorithm's state type.
+                the first parameter whose shape differs (named); a parameter saved under another
+                name (when both sides have real names, e.g. from ``named_parameters()``); a
+                state dict saved by another worker; a state that does not fit the algorithm's
+                state type or a state tensor whose shape or dtype differs (named).
         """
+        from peergrad.train.checkpoint import restore_into  # lazy: keeps this import light
+
         sd = state_dict
         missing = [k for k in _REQUIRED_KEYS if k not in sd]
         if missing:
@@ -416,6 +425,12 @@ class DistributedOptimizer:
                     f"parameter {name!r} (index {i}) has shape {mine} here but {theirs} in the "
                     f"state dict (saved as {saved!r})"
                 )
+        for i, (name, saved) in enumerate(zip(self._names, saved_names, strict=False)):
+            if name != saved and not _AUTO_NAME.fullmatch(name) and not _AUTO_NAME.fullmatch(saved):
+                raise ValueError(
+                    f"parameter {i} is named {name!r} here but {saved!r} in the state dict: it was "
+                    "saved from another model (or the parameters are in another order)"
+                )
         mine_ids = [int(i) for i in self._comm.worker_ids.tolist()]
         if list(sd["worker_ids"]) != mine_ids:
             raise ValueError(
@@ -437,7 +452,15 @@ class DistributedOptimizer:
         options = dict(sd["options"])
         if options and _is_dataclass_instance(algorithm) and options != algorithm.options():
             algorithm = dataclasses.replace(algorithm, **options)  # type: ignore[type-var]
-        state = _restore_like(self._state, sd["state"])
+        current = self._state
+        if _is_dataclass_instance(current) and isinstance(sd["state"], dict):
+            fields = dict(sd["state"])
+            if "__dataclass__" not in fields:  # the top level is a dict of fields
+                fields = {"__dataclass__": type(current).__name__, "fields": fields}
+            # Restored into a copy: nothing changes unless every field fits.
+            state = restore_into(copy.deepcopy(current), fields, f"{self.algorithm_name} state")
+        else:
+            state = _restore_like(current, sd["state"])
 
         self._sync()
         with torch.no_grad():

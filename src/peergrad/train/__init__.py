@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from peergrad.train.compare import CompareEntry, CompareResult, build_entries
 from peergrad.train.config import TrainConfig
-from peergrad.train.loop import METRIC_FIELDS, RunResult, format_summary, train
+from peergrad.train.loop import METRIC_FIELDS, NonFiniteError, RunResult, format_summary, train
 
 __all__ = [
     "METRIC_FIELDS",
     "CompareEntry",
     "CompareResult",
+    "NonFiniteError",
     "RunResult",
     "TrainConfig",
     "build_entries",

@@ -7,6 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: Fields that ``peergrad train --resume`` may change; all others must match the run's.
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "steps",
+    "epochs",
+    "checkpoint_every",
+    "timeout_s",
+    "progress",
+)
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -15,7 +24,9 @@ class TrainConfig:
     ``options`` holds algorithm hyper-parameters given with ``--set key=value``; ``lr``,
     ``momentum`` and ``weight_decay`` are passed to the algorithm when set (None keeps the
     algorithm's default). ``epochs`` counts passes over the training set by all workers together
-    (``samples_seen = step * n * batch_size``); ``steps`` overrides it.
+    (``samples_seen = step * n * batch_size``); ``steps`` overrides it. ``checkpoint_every``
+    (steps, None = never) saves a checkpoint into the run folder (see
+    :mod:`peergrad.train.checkpoint`); the last step is always saved when it is set.
     """
 
     engine: str = "simulated"
@@ -26,6 +37,7 @@ class TrainConfig:
     erdos_renyi_p: float = 0.3
     dataset: str = "mnist"
     data_root: str | None = None
+    download: bool = True
     model: str = "mlp"
     partition: str = "iid"
     dirichlet_alpha: float = 0.5
@@ -45,6 +57,7 @@ class TrainConfig:
     timeout_s: float = 60.0
     out: str | None = None
     progress: bool = True
+    checkpoint_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

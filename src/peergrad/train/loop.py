@@ -5,6 +5,14 @@ vectorised ``torch.func`` call (``vmap(grad_and_value)`` over the stacked parame
 then the algorithm does its local math and communication through the communicator. Every
 ``eval_every`` steps one record of metrics is appended to ``metrics.jsonl`` (field units are in
 the names; see :data:`METRIC_FIELDS`).
+
+Reliability: :func:`validate_config` rejects bad options before any work; with
+``checkpoint_every`` the run saves resumable checkpoints (:mod:`peergrad.train.checkpoint`) and
+``train(..., resume=True)`` continues one exactly; every step a NaN/Inf guard
+(:func:`nonfinite_codes`) stops the run with :class:`NonFiniteError` at the first step where some
+worker's loss or parameters stop being finite (the algorithm state is checked before every
+checkpoint; on the distributed engine the ranks compare notes every ``NONFINITE_SYNC_EVERY`` steps
+and before every record and checkpoint).
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import copy
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +39,7 @@ from peergrad.comm.base import Communicator
 from peergrad.data import Dataset, load_dataset, partition
 from peergrad.models import build_model
 from peergrad.topology import make_topology
+from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
 from peergrad.train.params import (
     FlatParams,
@@ -114,10 +125,95 @@ def validate_config(config: TrainConfig) -> None:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     resolve_device(config.device)
     NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+    check_names(config)
+    if config.checkpoint_every is not None and not (
+        isinstance(config.checkpoint_every, int) and config.checkpoint_every >= 1
+    ):
+        raise ValueError(
+            f"--checkpoint-every must be an integer >= 1 (steps), got {config.checkpoint_every!r}"
+        )
+    if config.engine == "distributed" and config.checkpoint_every is not None and not config.out:
+        raise ValueError(
+            "--checkpoint-every with --engine distributed needs --out DIR: a folder every "
+            "process can write (each rank saves its own shard there)"
+        )
+    if config.engine == "distributed":
+        from peergrad.comm import distributed
+
+        if not distributed.launched_by_torchrun():
+            distributed.init_process_group(timeout_s=config.timeout_s)  # raises the clear error
+        world = int(os.environ["WORLD_SIZE"])
+        if world != config.workers:
+            raise ValueError(
+                f"world size {world} (torchrun --nproc-per-node x --nnodes) differs from the "
+                f"number of workers n = {config.workers} (--workers); they must be equal"
+            )
+    if not (math.isfinite(config.dirichlet_alpha) and config.dirichlet_alpha > 0):
+        raise ValueError(f"--dirichlet-alpha must be a number > 0, got {config.dirichlet_alpha!r}")
+    if config.topology == "erdos-renyi" and not 0 < config.erdos_renyi_p <= 1:
+        raise ValueError(f"--erdos-renyi-p must be in (0, 1], got {config.erdos_renyi_p!r}")
+    for key in ("lr", "weight_decay"):
+        value = getattr(config, key)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{key.replace('_', '-')} must be a finite number, got {value!r}")
+    if config.dataset in ROOT_DATASETS:
+        layout = ROOT_DATASETS[config.dataset]
+        if config.data_root is None:
+            raise ValueError(
+                f"--dataset {config.dataset} needs --data-root DIR, a folder holding {layout}"
+            )
+        root = Path(config.data_root)
+        if root.exists() and not root.is_dir():
+            raise ValueError(
+                f"--data-root {config.data_root!r} is not a folder; --dataset {config.dataset} "
+                f"expects a folder holding {layout}"
+            )
+        if not root.exists() and not config.download:
+            raise ValueError(
+                f"--data-root {config.data_root!r} does not exist (and --no-download is set); "
+                f"--dataset {config.dataset} expects a folder holding {layout}"
+            )
+
+
+#: Data sets read from ``--data-root``, with the layout their folder must have.
+ROOT_DATASETS = {
+    "mnist-idx": "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+    "t10k-labels-idx1-ubyte (each optionally .gz) directly or in MNIST/raw",
+    "cifar10": "cifar-10-batches-py/{data_batch_1..5, test_batch} (the CIFAR python version)",
+    "cifar100": "cifar-100-python/{train, test} (the CIFAR python version)",
+}
+
+
+def check_names(config: TrainConfig) -> None:
+    """Unknown algorithm / topology / data set / model / partition names, with the valid ones."""
+    from peergrad.algorithms import REGISTRY
+    from peergrad.data import DATASETS, PARTITIONS
+    from peergrad.models import MODELS
+    from peergrad.topology import TOPOLOGIES
+
+    for flag, what, value, valid in (
+        ("--algorithm", "algorithm", config.algorithm, tuple(REGISTRY)),
+        ("--topology", "topology", config.topology, tuple(TOPOLOGIES)),
+        ("--dataset", "data set", config.dataset, DATASETS),
+        ("--model", "model", config.model, MODELS),
+        ("--partition", "partition", config.partition, PARTITIONS),
+    ):
+        if value not in valid:
+            raise ValueError(f"{flag}: unknown {what} {value!r}; choose one of: {', '.join(valid)}")
 
 
 def build_task(config: TrainConfig) -> Task:
-    dataset = load_dataset(config.dataset, root=config.data_root, seed=config.seed)
+    dataset = load_dataset(
+        config.dataset, root=config.data_root, seed=config.seed, download=config.download
+    )
+    n_train = len(dataset.y_train)
+    if config.workers * config.batch_size > n_train:
+        raise ValueError(
+            f"--batch-size {config.batch_size}: batch_size must be in "
+            f"[1, {n_train // config.workers}] here: --workers {config.workers} shards share "
+            f"the {n_train} training samples of --dataset {config.dataset} and each must hold "
+            "one batch; lower --batch-size or --workers"
+        )
     shards = partition(
         dataset.y_train,
         config.workers,
@@ -290,24 +386,130 @@ def prepare(config: TrainConfig) -> Prepared:
     return Prepared(algorithm, comm, task, sampler, device, dtype)
 
 
+class NonFiniteError(RuntimeError):
+    """A worker's loss, gradient or parameters became NaN or infinite; the message names the step,
+    the worker(s) and what went bad, and where the last good checkpoint is."""
+
+
+#: Distributed engine: steps between the NaN/Inf guard's comparisons of notes across ranks (it
+#: also compares before every record and checkpoint).
+NONFINITE_SYNC_EVERY = 10
+
+#: Bits of the per-worker non-finite code (see :func:`nonfinite_codes`).
+_BAD_WHAT = ((1, "loss"), (2, "gradient"), (4, "parameters"), (8, "algorithm state"))
+
+
+def _float_tensors(obj: Any) -> list[Tensor]:
+    """The floating-point tensors inside a state (dataclasses, lists, tuples, dicts)."""
+    if isinstance(obj, Tensor):
+        return [obj] if obj.is_floating_point() else []
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, list | tuple):
+        return [t for item in obj for t in _float_tensors(item)]
+    return []
+
+
+def nonfinite_codes(
+    losses: Tensor, x: Tensor, g: Tensor | None = None, state: Any = None
+) -> Tensor:
+    """Per-worker code ``[w]``: bits 1 = loss, 2 = gradient, 4 = parameters, 8 = algorithm state
+    non-finite (ORed).
+
+    The check every step costs one reduction over ``x`` (``[w, D]``): a row holding a NaN or an
+    infinity sums to NaN or infinity (a finite row whose sum overflows, with entries near the
+    dtype's largest value, also counts: that is a blow-up too). ``g`` (checked exactly, e.g. to
+    say what went bad once a flag is up) and ``state`` (every floating-point tensor; those with a
+    leading axis of size w are attributed per worker, others to every worker) are checked only
+    when given.
+    """
+    codes = (~torch.isfinite(losses.detach())).to(torch.int64)
+    codes += 4 * (~torch.isfinite(worker_sum(x))).to(torch.int64)
+    if g is not None:
+        codes += 2 * (~torch.isfinite(g).reshape(g.shape[0], -1).all(dim=1)).to(torch.int64)
+    if state is not None:
+        bad = torch.zeros(x.shape[0], dtype=torch.bool, device=codes.device)
+        for t in _float_tensors(state):
+            if t.dim() >= 1 and t.shape[0] == x.shape[0]:
+                bad |= ~torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1).to(bad.device)
+            elif not bool(torch.isfinite(t).all()):
+                bad[:] = True
+        codes += 8 * bad.to(torch.int64)
+    return codes
+
+
+def describe_nonfinite(codes: Tensor) -> str:
+    """``"worker 2 (loss, gradient), worker 5 (parameters)"`` from global codes ``[n]``."""
+    parts = []
+    for i in torch.nonzero(codes).flatten().tolist():
+        what = ", ".join(name for bit, name in _BAD_WHAT if int(codes[i]) & bit)
+        parts.append(f"worker {i} ({what})")
+    return ", ".join(parts)
+
+
+def _comm_counters(comm: Communicator) -> dict[str, Any]:
+    return {
+        "bytes_sent": comm.bytes_sent.detach().clone(),
+        "simulated_comm_time_s": float(comm.simulated_comm_time_s),
+        "rounds": int(getattr(comm, "rounds", 0)),
+    }
+
+
+def _restore_comm_counters(comm: Communicator, saved: dict[str, Any]) -> None:
+    if tuple(saved["bytes_sent"].shape) != tuple(comm.bytes_sent.shape):
+        raise ValueError(
+            f"--resume: the checkpoint counts bytes for {saved['bytes_sent'].shape[0]} local "
+            f"worker(s), this process holds {comm.bytes_sent.shape[0]}"
+        )
+    comm.bytes_sent.copy_(saved["bytes_sent"])
+    comm.simulated_comm_time_s = float(saved["simulated_comm_time_s"])
+    if hasattr(comm, "rounds"):
+        comm.rounds = int(saved["rounds"])  # type: ignore[attr-defined]
+
+
 def train(
     config: TrainConfig,
     *,
     write: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
 ) -> RunResult:
     """Run ``config`` on its engine; write the run folder (rank 0 only) when ``write``.
 
     On the distributed engine (``config.engine == "distributed"``, under torchrun) this process is
     worker ``rank``: it draws the minibatches the simulated engine gives that worker, and the
     returned ``x`` is all workers' parameters ``[n, D]`` on rank 0 (its own row elsewhere).
+
+    Checkpoints (:mod:`peergrad.train.checkpoint`): with ``config.checkpoint_every = N`` a
+    checkpoint is saved into the run folder every N steps and after the last step. ``resume=True``
+    continues the run in ``config.out`` from its last checkpoint (the config must be the run's,
+    see :data:`peergrad.train.config.RESUMABLE_CHANGES`); the result equals an uninterrupted run.
+    ``stop_after=k`` stops after step k (after its checkpoint) as a crash would: no summary, no
+    plots.
+
+    Raises ``ValueError`` for a bad configuration or checkpoint (before any step) and
+    :class:`NonFiniteError` when some worker's loss or parameters (or, before a checkpoint, its
+    algorithm state) stop being finite: nothing from that step on is recorded or saved, so the
+    last checkpoint stays the last good state.
     """
+    if resume and not config.out:
+        raise ValueError("--resume needs the run folder (config.out)")
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1, got {stop_after!r}")
+    if config.checkpoint_every is not None and not config.out and not write:
+        raise ValueError("--checkpoint-every needs a run folder: pass --out DIR (config.out)")
     prep = prepare(config)
     algorithm, comm, task, sampler = prep.algorithm, prep.comm, prep.task, prep.sampler
     device, dtype = prep.device, prep.dtype
     n = config.workers
     worker_ids = comm.worker_ids.tolist()
     is_main = worker_ids[0] == 0
+    distributed = config.engine == "distributed"
+    shard_index = worker_ids[0] if distributed else 0
+    shards = n if distributed else 1
     module = task.module.to(device=device, dtype=dtype)
     loss_fn = make_worker_loss_fn(module, task.layout)
     evaluator = Evaluator(task, device, dtype, config.eval_workers, n)
@@ -328,15 +530,59 @@ def train(
     gather = BatchGather(x_train, y_train)
     state = algorithm.init(x, comm)
     out_dir = run_dir_for(config) if write and is_main else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config.save(out_dir / "config.json")
-        (out_dir / "metrics.jsonl").write_text("")
+    ckpt_dir = Path(config.out) if config.out else out_dir
+    saving = config.checkpoint_every is not None
 
     records: list[dict[str, Any]] = []
+    lines: list[str] = []  # metrics.jsonl so far, exactly as written
     wall = 0.0
     loss_sum = torch.zeros(len(worker_ids), 1, dtype=torch.float64)
     loss_count = 0
+    start = 0
+    last_saved: int | None = None
+    if resume:
+        assert ckpt_dir is not None
+        manifest = ckpt.read_manifest(ckpt_dir)
+        if (manifest["engine"], manifest["workers"]) != (config.engine, n):
+            raise ValueError(
+                f"--resume: the checkpoint in {str(ckpt_dir)!r} was written by the "
+                f"{manifest['engine']} engine with {manifest['workers']} workers; this run is "
+                f"--engine {config.engine} --workers {n}"
+            )
+        saved = ckpt.load_shard(ckpt_dir, manifest, shard_index)
+        if list(saved["worker_ids"]) != worker_ids:
+            raise ValueError(
+                f"--resume: checkpoint shard {shard_index} holds worker(s) "
+                f"{list(saved['worker_ids'])}, this process is worker(s) {worker_ids}"
+            )
+        x.copy_(ckpt.restore_into(x.clone(), saved["x"], "x"))
+        state = ckpt.restore_into(state, saved["state"], f"{config.algorithm} state")
+        sampler.load_state_dict(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        _restore_comm_counters(comm, saved["comm"])
+        loop = saved["loop"]
+        start, wall, loss_count = int(saved["step"]), float(loop["wall"]), int(loop["loss_count"])
+        if start > total:
+            raise ValueError(
+                f"--resume: the checkpoint is at step {start}, beyond this run's last step "
+                f"{total} (--steps / --epochs); give at least --steps {start}"
+            )
+        loss_sum.copy_(loop["loss_sum"])
+        lines = list(saved["metrics_lines"])
+        records = [json.loads(line) for line in lines]
+        last_saved = start
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(
+            out_dir / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+        )
+        # A resumed run drops the records written after its checkpoint: it makes them again.
+        ckpt.atomic_write_text(out_dir / "metrics.jsonl", "".join(lines))
+
+    if ckpt_dir is not None and is_main and not resume:
+        # A fresh run in an old folder must never resume the old run's state.
+        (ckpt_dir / ckpt.MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(ckpt_dir / ckpt.FOLDER, ignore_errors=True)
 
     def record(step: int) -> dict[str, Any]:
         nonlocal loss_count
@@ -357,18 +603,91 @@ def train(
         loss_sum.zero_()
         loss_count = 0
         records.append(rec)
+        line = json.dumps(rec) + "\n"
+        lines.append(line)
         if out_dir is not None:
             with open(out_dir / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+                fh.write(line)
         if on_record is not None:
             on_record(rec)
         return rec
 
+    def save(step: int) -> None:
+        nonlocal last_saved
+        assert ckpt_dir is not None
+        payload = {
+            "format": ckpt.FORMAT,
+            "step": step,
+            "worker_ids": worker_ids,
+            "x": ckpt.to_plain(x),
+            "state": ckpt.to_plain(state),
+            "sampler": ckpt.to_plain(sampler.state_dict()),
+            "torch_rng": torch.get_rng_state(),
+            "comm": _comm_counters(comm),
+            "loop": {"wall": wall, "loss_sum": loss_sum.clone(), "loss_count": loss_count},
+            "metrics_lines": list(lines),
+        }
+        ckpt.save_shard(ckpt_dir, step, shard_index, payload)
+        barrier = getattr(comm, "barrier", None)
+        if distributed and barrier is not None:
+            barrier()  # every shard of this step is on disk before rank 0 commits it
+        if is_main:
+            ckpt.commit(ckpt_dir, step, engine=config.engine, workers=n, shards=shards)
+        last_saved = step
+
+    first_bad: list[tuple[int, int]] = []  # distributed: (step, code) of this worker's first
+
+    def check_finite(step: int, losses: Tensor, g: Tensor, saving: bool, sync: bool) -> None:
+        """Stop when some worker's loss or parameters (every step), or its state (before a
+        checkpoint, so no saved state is bad) are not finite; name the step and what went bad.
+
+        Simulated engine: at once. Distributed engine: each rank checks its worker every step
+        and remembers the first bad step; the ranks compare notes (one all-reduce of 2n numbers)
+        only when ``sync`` (every ``NONFINITE_SYNC_EVERY`` steps and before every record and
+        checkpoint), so that the guard adds no collective to most steps and all ranks stop
+        together, before anything non-finite is recorded or saved."""
+        codes = nonfinite_codes(losses, x, state=state if saving else None)
+        if bool(codes.any()):  # rare: say exactly what went bad
+            codes = nonfinite_codes(losses, x, g, state)
+        found = step
+        if distributed:
+            if bool(codes.any()) and not first_bad:
+                first_bad.append((step, int(codes[0])))
+            if not sync:
+                return
+            full = torch.zeros(1, 2 * n, dtype=torch.float64)
+            if first_bad:
+                full[0, worker_ids[0]], full[0, n + worker_ids[0]] = first_bad[0]
+            both = (comm.mean(full, account=False)[0] * n).round().to(torch.int64)
+            steps_all, codes_all = both[:n], both[n:]
+            if not bool(steps_all.any()):
+                return
+            step = int(steps_all[steps_all > 0].min())
+            codes_all = torch.where(steps_all == step, codes_all, 0)
+        elif bool(codes.any()):
+            codes_all = codes.cpu()
+        else:
+            return
+        where = str(ckpt_dir) if ckpt_dir is not None else "the run folder"
+        kept = (
+            f"the last good checkpoint (step {last_saved}) is kept in {where}"
+            if last_saved is not None
+            else "no checkpoint was saved (use --checkpoint-every N)"
+        )
+        seen = f" (the ranks compared notes at step {found})" if found != step else ""
+        raise NonFiniteError(
+            f"non-finite values at step {step}: {describe_nonfinite(codes_all)}{seen}; the run "
+            f"stopped and nothing from step {step} on was recorded or saved; {kept}. The run "
+            f"diverged: try a smaller --lr (now {getattr(algorithm, 'lr', config.lr)})"
+        )
+
     desc = f"{config.algorithm} {config.topology}{n}"
     show = config.progress and is_main
-    with tqdm(total=total, desc=desc, disable=not show, dynamic_ncols=True) as bar:
-        rec = record(0)
-        for step in range(1, total + 1):
+    stopped = False
+    with tqdm(total=total, initial=start, desc=desc, disable=not show, dynamic_ncols=True) as bar:
+        if not resume:
+            rec = record(0)
+        for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
             comm.begin_step(step)
             pending = algorithm.pre_gradient(x, state, comm)
@@ -386,18 +705,27 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall += time.perf_counter() - t0
+            saving_now = saving and (step % config.checkpoint_every == 0 or step == total)  # type: ignore[operator]
+            recording = step % eval_every == 0 or step == total
+            sync = saving_now or recording or step % NONFINITE_SYNC_EVERY == 0
+            check_finite(step, losses, g, saving_now, sync)
             loss_sum += losses.detach().to("cpu", torch.float64)[:, None]
             loss_count += 1
-            if step % eval_every == 0 or step == total:
+            if recording:
                 rec = record(step)
                 bar.set_postfix(loss=f"{rec['train_loss']:.4f}", acc=f"{rec['test_accuracy']:.4f}")
+            if saving_now:
+                save(step)
             bar.update(1)
+            if stop_after is not None and step >= stop_after and step < total:
+                stopped = True
+                break
 
     summary = dict(records[-1])
     summary["best_test_accuracy"] = max(r["test_accuracy"] for r in records)
     summary["engine"] = config.engine
     x_all = gather_rows(x, comm)
-    if out_dir is not None:
+    if out_dir is not None and not stopped:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_run(records, out_dir, f"{config.algorithm} on {config.topology} (n={n})")
     return RunResult(out_dir, records, summary, x_all, state, comm)

@@ -36,8 +36,8 @@ class ShardSampler:
         smallest = min(len(s) for s in self.shards)
         if not (1 <= batch_size <= smallest):
             raise ValueError(
-                f"batch_size must be in [1, {smallest}] (the smallest worker shard holds "
-                f"{smallest} samples), got {batch_size}"
+                f"--batch-size: batch_size must be in [1, {smallest}] (the smallest worker shard "
+                f"holds {smallest} samples), got {batch_size}"
             )
         self.batch_size = batch_size
         self.worker_ids = list(worker_ids)
