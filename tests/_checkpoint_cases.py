@@ -32,6 +32,8 @@ CASES: list[Case] = [Case(cls.name) for cls in ALGORITHMS] + [
     Case("ef-sgd", "ring", {"compressor": "qsgd"}),
     Case("choco-sgd", "ring", {"compressor": "randomk", "ratio": "0.3"}),
     Case("detag", "ring", {"rounds": "2", "pipelined": "false"}),  # checkpoint mid-phase
+    # syncs at steps 2, 4, 6: block momentum and the anchor cross the checkpoint
+    Case("local-sgd", "ring", {"period": "2", "local_update": "adam", "local_state": "keep"}),
 ]
 
 #: The subset the default distributed test runs (the full sweep over every case is marked slow):
