@@ -8,7 +8,7 @@
 # - choco-sgd vs dpsgd on the ring (the topology only matters for these two: the others average
 #   exactly, allreduce with an all-reduce, ef-sgd / armijo-csgd with an all-gather of messages).
 # No global --lr: it would also set armijo-csgd's initial trial step (lr = 1 there).
-# Usage: bash experiments/compression/run.sh [OUT_DIR]   (about 5 minutes on 2 CPU cores)
+# Usage: bash experiments/compression/run.sh [OUT_DIR]   (about 1 minute on 2 CPU cores)
 # with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad).
 set -euo pipefail
 out=${1:-runs/compression}
