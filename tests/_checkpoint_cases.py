@@ -36,14 +36,6 @@ CASES: list[Case] = [Case(cls.name) for cls in ALGORITHMS] + [
     Case("local-sgd", "ring", {"period": "2", "local_update": "adam", "local_state": "keep"}),
 ]
 
-#: The subset the default distributed test runs (the full sweep over every case is marked slow):
-#: the two richest states (a compressor's generator, error memory and momentum; DeTAG's tracker,
-#: accumulators and gossip buffers, checkpointed mid-phase). The simulated test covers every case.
-DISTRIBUTED_DEFAULT = (
-    "ef-sgd[ring;compressor=qsgd]",
-    "detag[ring;pipelined=false,rounds=2]",
-)
-
 
 def config_for(case: Case, engine: str, out: str) -> TrainConfig:
     return TrainConfig(
