@@ -4,7 +4,7 @@
 #     Adam vs generic Adam, x_t and the average regret;
 #  2. the sufficient condition for the §5.4 schedule family theta_t = zou:r;
 #  3. the linear speed-up of distributed-adam on MNIST digits, n = 1, 2, 4, 8, 16 workers.
-# Usage: bash experiments/generic_adam/run.sh [OUT_DIR]   (about 6 minutes on 2 CPU cores)
+# Usage: bash experiments/generic_adam/run.sh [OUT_DIR]   (about 3 minutes on 2 idle CPU cores)
 # with `peergrad` on PATH (or PEERGRAD=...) and python with peergrad importable (or PYTHON=...).
 set -euo pipefail
 out=${1:-runs/generic_adam}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # K-step averaging (local SGD) with and without block momentum on MNIST digits, 8 workers,
 # K in {1, 4, 16}: test accuracy against communication rounds and against samples.
-# Usage: bash experiments/local_sgd_block_momentum/run.sh [OUT_DIR]   (2-9 minutes on 2 CPU
+# Usage: bash experiments/local_sgd_block_momentum/run.sh [OUT_DIR]   (40 s on 2 idle CPU
 # cores) with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad). SEED, EPOCHS, LR and MOMENTUM
 # (local heavy-ball momentum; 0 = plain local SGD, the paper's setting) override the defaults.
 set -euo pipefail
