@@ -175,6 +175,30 @@ def state_from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cls(**data)
 
 
+ADAPTIVE_MOMENTUM_DEFAULT = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveAlgorithm(Algorithm):
+    """Base for the Adam-family methods: ``lr`` (α, > 0), ``b1`` (β₁ in [0, 1); ``None`` means
+    ``momentum``) and ``momentum`` (the registry-wide alias of β₁, default 0.9; a given ``b1``
+    overrides the default value, see :func:`check_b1_alias`). :attr:`beta1` is the β₁ in force.
+    """
+
+    lr: float = 1e-3
+    b1: float | None = None
+    momentum: float = ADAPTIVE_MOMENTUM_DEFAULT
+
+    def __post_init__(self) -> None:
+        check_positive("lr", self.lr)
+        check_b1_alias(self.momentum, self.b1, ADAPTIVE_MOMENTUM_DEFAULT)
+
+    @property
+    def beta1(self) -> float:
+        """β₁: ``b1`` when given, else ``momentum``."""
+        return self.momentum if self.b1 is None else self.b1
+
+
 @dataclasses.dataclass(frozen=True)
 class SGDAlgorithm(Algorithm):
     """Base for methods whose local update is SGD with heavy-ball momentum and weight decay.

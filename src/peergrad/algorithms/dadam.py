@@ -55,9 +55,8 @@ import torch
 from torch import Tensor
 
 from peergrad.algorithms.base import (
-    Algorithm,
+    AdaptiveAlgorithm,
     Closure,
-    check_b1_alias,
     check_choice,
     check_non_negative,
     check_positive,
@@ -73,7 +72,6 @@ from peergrad.transforms import (
     mixed_max,
 )
 
-MOMENTUM_DEFAULT = 0.9
 EPS_DEFAULT = {"paper": 1e-8, "code": 1e-4}
 
 
@@ -88,7 +86,7 @@ class DADAMState:
 
 
 @dataclasses.dataclass(frozen=True)
-class DADAM(Algorithm):
+class DADAM(AdaptiveAlgorithm):
     """DADAM (Nazari, Tarzanagh, Michailidis), ``form="paper"`` (default) or ``"code"``.
 
     Hyper-parameters: ``lr`` (α), ``b1`` (β₁; ``None`` means ``momentum``), ``momentum`` (alias
@@ -96,9 +94,6 @@ class DADAM(Algorithm):
     (``None``: 1e-8 for the paper form, 1e-4 for the code form), ``form``, ``weight_decay``.
     """
 
-    lr: float = 1e-3
-    b1: float | None = None
-    momentum: float = MOMENTUM_DEFAULT
     b2: float = 0.999
     b3: float = 0.9
     eps: float | None = None
@@ -112,19 +107,13 @@ class DADAM(Algorithm):
     )
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
-        check_b1_alias(self.momentum, self.b1, MOMENTUM_DEFAULT)
+        super().__post_init__()
         check_unit_interval("b2", self.b2)
         check_unit_interval("b3", self.b3)
         if self.eps is not None:
             check_positive("eps", self.eps)
         check_choice("form", self.form, ("paper", "code"))
         check_non_negative("weight_decay", self.weight_decay)
-
-    @property
-    def beta1(self) -> float:
-        """β₁: ``b1`` when given, else ``momentum``."""
-        return self.momentum if self.b1 is None else self.b1
 
     @property
     def epsilon(self) -> float:

@@ -78,9 +78,8 @@ import torch
 from torch import Tensor
 
 from peergrad.algorithms.base import (
-    Algorithm,
+    AdaptiveAlgorithm,
     Closure,
-    check_b1_alias,
     check_choice,
     check_non_negative,
     check_positive,
@@ -100,7 +99,6 @@ from peergrad.transforms import (
 )
 
 PAPER = "Chen, Karimi, Zhao, Li, ACML 2022, arXiv:2109.03194"
-MOMENTUM_DEFAULT = 0.9
 
 
 @dataclasses.dataclass
@@ -123,7 +121,7 @@ class DecentralizedAdaptiveState:
 
 
 @dataclasses.dataclass(frozen=True)
-class DecentralizedAdaptive(Algorithm):
+class DecentralizedAdaptive(AdaptiveAlgorithm):
     """Chen et al.'s framework; subclasses choose the second-moment rule (:meth:`second_moment`).
 
     Hyper-parameters: ``lr`` (α), ``b1`` (β₁; ``None`` means ``momentum``), ``momentum`` (alias
@@ -133,9 +131,6 @@ class DecentralizedAdaptive(Algorithm):
     ``weight_decay`` (L2 folded into the gradient).
     """
 
-    lr: float = 1e-3
-    b1: float | None = None
-    momentum: float = MOMENTUM_DEFAULT
     eps: float = 1e-8
     init_mode: str = "first-gradient"
     eps_mode: str = "floor"
@@ -145,17 +140,11 @@ class DecentralizedAdaptive(Algorithm):
     uses_v_raw: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
-        check_b1_alias(self.momentum, self.b1, MOMENTUM_DEFAULT)
+        super().__post_init__()
         check_positive("eps", self.eps)
         check_choice("init_mode", self.init_mode, ("first-gradient", "paper"))
         check_choice("eps_mode", self.eps_mode, EPS_MODES)
         check_non_negative("weight_decay", self.weight_decay)
-
-    @property
-    def beta1(self) -> float:
-        """β₁: ``b1`` when given, else ``momentum``."""
-        return self.momentum if self.b1 is None else self.b1
 
     def second_moment(self, state: DecentralizedAdaptiveState, g: Tensor, t: int) -> None:
         """Step 3: update ``state.v`` (and ``state.v_raw``) in place from ``v_(t-1)`` to ``v_t``."""

@@ -50,9 +50,8 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from peergrad.algorithms.base import (
-    Algorithm,
+    AdaptiveAlgorithm,
     Closure,
-    check_b1_alias,
     check_choice,
     check_non_negative,
     check_positive,
@@ -66,8 +65,6 @@ from peergrad.transforms.generic_adam import (
     GenericAdam,
     parse_schedule,
 )
-
-MOMENTUM_DEFAULT = 0.9
 
 
 def _preset_kwargs(preset: str, lr: float, b1: float, b2: float, eps: float) -> dict[str, float]:
@@ -93,12 +90,9 @@ class DistributedAdamState:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistributedAdam(Algorithm):
+class DistributedAdam(AdaptiveAlgorithm):
     """Distributed generic Adam; hyper-parameters as in the module docstring."""
 
-    lr: float = 1e-3
-    b1: float | None = None
-    momentum: float = MOMENTUM_DEFAULT
     b2: float = 0.999
     eps: float = 1e-8
     preset: str = "generic"
@@ -116,19 +110,13 @@ class DistributedAdam(Algorithm):
     )
 
     def __post_init__(self) -> None:
-        check_positive("lr", self.lr)
-        check_b1_alias(self.momentum, self.b1, MOMENTUM_DEFAULT)
+        super().__post_init__()
         check_unit_interval("b2", self.b2)
         check_positive("eps", self.eps)
         check_choice("preset", self.preset, tuple(PRESETS))
         check_choice("eps_mode", self.eps_mode, EPS_PLACEMENTS)
         check_non_negative("weight_decay", self.weight_decay)
         _ = self.transform  # parse the schedules now: bad text fails at construction
-
-    @property
-    def beta1(self) -> float:
-        """β₁: ``b1`` when given, else ``momentum``."""
-        return self.momentum if self.b1 is None else self.b1
 
     @cached_property
     def transform(self) -> GenericAdam:
