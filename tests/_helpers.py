@@ -1,4 +1,5 @@
-"""Shared test helpers: run an algorithm on the heterogeneous quadratics of spec §7."""
+"""Shared test helpers: run an algorithm on the heterogeneous quadratics of spec §7; the flags of
+a small, fast CLI run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,23 @@ from peergrad.algorithms import Algorithm
 from peergrad.comm import SimulatedCommunicator
 from peergrad.data import heterogeneous_quadratics
 from peergrad.topology import Topology, make_topology
+
+#: ``peergrad train`` / ``compare`` flags of a small run (digits, logreg, 4 workers, 12 steps).
+SMALL = [
+    "--dataset",
+    "digits",
+    "--model",
+    "logreg",
+    "--workers",
+    "4",
+    "--steps",
+    "12",
+    "--eval-every",
+    "4",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
 
 
 def run_quadratics(

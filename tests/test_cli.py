@@ -10,24 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import SMALL
 from peergrad.cli import main
 from peergrad.train import METRIC_FIELDS, TrainConfig, train
-
-SMALL = [
-    "--dataset",
-    "digits",
-    "--model",
-    "logreg",
-    "--workers",
-    "4",
-    "--steps",
-    "12",
-    "--eval-every",
-    "4",
-    "--batch-size",
-    "16",
-    "--no-progress",
-]
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -8,25 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import SMALL
 from peergrad.cli import main, parse_set_for
 from peergrad.train import METRIC_FIELDS, CompareEntry, TrainConfig, build_entries
 from peergrad.train.compare import TARGET_FIELDS, compare, first_at_target
 
-SMALL = [
-    "--dataset",
-    "digits",
-    "--model",
-    "logreg",
-    "--workers",
-    "4",
-    "--steps",
-    "12",
-    "--eval-every",
-    "4",
-    "--batch-size",
-    "16",
-    "--no-progress",
-]
 BASE = TrainConfig(
     dataset="digits",
     model="logreg",

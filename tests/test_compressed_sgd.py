@@ -16,6 +16,11 @@ from peergrad.data import heterogeneous_quadratics
 from peergrad.topology import make_topology
 
 
+def _one() -> SimulatedCommunicator:
+    """A one-worker communicator (the single-process runs of spec §3.8)."""
+    return SimulatedCommunicator(make_topology("complete", 1))
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_ef_sgd_with_identity_compressor_equals_allreduce(momentum: float) -> None:
     a, _, ca = run_quadratics(EFSGD(lr=0.05, momentum=momentum, compressor="identity"), steps=200)
@@ -93,7 +98,7 @@ def _run_armijo(alg: ArmijoCSGD, seed: int, steps: int, callback=None) -> tuple[
     def f(X: torch.Tensor) -> torch.Tensor:
         return ((X @ A.T - b) ** 2).sum(dim=1) / 200
 
-    comm = SimulatedCommunicator(make_topology("complete", 1))
+    comm = _one()
     x = torch.zeros(1, 50, dtype=torch.float64)
     state = alg.init(x, comm)
     f0 = float(f(x))
@@ -139,7 +144,7 @@ def test_armijo_uncompressed_limit_is_sls(name: str, a: float) -> None:
     errors = []
     _run_armijo(alg, 0, 50, callback=lambda *s: errors.append(float(s[2].error.abs().max())))
     x_ref = _sls(A, b, 50, halve=a)
-    comm = SimulatedCommunicator(make_topology("complete", 1))
+    comm = _one()
     x = torch.zeros(1, 50, dtype=torch.float64)
     state = alg.init(x, comm)
     for _ in range(50):
@@ -175,7 +180,7 @@ def test_armijo_error_feedback_invariants_and_valid_steps() -> None:
 def test_armijo_step_bound_on_an_isotropic_quadratic() -> None:
     L, c, rho = 4.0, 0.1, 0.5
     alg = ArmijoCSGD(compressor="identity", scale=1.0, c=c, beta_b=rho, eta_max=10.0, reset="max")
-    comm = SimulatedCommunicator(make_topology("complete", 1))
+    comm = _one()
     x = torch.ones(1, 6, dtype=torch.float64)
     state = alg.init(x, comm)
     state = alg.step(x, L * x, state, comm, closure=lambda X: 0.5 * L * (X**2).sum(dim=1))
@@ -224,7 +229,7 @@ def _run_armijo_stochastic(seed: int, memory: bool, steps: int) -> float:
     A, b = _lsq(seed, cond=False)
     idx = np.random.default_rng(100 + seed).integers(0, 100, steps)
     alg = _spec_alg(0.1, 10.0, memory=memory)
-    comm = SimulatedCommunicator(make_topology("complete", 1))
+    comm = _one()
     x = torch.zeros(1, 50, dtype=torch.float64)
     state = alg.init(x, comm)
     for i in idx.tolist():
@@ -330,7 +335,3 @@ def test_train_fills_batches_per_epoch_and_keeps_a_user_value() -> None:
     assert ArmijoCSGD(lr=1.0, batches_per_epoch=4).trial_step(
         dataclasses.replace(ArmijoCSGD().init(torch.zeros(1, 2), _one()), step=1)
     ).item() == pytest.approx(2**0.25)
-
-
-def _one() -> SimulatedCommunicator:
-    return SimulatedCommunicator(make_topology("complete", 1))
