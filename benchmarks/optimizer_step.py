@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import timed
 from torch import Tensor
 
 from peergrad.algorithms.decentralized_adaptive import DecentralizedAMSGrad
@@ -58,16 +58,6 @@ def model_shapes(numel: int) -> list[tuple[int, ...]]:
     if rest < 2:
         raise ValueError(f"--numel must be at least {numel - rest + 2}")
     return [*shapes, (rest // 2,), (rest - rest // 2,)]
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 class IdentityPending:

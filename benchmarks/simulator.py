@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from _timing import timed
 from torch import nn
 
 from peergrad.algorithms import DPSGD
@@ -39,19 +39,10 @@ from peergrad.train.sampler import ShardSampler
 
 
 def timeit(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` timed blocks of a few calls."""
+    """Median seconds per call of ``fn`` over ``repeats`` timed calls, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, float]:
