@@ -54,6 +54,7 @@ from peergrad.algorithms.base import (
 from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator, worker_dot, worker_norm
 from peergrad.compress import (
+    Compressor,
     compressed_mean,
     load_generator,
     new_generator_state,
@@ -113,11 +114,12 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         check_choice("search_on", self.search_on, ("uncompressed", "compressed"))
         check_choice("agree_step", self.agree_step, ("none", "min", "mean"))
 
-    def scale_for(self, D: int) -> float:
-        """The divisor a: ``scale`` if given, else 1/δ of the compressor (1 without a δ)."""
+    def scale_for(self, D: int, C: Compressor | None = None) -> float:
+        """The divisor a: ``scale`` if given, else 1/δ of the compressor ``C`` (by default the
+        one these hyper-parameters select for width ``D``; 1 without a δ)."""
         if self.scale is not None:
             return float(self.scale)
-        delta = self.compressor_for(D).delta(D)
+        delta = (C or self.compressor_for(D)).delta(D)
         return 1.0 / delta if delta else 1.0
 
     def init(self, x: Tensor, comm: Communicator) -> ArmijoState:
@@ -149,7 +151,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         pending: Any = None,
     ) -> ArmijoState:
         C = self.compressor_for(x.shape[1])
-        a = self.scale_for(x.shape[1])
+        a = self.scale_for(x.shape[1], C)
         g_wd = g + self.weight_decay * x if self.weight_decay else g
         d = self.direction(x, g, state)  # weight decay folded in, momentum buffer updated
         eta = self.trial_step(state)
