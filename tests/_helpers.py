@@ -10,7 +10,7 @@ from torch import Tensor
 
 from peergrad.algorithms import Algorithm
 from peergrad.comm import SimulatedCommunicator
-from peergrad.data import heterogeneous_quadratics
+from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import Topology, make_topology
 
 #: ``peergrad train`` / ``compare`` flags of a small run (digits, logreg, 4 workers, 12 steps).

@@ -175,7 +175,7 @@ def test_atc_dpsgd_on_complete_graph_equals_allreduce_step_for_step(momentum: fl
     comm_b = SimulatedCommunicator(make_topology("complete", n))
     dpsgd = DPSGD(lr=0.05, momentum=momentum, form="atc")
     allred = AllReduceSGD(lr=0.05, momentum=momentum)
-    from peergrad.data import heterogeneous_quadratics
+    from peergrad.problems import heterogeneous_quadratics
 
     problem = heterogeneous_quadratics(n=n, d=d, seed=0)
     xa = torch.zeros(n, d, dtype=torch.float64)

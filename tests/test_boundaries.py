@@ -1,4 +1,5 @@
-"""Import boundary: only peergrad/comm/distributed.py may import torch.distributed."""
+"""Import boundaries: only peergrad/comm/distributed.py may import torch.distributed; the data
+package knows nothing of optimizers; collectives live with the communicators."""
 
 from __future__ import annotations
 
@@ -23,6 +24,51 @@ def imports_torch_distributed(path: Path) -> bool:
             if mod == "torch" and any(a.name == "distributed" for a in node.names):
                 return True
     return False
+
+
+def peergrad_imports(path: Path) -> set[str]:
+    """The ``peergrad.*`` modules a file imports (relative imports resolved against its package)."""
+    package = ("peergrad." + ".".join(path.parent.relative_to(SRC).parts)).rstrip(".")
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("peergrad")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            if mod.startswith("peergrad"):
+                found.add(mod)
+    return found
+
+
+def test_data_package_knows_nothing_of_optimizers() -> None:
+    """``peergrad.data`` holds data sets and partitioners only: no optimizer, algorithm,
+    transform or test problem (those moved to ``peergrad.problems``)."""
+    allowed = ("peergrad.data",)
+    offenders = {
+        p.name: sorted(m for m in peergrad_imports(p) if not m.startswith(allowed))
+        for p in (SRC / "data").rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert not (SRC / "data" / "reddi.py").exists()
+    assert not (SRC / "data" / "quadratics.py").exists()
+
+
+def test_collectives_live_with_the_communicators() -> None:
+    """Compressors are local math; averaging compressed messages is a collective (comm/)."""
+    for p in (SRC / "compress").rglob("*.py"):
+        assert not any(m.startswith("peergrad.comm") for m in peergrad_imports(p)), p.name
+    from peergrad.comm import compressed_mean
+
+    assert compressed_mean.__module__ == "peergrad.comm.compressed"
+
+
+def test_import_detector_resolves_relative_imports(tmp_path: Path) -> None:
+    f = SRC / "data" / "__init__.py"
+    assert "peergrad.data.datasets" in peergrad_imports(f)
 
 
 def test_only_comm_distributed_imports_torch_distributed() -> None:

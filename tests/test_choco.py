@@ -10,7 +10,7 @@ from _helpers import run_quadratics
 from peergrad.algorithms import DPSGD, ChocoSGD, make_algorithm
 from peergrad.comm import SimulatedCommunicator
 from peergrad.compress import make_compressor
-from peergrad.data import heterogeneous_quadratics
+from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import make_topology
 
 

@@ -12,7 +12,7 @@ from _helpers import run_quadratics
 from peergrad.algorithms import EFSGD, AllReduceSGD, ArmijoCSGD, CompressedSGD, make_algorithm
 from peergrad.comm import SimulatedCommunicator
 from peergrad.compress import Layerwise, make_compressor
-from peergrad.data import heterogeneous_quadratics
+from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import make_topology
 
 

@@ -29,16 +29,15 @@ from peergrad.data import (
     MNIST_STD,
     PARTITIONS,
     Dataset,
-    QuadraticProblem,
     download_cifar,
     download_mnist_idx,
-    heterogeneous_quadratics,
     label_histogram,
     load_dataset,
     partition,
     read_idx,
     shard_sizes,
 )
+from peergrad.problems import QuadraticProblem, heterogeneous_quadratics
 
 # ----------------------------------------------------------------------------- IDX fixtures
 

@@ -29,7 +29,7 @@ from peergrad.algorithms.decentralized_adaptive import (
 from peergrad.comm import SimulatedCommunicator
 from peergrad.comm.base import Workspace
 from peergrad.comm.simulated import apply_mixing
-from peergrad.data import heterogeneous_quadratics
+from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import MixingMatrix, Topology, make_topology
 
 DTYPE = torch.float64

@@ -11,7 +11,7 @@ from torch import Tensor
 from _helpers import run_quadratics
 from peergrad.algorithms import DPSGD, DeTAG, DeTAGState, GradientTracking, make_algorithm
 from peergrad.comm import SimulatedCommunicator
-from peergrad.data import heterogeneous_quadratics
+from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import make_topology, ring
 
 DT = torch.float64

@@ -17,7 +17,7 @@ from peergrad.algorithms import make_algorithm
 from peergrad.algorithms.distributed_adam import DistributedAdam, DistributedAdamState
 from peergrad.cli import main
 from peergrad.comm import SimulatedCommunicator
-from peergrad.data.reddi import (
+from peergrad.problems.reddi import (
     OnlineProblem,
     StochasticProblem,
     reddi_online,

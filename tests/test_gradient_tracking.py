@@ -8,7 +8,7 @@ import torch
 from _helpers import run_quadratics
 from peergrad.algorithms import DPSGD, AllReduceSGD, GradientTracking
 from peergrad.comm import SimulatedCommunicator
-from peergrad.data import heterogeneous_quadratics
+from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import make_topology
 
 FORMS = ["cta", "atc"]

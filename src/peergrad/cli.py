@@ -551,7 +551,7 @@ def report_schedule(value: Any) -> str:
 def cmd_counterexample(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from peergrad.data.reddi import plot_counterexample, run_counterexample, standard_runs
+    from peergrad.problems.reddi import plot_counterexample, run_counterexample, standard_runs
 
     try:
         r_values = tuple(float(r) for r in args.r.split(","))

@@ -53,12 +53,8 @@ from peergrad.algorithms.base import (
 )
 from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator, worker_dot, worker_norm
-from peergrad.compress import (
-    Compressor,
-    compressed_mean,
-    load_generator,
-    new_generator_state,
-)
+from peergrad.comm.compressed import compressed_mean
+from peergrad.compress import Compressor, load_generator, new_generator_state
 
 
 @dataclasses.dataclass

@@ -38,11 +38,8 @@ from torch import Tensor
 from peergrad.algorithms.base import Closure
 from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator
-from peergrad.compress import (
-    compressed_mean,
-    load_generator,
-    new_generator_state,
-)
+from peergrad.comm.compressed import compressed_mean
+from peergrad.compress import load_generator, new_generator_state
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ from peergrad.comm.base import (
     worker_norm,
     worker_sum,
 )
+from peergrad.comm.compressed import compressed_mean
 from peergrad.comm.simulated import SimulatedCommunicator, apply_mixing
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Workspace",
     "allreduce_bytes",
     "apply_mixing",
+    "compressed_mean",
     "message_nbytes",
     "worker_dot",
     "worker_norm",

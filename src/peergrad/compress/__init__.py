@@ -12,9 +12,10 @@ from peergrad.compress.compressors import (
     RandomK,
     Sign,
     TopK,
+    load_generator,
     make_compressor,
+    new_generator_state,
 )
-from peergrad.compress.exchange import compressed_mean, load_generator, new_generator_state
 
 __all__ = [
     "COMPRESSORS",
@@ -26,7 +27,6 @@ __all__ = [
     "RandomK",
     "Sign",
     "TopK",
-    "compressed_mean",
     "load_generator",
     "make_compressor",
     "new_generator_state",

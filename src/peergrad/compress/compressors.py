@@ -495,3 +495,15 @@ def make_compressor(name: str, ratio: float = 0.01, levels: int = 16) -> Compres
     if name == "qsgd":
         return QSGD(levels=levels)
     raise ValueError(f"compressor must be one of {', '.join(COMPRESSORS)}; got {name!r}")
+
+
+def load_generator(state: Tensor) -> torch.Generator:
+    """A CPU generator restored from a ``get_state()`` uint8 tensor."""
+    gen = torch.Generator()
+    gen.set_state(state.clone())
+    return gen
+
+
+def new_generator_state(seed: int) -> Tensor:
+    """The uint8 state tensor of a CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed).get_state()

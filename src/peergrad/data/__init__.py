@@ -1,4 +1,4 @@
-"""Data sets, partitioners and the heterogeneous-quadratics test problem.
+"""Data sets and partitioners (test problems such as the quadratics: :mod:`peergrad.problems`).
 
 Nothing is loaded at import time: call :func:`load_dataset` (``"mnist"`` is the default of the
 tool and needs no network), then :func:`partition` its train labels across workers.
@@ -20,7 +20,6 @@ from .datasets import (
 )
 from .formats import download_cifar, download_mnist_idx, read_cifar_arrays, read_idx
 from .partition import PARTITIONS, label_histogram, partition, shard_sizes
-from .quadratics import QuadraticProblem, heterogeneous_quadratics
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -33,10 +32,8 @@ __all__ = [
     "PARTITIONS",
     "SPLIT_SEED",
     "Dataset",
-    "QuadraticProblem",
     "download_cifar",
     "download_mnist_idx",
-    "heterogeneous_quadratics",
     "label_histogram",
     "load_dataset",
     "partition",

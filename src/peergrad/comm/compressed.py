@@ -1,8 +1,7 @@
-"""Averaging compressed messages over all workers through a communicator."""
+"""Averaging compressed messages over all workers: a collective, beside the communicators."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from peergrad.comm.base import Communicator
@@ -24,15 +23,3 @@ def compressed_mean(comm: Communicator, compressor: Compressor, msg: Message) ->
     gathered = comm.all_gather(payload)  # [w, n, P]; every row holds the same n payloads
     dense = compressor.decompress(compressor.unpack(gathered[0], msg.D, msg.dtype))
     return dense.mean(dim=0, keepdim=True).expand(w, msg.D)
-
-
-def load_generator(state: Tensor) -> torch.Generator:
-    """A CPU generator restored from a ``get_state()`` uint8 tensor."""
-    gen = torch.Generator()
-    gen.set_state(state.clone())
-    return gen
-
-
-def new_generator_state(seed: int) -> Tensor:
-    """The uint8 state tensor of a CPU generator seeded with ``seed``."""
-    return torch.Generator().manual_seed(seed).get_state()
