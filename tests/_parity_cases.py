@@ -31,6 +31,9 @@ CASES: list[Case] = [
     Case("dpsgd", "float64", "exponential", {"form": "atc"}),
     Case("dpsgd", "float32", "star", {"nesterov": "true"}),
     Case("gradient-tracking", "float64", "ring", {"form": "cta"}),
+    # time-varying W(k): CTA gossips [x_k, y_k] after the gradient (DIGing, issue 13 item 8)
+    Case("gradient-tracking", "float64", "one-peer-exponential", {"form": "cta"}),
+    Case("gradient-tracking", "float64", "one-peer-exponential", {"form": "atc"}),
     Case("detag", "float64", "ring", {"pipelined": "false", "rounds": "2"}),
     Case("detag", "float64", "one-peer-exponential", {"eta": "0"}),
     Case("d2", "float64", "torus"),

@@ -62,6 +62,38 @@ def test_consensus_step_preserves_the_mean(gamma: float) -> None:
     assert (seen[-1][0] - seen[-1][0].mean(0)).abs().max() > 1e-6
 
 
+@pytest.mark.parametrize("topology", ["ring", "star"])
+def test_iterates_equal_choco_recursion_written_out_with_top_k(topology: str) -> None:
+    """The paper's recursion (Koloskova et al. 2019, Algorithm 1) written out with a dense W and
+    top-k by ``torch.topk``: x_half = x - lr g; q = top_k(x_half - x_hat); x_hat += q;
+    x = x_half + gamma (W x_hat - x_hat). Unlike mean preservation, this fails for a wrong
+    message, a wrong public copy or a wrong consensus step."""
+    n, d, lr, gamma, k = 8, 20, 0.05, 0.3, 4
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    x_lib, _, _ = run_quadratics(
+        ChocoSGD(lr=lr, gamma=gamma, compressor="topk", ratio=k / d),
+        topology,
+        n=n,
+        d=d,
+        steps=60,
+        noise=0.3,
+        callback=lambda k_, xb, g, s: seen.append((xb, g)),
+    )
+    W = torch.tensor(make_topology(topology, n).at(0).dense, dtype=torch.float64)
+    x = torch.zeros(n, d, dtype=torch.float64)
+    x_hat = torch.zeros_like(x)
+    for step, (xb, g) in enumerate(seen):
+        torch.testing.assert_close(x, xb, rtol=0, atol=1e-12, msg=f"before step {step}")
+        x_half = x - lr * g
+        diff = x_half - x_hat
+        keep = diff.abs().topk(k, dim=1).indices
+        q = torch.zeros_like(diff).scatter_(1, keep, diff.gather(1, keep))
+        x_hat = x_hat + q
+        x = x_half + gamma * (W @ x_hat - x_hat)
+    torch.testing.assert_close(x_lib, x, rtol=0, atol=1e-12)
+    assert (x - x.mean(0)).abs().max() > 1e-3  # the nodes disagree: the compression matters
+
+
 @pytest.mark.parametrize(("compressor", "topology"), [("topk", "ring"), ("qsgd", "star")])
 def test_bytes_per_step_are_out_degree_times_compressed_size(
     compressor: str, topology: str

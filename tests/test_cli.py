@@ -50,11 +50,10 @@ def test_train_writes_the_run_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_same_config_gives_byte_identical_metrics_except_wall_clock(tmp_path: Path) -> None:
     """Same config and seed: metrics.jsonl is byte-identical once the wall-clock field is
-    removed from each line (Dirichlet partition, sampling, the QSGD compressor's randomness and
-    the time-varying graph are all seeded or deterministic)."""
+    removed from each line (Dirichlet partition, sampling and the QSGD compressor's randomness
+    are all seeded). (ef-sgd all-gathers its messages: a topology would be ignored.)"""
     config = TrainConfig(
         algorithm="ef-sgd",
-        topology="one-peer-exponential",
         options={"compressor": "qsgd"},
         dataset="digits",
         model="mlp",

@@ -173,3 +173,44 @@ def test_all_gather_shows_every_payload_and_counts_ring_bytes() -> None:
     one = SimulatedCommunicator(make_topology("complete", 1), network=net)
     one.all_gather(torch.zeros(1, 4))
     assert float(one.bytes_sent[0]) == 0 and one.simulated_comm_time_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("name", "topology"), [("topk", "ring"), ("qsgd", "star"), ("sign", "torus")]
+)
+def test_compressed_gossip_sends_the_packed_message_and_mixes_the_decoded_one(
+    name: str, topology: str
+) -> None:
+    """compressed_mix = W @ decompress(msg); each worker is charged out_degree * nbytes, the size
+    of the uint8 payload it sends (not the D dense values)."""
+    from peergrad.comm import compressed_mix
+    from peergrad.compress import make_compressor
+
+    n, d = 9, 40
+    topo = make_topology(topology, n)
+    comm = SimulatedCommunicator(topo)
+    C = make_compressor(name, ratio=0.1, levels=3)
+    X = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    msg = C.compress(X, torch.Generator().manual_seed(1), worker_ids=torch.arange(n), n_workers=n)
+    got = compressed_mix(comm, C, msg, topo.at(0))
+    want = torch.tensor(topo.at(0).dense) @ C.decompress(msg)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    degrees = torch.tensor(topo.at(0).out_degrees, dtype=torch.float64)
+    assert C.nbytes(d, torch.float64) < d * 8
+    assert torch.equal(comm.bytes_sent, degrees * C.nbytes(d, torch.float64))
+
+
+def test_mix_with_decode_charges_the_payload_and_mixes_decoded_rows() -> None:
+    n = 4
+    comm = SimulatedCommunicator(make_topology("ring", n))
+    W = comm.topology.at(0)
+    payload = torch.arange(n * 3, dtype=torch.uint8).reshape(n, 3)  # 3 bytes per message
+
+    def decode(rows: torch.Tensor) -> torch.Tensor:
+        return rows.to(torch.float64).repeat(1, 2)  # [m, 3] -> [m, 6]
+
+    out = comm.mix(payload, W, decode=decode)
+    torch.testing.assert_close(out, torch.tensor(W.dense) @ decode(payload), rtol=0, atol=1e-12)
+    assert comm.bytes_sent.tolist() == [2 * 3.0] * n
+    pending = comm.mix_start(payload, W, decode=decode)
+    assert torch.equal(pending.wait(), out)

@@ -60,6 +60,8 @@ def test_compare_writes_runs_table_and_plots(
         "--set-for",
         "dpsgd@atc:form=atc",
         *SMALL,
+        "--momentum",  # 12 steps: with momentum the target is reached
+        "0.9",
         "--target-accuracy",
         str(target),
         "--out",

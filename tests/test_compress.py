@@ -8,7 +8,18 @@ import math
 import pytest
 import torch
 
-from peergrad.compress import COMPRESSORS, QSGD, Layerwise, RandomK, Sign, TopK, make_compressor
+from peergrad.compress import (
+    COMPRESSORS,
+    QSGD,
+    Contraction,
+    Identity,
+    Layerwise,
+    RandomK,
+    Sign,
+    TopK,
+    for_error_feedback,
+    make_compressor,
+)
 
 F64 = torch.float64
 
@@ -52,7 +63,7 @@ def test_k_equal_d_is_the_identity(name: str) -> None:
 def test_qsgd_with_many_levels_is_nearly_the_identity() -> None:
     x = _x()
     y = QSGD(levels=2**20)(x, torch.Generator().manual_seed(0))
-    assert torch.allclose(y, x, atol=1e-5 * float(x.norm()))
+    assert torch.allclose(y, x, rtol=0, atol=1e-5 * float(x.norm()))
 
 
 @pytest.mark.parametrize("ratio", [0.02, 0.1, 0.5])
@@ -70,7 +81,7 @@ def test_scaled_sign_error_is_exact() -> None:
     x = _x(4, 30)
     err = ((Sign(scaled=True)(x) - x) ** 2).sum(dim=1)
     expected = (x**2).sum(dim=1) - x.abs().sum(dim=1) ** 2 / 30
-    assert torch.allclose(err, expected, rtol=1e-12)
+    assert torch.allclose(err, expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("c", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1)])
@@ -83,6 +94,46 @@ def test_unbiased_compressors_by_monte_carlo(c) -> None:
     assert ((mean - x[0]).abs() <= 5 * se + 1e-12).all()
     ratio = float(((draws - x) ** 2).sum(dim=1).mean() / (x**2).sum())
     assert ratio <= c.omega(d) * 1.05
+
+
+@pytest.mark.parametrize("inner", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1)])
+def test_unbiased_divided_by_one_plus_omega_is_a_contraction_by_monte_carlo(inner) -> None:
+    """Spec §2.1: C / (1 + ω) is a δ-contraction with δ = 1/(1 + ω), E‖C'(x) − x‖² ≤ (1 − δ)‖x‖²
+    (what error feedback needs; C itself only has E‖C(x) − x‖² ≤ ω‖x‖², and ω ≥ 1 here)."""
+    d, m = 20, 10_000
+    c = Contraction(inner)
+    assert c.delta(d) == 1 / (1 + inner.omega(d)) and c.omega(d) is None and not c.unbiased
+    x = _x(1, d)
+    gen = torch.Generator().manual_seed(7)
+    err = torch.stack([((c(x, gen) - x) ** 2).sum() for _ in range(m)]).mean() / (x**2).sum()
+    assert inner.omega(d) >= 1 and float(err) <= (1 - c.delta(d)) * 1.05
+
+
+def test_contraction_keeps_the_message_and_divides_the_decoded_values() -> None:
+    d, x = 30, _x(2, 30)
+    c = Contraction(RandomK(ratio=0.2))  # ω = D/k − 1: C / (1 + ω) is unscaled random-k
+    a = c(x, torch.Generator().manual_seed(4))
+    b = RandomK(ratio=0.2, scaled=False)(x, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+    q = Contraction(QSGD(levels=3))
+    msg = q.compress(x, torch.Generator().manual_seed(4))
+    assert q.nbytes(d, F64) == QSGD(levels=3).nbytes(d, F64)
+    assert torch.equal(q.pack(msg), QSGD(levels=3).pack(msg))
+    assert torch.equal(q.decompress(msg), QSGD(levels=3).decompress(msg) / (1 + q.inner.omega(d)))
+    with pytest.raises(ValueError, match="inner must be an unbiased compressor"):
+        Contraction(TopK(ratio=0.1))
+
+
+def test_for_error_feedback_wraps_exactly_the_unbiased_compressors() -> None:
+    for name in ("identity", "topk", "randomk-unscaled", "sign", "scaled-sign"):
+        c = make_compressor(name, ratio=0.1)
+        assert for_error_feedback(c) is c
+    assert for_error_feedback(make_compressor("randomk")) == Contraction(RandomK(ratio=0.01))
+    assert for_error_feedback(QSGD(levels=4)) == Contraction(QSGD(levels=4))
+    lw = for_error_feedback(Layerwise(QSGD(levels=2), (4, 16)))  # each layer its own ω
+    assert lw == Layerwise(Contraction(QSGD(levels=2)), (4, 16))
+    assert lw.delta(20) == min(1 / (1 + QSGD(levels=2).omega(s)) for s in (4, 16))
+    assert isinstance(for_error_feedback(Identity()), Identity)
 
 
 @pytest.mark.parametrize("name", [n for n in COMPRESSORS if n != "sign"])

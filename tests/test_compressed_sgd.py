@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from _helpers import run_quadratics
 from peergrad.algorithms import EFSGD, AllReduceSGD, ArmijoCSGD, CompressedSGD, make_algorithm
+from peergrad.algorithms.base import LossClosure
 from peergrad.comm import SimulatedCommunicator
 from peergrad.compress import Layerwise, make_compressor
 from peergrad.problems import heterogeneous_quadratics
@@ -43,8 +46,59 @@ def test_error_feedback_loses_nothing_virtual_sequence(compressor: str) -> None:
         g = problem.grad(x)
         virtual -= 0.05 * g.mean(dim=0, keepdim=True)
         state = alg.step(x, g, state, comm)
-        assert torch.allclose(x - state.error.mean(dim=0, keepdim=True), virtual, atol=1e-12)
+        assert torch.allclose(
+            x - state.error.mean(dim=0, keepdim=True), virtual, rtol=0, atol=1e-12
+        )
     assert state.error.abs().max() > 0 or compressor == "identity"
+
+
+@pytest.mark.parametrize(
+    ("compressor", "options", "diverged"),
+    [("randomk", {"ratio": 0.2}, "3.1e155"), ("qsgd", {"levels": 1}, "3.1e37")],
+)
+def test_error_feedback_with_an_unbiased_compressor_converges(
+    compressor: str, options: dict, diverged: str
+) -> None:
+    """Spec §2.1/§3.3: unbiased compressors are not contractions; inside error feedback they are
+    used as C / (1 + ω). With C itself, ef-sgd on these quadratics ended (1000 steps) at a
+    distance to x* of ``diverged``; measured now: 4.4e-16 (random-k), 0.11 (QSGD, s = 1), the
+    same order as top-k's 0.065."""
+    x, problem, _ = run_quadratics(EFSGD(lr=0.05, compressor=compressor, **options), steps=1000)
+    assert problem.error(x) < 0.5
+
+
+@pytest.mark.parametrize("name", ["ef-sgd", "compressed-sgd", "armijo-csgd"])
+def test_unbiased_compressor_is_divided_by_one_plus_omega_exactly_when_there_is_memory(
+    name: str,
+) -> None:
+    """One step from e = 0 with QSGD (s = 2, D = 9: ω = min(9/4, 3/2) = 1.5), compared with the
+    update written out: p = step * g, Δ_i = QSGD(p_i) / (1 + ω) with memory (e <- p - Δ),
+    Δ_i = QSGD(p_i) without (compressed-sgd), x <- x - mean_i Δ_i; the same generator draws."""
+    n, d, levels, seed = 4, 9, 2, 3
+    alg = make_algorithm(name, compressor="qsgd", levels=levels, seed=seed, lr=0.05)
+    comm = SimulatedCommunicator(make_topology("ring", n))
+    gen = torch.Generator().manual_seed(11)
+    target = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64).mean(0, keepdim=True).repeat(n, 1)
+    x0, g = x.clone(), x - target
+    state = alg.step(
+        x, g, alg.init(x, comm), comm, closure=lambda X: 0.5 * ((X - target) ** 2).sum(1)
+    )
+
+    memory = getattr(alg, "memory", True)
+    if name == "armijo-csgd":  # the default a = 1/δ = 1 + ω with memory
+        assert alg.scale_for(d) == pytest.approx(2.5)
+        step = state.eta / 2.5
+    else:
+        step = torch.full((n,), 0.05, dtype=torch.float64)
+    p = step[:, None] * g
+    draws = torch.Generator().manual_seed(seed)
+    qsgd = make_compressor("qsgd", levels=levels)
+    C_p = qsgd.decompress(qsgd.compress(p, draws, worker_ids=torch.arange(n), n_workers=n))
+    delta = C_p / 2.5 if memory else C_p
+    torch.testing.assert_close(x, x0 - delta.mean(0, keepdim=True), rtol=0, atol=1e-15)
+    torch.testing.assert_close(state.error, p - delta if memory else 0 * p, rtol=0, atol=1e-15)
+    assert bool((C_p != 0).any())
 
 
 def test_ef_sgd_bytes_are_the_compressed_size_of_an_all_gather() -> None:
@@ -167,7 +221,7 @@ def test_armijo_error_feedback_invariants_and_valid_steps() -> None:
     def check(before, g, state, x) -> None:
         eta = float(state.eta[0])
         virtual.sub_(eta / 10.0 * g)
-        assert torch.allclose(x - state.error, virtual, atol=1e-12)
+        assert torch.allclose(x - state.error, virtual, rtol=0, atol=1e-12)
         gg = float((g * g).sum())
         assert float(f(before - eta * g)) <= float(f(before)) - 0.1 * eta * gg
         if eta < 10.0:
@@ -206,21 +260,101 @@ def test_armijo_fails_without_scaling_all_seeds(seed: int) -> None:
         assert _run_armijo(_spec_alg(1.0, 1.0), seed, 3000)[1] < 1e-20
 
 
-def test_armijo_agree_step_and_options() -> None:
-    alg = make_algorithm("armijo-csgd", agree_step="min", compressor="qsgd", levels="3")
-    comm = SimulatedCommunicator(make_topology("ring", 4))
-    x = torch.zeros(4, 5, dtype=torch.float64)
-    target = torch.arange(20, dtype=torch.float64).reshape(4, 5)
+def _own_armijo_step(f, x_i: torch.Tensor, g_i: torch.Tensor) -> float:
+    """The backtracking sequence written out for one worker (c = 0.1, beta_b = 0.5, eta0 = 10):
+    the first eta = 10 * 0.5^j with f(x - eta g) <= f(x) - c eta ||g||^2."""
+    eta, f0, gg = 10.0, float(f(x_i)), float(g_i @ g_i)
+    while float(f(x_i - eta * g_i)) > f0 - 0.1 * eta * gg:
+        eta *= 0.5
+    assert eta == 10.0 or float(f(x_i - 2 * eta * g_i)) > f0 - 0.1 * 2 * eta * gg
+    return eta
+
+
+@pytest.mark.parametrize("agree", ["none", "min", "mean"])
+def test_armijo_accepts_the_first_passing_step_and_agrees_on_min_or_mean(agree: str) -> None:
+    """Spec §3.2 and §3.6: each worker's step is the FIRST of eta0, beta_b eta0, ... that passes
+    its own Armijo test (the one before it fails), and agree_step replaces it by the min or the
+    mean over workers. The workers' curvatures differ, so their own steps differ."""
+    n, d = 4, 5
+    gen = torch.Generator().manual_seed(2)
+    curv = torch.tensor([0.3, 1.0, 3.0, 9.0], dtype=torch.float64)[:, None] * torch.ones(n, d)
+    target = torch.randn(n, d, generator=gen, dtype=torch.float64)
+
+    def f(X: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (curv * (X - target) ** 2).sum(-1)
+
+    alg = ArmijoCSGD(
+        compressor="identity",
+        scale=1.0,
+        c=0.1,
+        beta_b=0.5,
+        eta_max=10.0,
+        reset="max",
+        agree_step=agree,
+    )
+    comm = SimulatedCommunicator(make_topology("ring", n))
+    x = torch.zeros(n, d, dtype=torch.float64)
     state = alg.init(x, comm)
     for _ in range(3):
-        state = alg.step(
-            x, x - target, state, comm, closure=lambda X: 0.5 * ((X - target) ** 2).sum(1)
+        g = curv * (x - target)
+        own = torch.tensor(
+            [
+                _own_armijo_step(
+                    lambda v, i=i: 0.5 * (curv[i] * (v - target[i]) ** 2).sum(), x[i], g[i]
+                )
+                for i in range(n)
+            ],
+            dtype=torch.float64,
         )
-        assert torch.equal(state.eta, state.eta[:1].expand(4))
+        assert len(set(own.tolist())) > 1
+        state = alg.step(x, g, state, comm, closure=f)
+        want = {"none": own, "min": own.min().expand(n), "mean": own.mean().expand(n)}[agree]
+        torch.testing.assert_close(state.eta, want, rtol=0, atol=1e-15)
+
+
+def test_armijo_options() -> None:
+    alg = make_algorithm("armijo-csgd", agree_step="min", compressor="qsgd", levels="3")
+    assert alg.agree_step == "min" and alg.levels == 3
     assert ArmijoCSGD(compressor="topk", ratio=0.01).scale_for(1000) == pytest.approx(100.0)
+    # unbiased C with memory is used as C / (1 + ω), so a = 1/δ = 1 + ω (QSGD, D = 9, s = 2)
+    assert ArmijoCSGD(compressor="qsgd", levels=2).scale_for(9) == pytest.approx(2.5)
+    assert ArmijoCSGD(compressor="qsgd", levels=2, memory=False).scale_for(9) == 1.0
     for bad in ({"c": 1.0}, {"beta_b": 0.0}, {"reset": "x"}, {"agree_step": "max"}, {"scale": 0.0}):
         with pytest.raises(ValueError):
             ArmijoCSGD(**bad)
+
+
+def test_armijo_takes_f_at_x_from_the_gradient_pass_and_needs_a_closure() -> None:
+    """Spec §3.4 step 1: the loss at x_t comes with the gradient (LossClosure.loss); the closure
+    is called only at the trial points x - eta_j g, eta_j = 10 * 0.5^j, never at x again. A
+    stepped-without-closure line search is an error, not a silent unchecked step."""
+    A, b = _lsq(0)
+
+    def f(X: torch.Tensor) -> torch.Tensor:
+        return ((X @ A.T - b) ** 2).sum(dim=1) / 200
+
+    alg = _spec_alg(1.0, 1.0)
+    comm = _one()
+    x = torch.full((1, 50), 0.1, dtype=torch.float64)
+    x0, g = x.clone(), (x @ A.T - b) @ A / 100
+    calls: list[torch.Tensor] = []
+
+    def counted(X: torch.Tensor) -> torch.Tensor:
+        calls.append(X.clone())
+        return f(X)
+
+    state = alg.step(x, g, alg.init(x, comm), comm, closure=LossClosure(counted, f(x0)))
+    eta = float(state.eta[0])
+    assert eta < 10.0 and len(calls) == round(math.log2(10.0 / eta)) + 1
+    for j, xt in enumerate(calls):
+        torch.testing.assert_close(xt, x0 - 10.0 * 0.5**j * g, rtol=0, atol=1e-15)
+    # the loss at x is the one handed over: a larger one makes the first trial pass
+    x.copy_(x0)
+    state = alg.step(x, g, alg.init(x, comm), comm, closure=LossClosure(f, f(x0) + 1e12))
+    assert float(state.eta[0]) == 10.0
+
+    with pytest.raises(ValueError, match="armijo-csgd runs a line search and needs closure"):
+        alg.step(x, g, alg.init(x, comm), comm)
 
 
 def _run_armijo_stochastic(seed: int, memory: bool, steps: int) -> float:
@@ -335,3 +469,39 @@ def test_train_fills_batches_per_epoch_and_keeps_a_user_value() -> None:
     assert ArmijoCSGD(lr=1.0, batches_per_epoch=4).trial_step(
         dataclasses.replace(ArmijoCSGD().init(torch.zeros(1, 2), _one()), step=1)
     ).item() == pytest.approx(2**0.25)
+
+
+def test_train_hands_the_gradient_pass_loss_to_the_line_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """peergrad train passes a LossClosure whose ``loss`` is the minibatch loss at x from the
+    gradient pass (equal to the closure at x), so the search spends no forward pass on it."""
+    from peergrad.train import TrainConfig, train
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = ArmijoCSGD.step
+
+    def recording(
+        self: ArmijoCSGD, x: torch.Tensor, g: torch.Tensor, state: Any, comm: Any, **kw: Any
+    ) -> Any:
+        closure = kw["closure"]
+        assert isinstance(closure, LossClosure)
+        seen.append((closure.loss.clone(), closure.fn(x).clone()))
+        return original(self, x, g, state, comm, **kw)
+
+    monkeypatch.setattr(ArmijoCSGD, "step", recording)
+    config = TrainConfig(
+        algorithm="armijo-csgd",
+        workers=4,
+        dataset="digits",
+        model="mlp",
+        steps=3,
+        eval_every=3,
+        dtype="float64",
+        progress=False,
+    )
+    train(config, write=False)
+    assert len(seen) == 3
+    for loss, at_x in seen:
+        assert loss.shape == (4,)
+        torch.testing.assert_close(loss, at_x, rtol=0, atol=1e-12)

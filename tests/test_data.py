@@ -93,7 +93,7 @@ def test_mnist_idx_parses_standard_files(tmp_path: Path, gz: bool) -> None:
     assert torch.allclose(ds.x_train[0], torch.full((1, 28, 28), lo))
     assert torch.allclose(ds.x_train[1], torch.full((1, 28, 28), hi))
     expected = (arrays["t10k-images-idx3-ubyte"] / 255.0 - MNIST_MEAN) / MNIST_STD
-    assert torch.allclose(ds.x_test[:, 0].double(), torch.from_numpy(expected), atol=1e-6)
+    assert torch.allclose(ds.x_test[:, 0].double(), torch.from_numpy(expected), atol=1e-6, rtol=0)
 
 
 def test_mnist_idx_accepts_torchvision_layout(tmp_path: Path) -> None:
@@ -215,10 +215,10 @@ def test_cifar10_parses_python_pickles(tmp_path: Path, old_numpy_names: bool) ->
     # Plane order R, G, B and per-channel normalisation.
     for c, value in enumerate((255, 0, 128)):
         want = (value / 255 - CIFAR10_MEAN[c]) / CIFAR10_STD[c]
-        assert torch.allclose(ds.x_train[0, c], torch.full((32, 32), want), atol=1e-6)
+        assert torch.allclose(ds.x_train[0, c], torch.full((32, 32), want), atol=1e-6, rtol=0)
     raw = cifar_images(2, 1)[1].reshape(3, 32, 32) / 255.0
     want = (raw - np.array(CIFAR10_MEAN)[:, None, None]) / np.array(CIFAR10_STD)[:, None, None]
-    assert np.allclose(ds.x_train[3].numpy(), want, atol=1e-6)
+    assert np.allclose(ds.x_train[3].numpy(), want, atol=1e-6, rtol=0)
 
 
 def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
@@ -228,7 +228,7 @@ def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
     assert ds.num_classes == 100
     assert ds.y_train.tolist() == [99, 98, 97, 96, 95] and ds.y_test.tolist() == [99, 98]
     want = (1.0 - CIFAR100_MEAN[0]) / CIFAR100_STD[0]
-    assert torch.allclose(ds.x_train[0, 0], torch.full((32, 32), want), atol=1e-6)
+    assert torch.allclose(ds.x_train[0, 0], torch.full((32, 32), want), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from peergrad.algorithms import state_from_dict, state_to_dict
-from peergrad.algorithms.dadam import DADAM, DADAMNaive
+from peergrad.algorithms.dadam import DADAM, DADAMNaive, DecentralizedAdamNaive
 from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAdaGrad,
     DecentralizedAdam,
@@ -34,7 +34,8 @@ from peergrad.topology import MixingMatrix, Topology, make_topology
 
 DTYPE = torch.float64
 FRAMEWORK = [DecentralizedAMSGrad, DecentralizedAdaGrad, DecentralizedAdam]
-ALL = [*FRAMEWORK, DADAM, DADAMNaive]
+LOCAL = [DADAM, DADAMNaive, DecentralizedAdamNaive]  # gossip x only, local statistics
+ALL = [*FRAMEWORK, *LOCAL]
 INITS = ["first-gradient", "paper"]
 FIDELITY = {"b1": 0.9, "b2": 0.99, "eps": 1e-6}  # §4.1 settings
 
@@ -177,7 +178,7 @@ def test_other_options_are_validated() -> None:
             cls(init_mode="zeros")
         with pytest.raises(ValueError, match="eps_mode must be one of floor, add"):
             cls(eps_mode="sqrt")
-    for cls in (DecentralizedAMSGrad, DecentralizedAdam, DADAM):
+    for cls in (DecentralizedAMSGrad, DecentralizedAdam, DADAM, DecentralizedAdamNaive):
         with pytest.raises(ValueError, match=r"b2 must be in \[0, 1\)"):
             cls(b2=1.0)
     with pytest.raises(ValueError, match=r"b3 must be in \[0, 1\)"):
@@ -197,6 +198,7 @@ def test_other_options_are_validated() -> None:
         "decentralized-adam",
         "dadam",
         "dadam-naive",
+        "decentralized-adam-naive",
     }
     assert not hasattr(DecentralizedAdaGrad(), "b2")
 
@@ -221,6 +223,7 @@ VARIANTS = [(cls, {"init_mode": mode}) for cls in FRAMEWORK for mode in INITS] +
     (DADAM, {"form": "paper"}),
     (DADAM, {"form": "code"}),
     (DADAMNaive, {}),
+    (DecentralizedAdamNaive, {}),
 ]
 
 
@@ -506,7 +509,7 @@ def test_one_fused_message_of_x_and_u_tilde_per_step(
         assert torch.equal(msg[:, d:], ub)
 
 
-@pytest.mark.parametrize("cls", [DADAM, DADAMNaive])
+@pytest.mark.parametrize("cls", LOCAL)
 def test_dadam_sends_only_the_model(cls: type) -> None:
     n, d, steps = 6, 5, 7
     comm = RecordingComm(make_topology("ring", n))
@@ -524,10 +527,14 @@ def dadam_hand_rolled(
 ) -> Tensor:
     b1, b2, b3 = b
     x, m, v, v_hat = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0), x0 * 0 + eps
+    if form == "naive-adam":
+        v = x0 * 0 + eps  # spec §3.4: v_0 = eps when v replaces v_hat
     for t, g in enumerate(grads, start=1):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        if form == "paper":
+        if form == "naive-adam":  # no max, no v_hat
+            x = W @ x - lr * m / torch.sqrt(v)
+        elif form == "paper":
             v_hat = b3 * v_hat + (1 - b3) * torch.maximum(v_hat, v)
             x = W @ x - lr * m / torch.sqrt(v_hat)
         else:  # dadam.m: bias-corrected m and v, sqrt(v_hat) + eps
@@ -543,6 +550,8 @@ def dadam_hand_rolled(
         (DADAM, {"form": "code"}, "code", (0.9, 0.999, 0.9), 1e-4),
         (DADAM, {"b3": 0.5, "eps": 1e-6}, "paper", (0.9, 0.999, 0.5), 1e-6),
         (DADAMNaive, {}, "paper", (0.9, 0.99, 0.0), 1e-8),
+        (DecentralizedAdamNaive, {}, "naive-adam", (0.9, 0.99, None), 1e-8),
+        (DecentralizedAdamNaive, {"b2": 0.9, "eps": 1e-3}, "naive-adam", (0.9, 0.9, None), 1e-3),
     ],
 )
 def test_dadam_matches_a_hand_rolled_loop(
@@ -569,3 +578,67 @@ def test_dadam_stays_biased_on_the_two_node_example(form: str) -> None:
     assert two_node_error(DADAM(lr=lr, form=form, b2=0.99), lr) >= 0.4
     assert two_node_error(DecentralizedAdaGrad(lr=lr), lr) <= 1e-2
     assert two_node_error(DecentralizedAdam(lr=lr), lr) <= 1e-2
+
+
+def test_naive_decentralized_adam_is_biased_where_decentralized_adam_is_not() -> None:
+    """Spec §3.4/§4.1: the untracked naive Adam (no reference value in the spec [U]) keeps an
+    O(1) error on the two-node example; its tracked counterpart converges."""
+    for lr in (1e-2, 3e-3):
+        assert two_node_error(DecentralizedAdamNaive(lr=lr, **FIDELITY), lr) >= 0.4
+        assert two_node_error(DecentralizedAdam(lr=lr, **FIDELITY), lr) <= 1e-2
+
+
+def local_adam(
+    grads: list[Tensor], x0: Tensor, lr: float, b1: float, b2: float, eps: float, *, amsgrad: bool
+) -> tuple[list[Tensor], list[Tensor]]:
+    """One worker, W = [1]: Adam without bias correction; the denominator is sqrt(v_t)
+    (v_0 = eps) or, with ``amsgrad``, sqrt(max(eps, v_1, ..., v_t)) (v_0 = 0). Returns the
+    iterates x_1.. and the denominators."""
+    x, m = x0.clone(), torch.zeros_like(x0)
+    v = torch.zeros_like(x0) if amsgrad else torch.full_like(x0, eps)
+    top = torch.full_like(x0, eps)
+    xs, denoms = [], []
+    for g in grads:
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        top = torch.maximum(top, v)
+        denom = torch.sqrt(top if amsgrad else v)
+        x = x - lr * m / denom
+        xs.append(x)
+        denoms.append(denom)
+    return xs, denoms
+
+
+def test_naive_adam_is_naive_amsgrad_without_the_max() -> None:
+    """n = 1: ``decentralized-adam-naive`` is local Adam without the max and ``dadam-naive``
+    local AMSGrad (hand-written, rtol 1e-12). The gradients are 1 for 6 steps (v rises), then
+    0.05 (v falls): the two agree while v rises (up to the v_0 = eps offset, eps = 1e-12) and
+    part from the first step at which v falls, where only the max keeps the denominator up."""
+    lr, b1, b2, eps, rise, steps = 1e-2, 0.9, 0.9, 1e-12, 6, 12
+    grads = [torch.full((1, 3), 1.0 if t < rise else 0.05, dtype=DTYPE) for t in range(steps)]
+    x0 = torch.tensor([[0.5, -1.0, 2.0]], dtype=DTYPE)
+    runs = {}
+    for cls in (DecentralizedAdamNaive, DADAMNaive):
+        comm = SimulatedCommunicator(make_topology("ring", 1))
+        alg = cls(lr=lr, b1=b1, b2=b2, eps=eps)
+        x, xs = x0.clone(), []
+        state = alg.init(x, comm)
+        for g in grads:
+            state = alg.step(x, g, state, comm)
+            xs.append(x.clone())
+        runs[cls] = xs
+    naive, naive_den = local_adam(grads, x0, lr, b1, b2, eps, amsgrad=False)
+    ams, ams_den = local_adam(grads, x0, lr, b1, b2, eps, amsgrad=True)
+    for t in range(steps):
+        torch.testing.assert_close(runs[DecentralizedAdamNaive][t], naive[t], rtol=1e-12, atol=0)
+        torch.testing.assert_close(runs[DADAMNaive][t], ams[t], rtol=1e-12, atol=0)
+    for t in range(rise):  # v non-decreasing: max(v) = v, the two methods agree
+        torch.testing.assert_close(naive_den[t], ams_den[t], rtol=1e-9, atol=0)
+        torch.testing.assert_close(
+            runs[DecentralizedAdamNaive][t], runs[DADAMNaive][t], rtol=1e-9, atol=0
+        )
+    for t in range(rise, steps):  # v falls: without the max the denominator falls with it
+        assert (naive_den[t] < 0.99 * ams_den[t]).all()  # far beyond the rtol 1e-9 above
+        step_naive = runs[DecentralizedAdamNaive][t] - runs[DecentralizedAdamNaive][t - 1]
+        step_ams = runs[DADAMNaive][t] - runs[DADAMNaive][t - 1]
+        assert (step_naive.abs() > 1.01 * step_ams.abs()).all()

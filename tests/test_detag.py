@@ -125,6 +125,45 @@ def test_time_varying_schedule_needs_eta_zero_and_one_period_averages_exactly() 
     torch.testing.assert_close(x, mean.expand_as(x), rtol=0, atol=1e-14)
 
 
+@pytest.mark.parametrize(("pipelined", "pending"), [(True, False), (True, True), (False, False)])
+def test_time_varying_rounds_mix_x_and_y_with_the_same_w(pipelined: bool, pending: bool) -> None:
+    """eta = 0, R = 2 on the one-peer schedule (period 3, so phases use (W0, W1), (W2, W0), ...):
+    the iterates equal a hand-written spec §5.3 recursion in which round j of the run mixes
+    x and y with the same W(j) (unlike the CTA gradient-tracking bug of issue 13, item 8)."""
+    n, d, R, lr, phases = 8, 5, 2, 0.1, 5
+    problem = heterogeneous_quadratics(n=n, d=d, seed=0)
+    topo = make_topology("one-peer-exponential", n)
+    Ws = [topo.at(j).torch_dense(dtype=DT) for j in range(R * phases)]
+    x0 = torch.randn(n, d, generator=torch.Generator().manual_seed(4), dtype=DT)
+
+    def gossip(k: int, z: Tensor) -> Tensor:  # the R rounds of phase k
+        for W in Ws[k * R : (k + 1) * R]:
+            z = W @ z
+        return z
+
+    x, y, g_prev, ay_prev, want = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0), 0, []
+    for k in range(phases):
+        acc = problem.grad(x)  # R identical deterministic minibatches at x_k: their mean
+        if pipelined:  # x_(k+1) = AG(x_k) - lr AG(y_k); y_(k+1) = AG(y_k) + acc - g_prev
+            ay = gossip(k, y)
+            x, y = torch.sub(gossip(k, x), ay, alpha=lr), ay + acc - g_prev
+        else:  # y_k = AG(y_(k-1)) + acc - g_prev; x_(k+1) = AG(x_k - lr y_k)
+            y = ay_prev + acc - g_prev
+            x, ay_prev = gossip(k, torch.sub(x, y, alpha=lr)), gossip(k, y)
+        g_prev = acc
+        want.append(x)
+
+    comm = SimulatedCommunicator(topo)
+    alg = DeTAG(lr=lr, rounds=R, eta=0.0, pipelined=pipelined)
+    x = x0.clone()
+    state = alg.init(x, comm)
+    for k in range(phases):
+        for _ in range(R):
+            handle = alg.pre_gradient(x, state, comm) if pending else None
+            state = alg.step(x, problem.grad(x), state, comm, pending=handle)
+        torch.testing.assert_close(x, want[k], rtol=0, atol=1e-14)
+
+
 # ---------------------------------------------------------------- §5.8 item 2: tracking invariant
 def tracking_deviation(records: list[dict]) -> float:
     """max over phases of |mean y - mean g~| (pipelined: y_(k+1) vs g~_k; else y_k vs g~_k)."""

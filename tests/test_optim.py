@@ -110,16 +110,33 @@ def flat(model: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def make_closure(opt: DistributedOptimizer, model: nn.Module, xb: Tensor, yb: Tensor) -> Any:
+    """The closure a line search needs: backward only when gradients are enabled."""
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    return closure
+
+
 def train_steps(
     opt: DistributedOptimizer, model: nn.Module, batches: list[tuple[Tensor, Tensor]]
 ) -> list[Tensor]:
-    """The usual loop; returns the parameters after every step."""
+    """The usual loop (with a closure for line-search algorithms); returns the parameters after
+    every step."""
     loss_fn = nn.CrossEntropyLoss()
     trajectory = []
     for xb, yb in batches:
-        opt.zero_grad()
-        loss_fn(model(xb), yb).backward()
-        opt.step()
+        if opt.algorithm.needs_closure:
+            opt.step(make_closure(opt, model, xb, yb))
+        else:
+            opt.zero_grad()
+            loss_fn(model(xb), yb).backward()
+            opt.step()
         trajectory.append(flat(model).clone())
     return trajectory
 
@@ -197,14 +214,7 @@ def test_optimizer_equals_the_bare_algorithm_on_flat_buffers(name: str) -> None:
     opt = DistributedOptimizer(model.named_parameters(), name, one_worker_comm(), **options)
     got = []
     for xb, yb in batches:
-
-        def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        opt.step(make_closure(opt, model, xb, yb))
         got.append(opt.flat_params.clone())
 
     # the bare algorithm on x [1, D], gradients from torch.func
@@ -385,7 +395,8 @@ def test_line_search_closure_evaluates_the_trial_point_and_restores_x_and_g() ->
         def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
             model.zero_grad(set_to_none=True)  # replaces the .grad views: must be re-attached
             loss = nn.functional.cross_entropy(model(xb), yb)
-            loss.backward()
+            if torch.is_grad_enabled():
+                loss.backward()
             return loss
 
         opt.step(closure)
@@ -396,6 +407,67 @@ def test_line_search_closure_evaluates_the_trial_point_and_restores_x_and_g() ->
         algorithm.checks.clear()
     g_ptr = opt.flat_grad.untyped_storage().data_ptr()
     assert all(p.grad.untyped_storage().data_ptr() == g_ptr for p in model.parameters())
+
+
+def dropout_model(seed: int) -> nn.Module:
+    model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 3)).to(DTYPE)
+    torch.nn.utils.vector_to_parameters(flat(make_model(seed, 16)), model.parameters())
+    return model
+
+
+def test_line_search_trials_reuse_the_loss_and_replay_the_dropout_masks() -> None:
+    """Spec §3.2: every Armijo trial evaluates the SAME minibatch with the SAME randomness as the
+    gradient. With Dropout, each trial's loss must equal the loss at the trial point under the
+    RNG state the step started from; the first closure call (grad enabled) gives f(x_t), every
+    later one is a trial under no_grad at another point; afterwards the RNG is where one forward
+    pass leaves it (the trials leave no trace)."""
+    model, ref = dropout_model(0), dropout_model(0)
+    options = {"compressor": "identity", "lr": 20.0, "eta_max": 20.0, "reset": "max"}
+    opt = DistributedOptimizer(model.parameters(), "armijo-csgd", one_worker_comm(), **options)
+    for xb, yb in make_batches(3):
+        calls: list[tuple[bool, Tensor, Tensor]] = []
+        inner = make_closure(opt, model, xb, yb)
+
+        def closure(inner: Any = inner, calls: list = calls) -> Tensor:
+            loss = inner()
+            calls.append((torch.is_grad_enabled(), flat(model).clone(), loss.detach().clone()))
+            return loss
+
+        x0, rng0 = opt.flat_params[0].clone(), torch.get_rng_state()
+        opt.step(closure)
+        rng_after = torch.get_rng_state()
+
+        assert calls[0][0] and torch.equal(calls[0][1], x0)  # the gradient pass, at x_t
+        assert len(calls) >= 3  # eta0 = 20 is too long: at least one backtrack
+        for grad_enabled, point, loss in calls[1:]:
+            assert not grad_enabled and not torch.equal(point, x0)
+            torch.nn.utils.vector_to_parameters(point, ref.parameters())
+            torch.set_rng_state(rng0)
+            with torch.no_grad():
+                assert torch.equal(loss, nn.functional.cross_entropy(ref(xb), yb))
+        torch.set_rng_state(rng0)
+        ref(xb)
+        assert torch.equal(rng_after, torch.get_rng_state())
+        torch.set_rng_state(rng_after)
+
+
+def test_line_search_needs_a_closure_that_skips_backward_under_no_grad() -> None:
+    model = make_model(0)
+    opt = DistributedOptimizer(model.parameters(), "armijo-csgd", one_worker_comm())
+    xb, yb = make_batches(1)[0]
+    before = opt.flat_params.clone()
+    with pytest.raises(ValueError, match="armijo-csgd runs a line search: call step"):
+        opt.step()
+
+    def always_backward() -> Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError, match=r"only when torch.is_grad_enabled\(\)"):
+        opt.step(always_backward)
+    assert torch.equal(opt.flat_params, before) and opt.num_steps == 0
 
 
 # ---------------------------------------------------------------- state_dict

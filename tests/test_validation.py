@@ -7,8 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from peergrad.cli import main
+
+HAS_MPS = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 BASE = ["--dataset", "digits", "--model", "logreg", "--workers", "4", "--steps", "2"]
 BASE += ["--batch-size", "8", "--no-progress"]
@@ -39,6 +42,30 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("latency", ["--latency-ms", "-1"], ["--latency-ms must be >= 0"]),
     ("bandwidth", ["--bandwidth-gbps", "0"], ["--bandwidth-gbps must be > 0"]),
     ("device", ["--device", "tpu"], ["--device"]),
+    ("device-xyz", ["--device", "xyz"], ["--device must be one of cpu, cuda, cuda:N", "'xyz'"]),
+    ("device-meta", ["--device", "meta"], ["--device must be one of cpu, cuda, cuda:N", "'meta'"]),
+    ("device-cuda-index", ["--device", "cuda:9"], ["--device cuda:9", "CUDA"]),
+    (
+        "device-mps",
+        ["--device", "mps:9" if HAS_MPS else "mps"],
+        ["--device mps", "there is one MPS device" if HAS_MPS else "MPS is not available"],
+    ),
+    (
+        "set-and-flag",
+        ["--set", "momentum=0.5", "--momentum", "0.2"],
+        ["--set momentum=0.5 and --momentum 0.2 both set momentum", "give only one"],
+    ),
+    (
+        "out-holds-a-run",
+        ["--out", "{tmp}/done"],
+        ["--out", "already holds a run (config.json)", "--resume", "--overwrite"],
+    ),
+    ("out-is-a-file", ["--out", "{tmp}/nockpt/config.json"], ["--out", "is a file"]),
+    (
+        "resume-and-overwrite",
+        ["--resume", "{tmp}/done", "--overwrite"],
+        ["--overwrite and --resume contradict each other"],
+    ),
     ("set-syntax", ["--set", "noequals"], ["--set expects key=value", "'noequals'"]),
     ("set-unknown", ["--set", "gamma=2"], ["has no option(s) gamma", "its options are: lr"]),
     ("set-type", ["--set", "momentum=abc"], ["option momentum='abc' is not a valid float"]),

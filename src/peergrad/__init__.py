@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the installed distribution's version: pyproject.toml is the one place it is written
+    __version__ = version("peergrad")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

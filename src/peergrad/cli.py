@@ -2,7 +2,13 @@
 and ``counterexample``.
 
 Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
-(repeatable), so a new algorithm needs no CLI change.
+(repeatable), so a new algorithm needs no CLI change; ``--lr``, ``--momentum`` and
+``--weight-decay`` default to the algorithm's own values (``peergrad algorithms NAME``).
+
+Exit status: 0 on success, 1 when a run fails (non-finite values, a lost peer), 2 for bad input
+(one ``error:`` line naming the argument; nothing is written), 130 after Ctrl-C (one line naming
+the step reached, the last checkpoint and the ``--resume`` command), 141 when the reader of
+stdout goes away (``peergrad topology ... | head -3``). Warnings are one line each.
 """
 
 from __future__ import annotations
@@ -12,12 +18,39 @@ import json
 import os
 import sys
 import time
-from collections.abc import Collection, Sequence
-from typing import Any, NoReturn
+import warnings
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, NoReturn, TextIO
 
 from peergrad.train.config import RESUMABLE_CHANGES, TrainConfig
 
 DEFAULTS = TrainConfig()
+
+#: The value that ``--lr``, ``--momentum`` and ``--weight-decay`` take when not given.
+ALGORITHM_DEFAULT = "the algorithm's own, see `peergrad algorithms NAME`"
+#: Exit status after Ctrl-C (128 + SIGINT) and when stdout's reader has gone (128 + SIGPIPE).
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every option's default: ``(default: X)`` is added unless the help text
+    already says it (options whose default is computed, e.g. ``--lr``), and on/off flags show
+    ``(default: off)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or action.required:
+            return text
+        if action.default is argparse.SUPPRESS:
+            return text
+        if action.nargs == 0:  # store_true / store_false: the flag itself is the value
+            return f"{text} (default: off)"
+        if action.default == []:  # repeatable (--set)
+            return f"{text} (default: none)"
+        if action.default is None:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def parse_set(items: Sequence[str]) -> dict[str, str]:
@@ -81,7 +114,9 @@ def add_train_arguments(
     )
     add("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
     add(
-        "--data-root", default=d.data_root, help="directory of mnist-idx / cifar10 / cifar100 files"
+        "--data-root",
+        default=d.data_root,
+        help="directory of mnist-idx / cifar10 / cifar100 files (default: none)",
     )
     add(
         "--no-download",
@@ -104,14 +139,35 @@ def add_train_arguments(
         default=d.epochs,
         help="passes over the training set by all workers together",
     )
-    add("--steps", type=int, default=d.steps, help="iterations (overrides --epochs)")
+    add(
+        "--steps",
+        type=int,
+        default=d.steps,
+        help="iterations; overrides --epochs (default: from --epochs)",
+    )
     add("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
-    add("--lr", type=float, default=d.lr, help="step size (default: the algorithm's own)")
-    add("--momentum", type=float, default=d.momentum, help="local momentum")
-    add("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
-    add("--seed", type=int, default=d.seed)
-    add("--device", default=d.device, help="cpu, cuda or cuda:N")
-    add("--dtype", default=d.dtype, choices=("float32", "float64"))
+    add("--lr", type=float, default=d.lr, help=f"step size (default: {ALGORITHM_DEFAULT})")
+    add(
+        "--momentum",
+        type=float,
+        default=d.momentum,
+        help=f"local heavy-ball momentum, or beta1 of the Adam family (default: "
+        f"{ALGORITHM_DEFAULT}: 0 for the SGD family, 0.9 for the Adam family)",
+    )
+    add(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help=f"L2 weight decay (default: {ALGORITHM_DEFAULT}: 0)",
+    )
+    add("--seed", type=int, default=d.seed, help="seed of the data split, model and sampling")
+    add("--device", default=d.device, help="cpu, cuda, cuda:N or mps")
+    add(
+        "--dtype",
+        default=d.dtype,
+        choices=("float32", "float64"),
+        help="floating-point type of the parameters, the data and the algorithm state",
+    )
     add(
         "--eval-every",
         type=int,
@@ -136,7 +192,19 @@ def add_train_arguments(
         default=d.bandwidth_gbps,
         help="network model: link bandwidth in gigabits per second",
     )
-    add("--out", default=d.out, help="run folder (default: runs/<name>)")
+    add(
+        "--out",
+        default=d.out,
+        help="run folder; one that holds a run is refused unless --overwrite (default: a new "
+        "runs/<algorithm>-<topology><n>-<dataset>-<partition>-seed<seed>, the topology left out "
+        "for algorithms that do not use it)",
+    )
+    add(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its config.json, metrics, plots and checkpoints; other "
+        "files stay) instead of refusing",
+    )
     add("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     add(
         "--checkpoint-every",
@@ -144,7 +212,7 @@ def add_train_arguments(
         default=d.checkpoint_every,
         metavar="N",
         help="save a checkpoint into the run folder every N steps and after the last one "
-        "(resume with --resume RUN_DIR)",
+        "(resume with --resume RUN_DIR; default: never)",
     )
     return actions
 
@@ -228,17 +296,42 @@ def explicit_fields(argv: Sequence[str]) -> set[str]:
     }
 
 
+def _command_argv(args: argparse.Namespace) -> list[str]:
+    """The arguments after the sub-command's name."""
+    argv = list(args.argv)
+    return argv[argv.index(args.command) + 1 :]
+
+
+def _is_main_process(config: TrainConfig) -> bool:
+    return config.engine == "simulated" or os.environ.get("RANK", "0") == "0"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from peergrad.comm import PeerFailure
     from peergrad.train import NonFiniteError, format_summary, train
+    from peergrad.train.loop import TrainingInterrupted
 
+    explicit = explicit_fields(_command_argv(args))
     if args.resume is not None:
-        argv = list(args.argv)
-        config = resume_config(args, explicit_fields(argv[argv.index("train") + 1 :]))
+        if args.overwrite:
+            raise ValueError(
+                "--overwrite and --resume contradict each other: --resume continues the run in "
+                "its folder, --overwrite replaces it; give one of them"
+            )
+        config = resume_config(args, explicit)
     else:
         config = config_from_args(args)
     try:
-        result = train(config, resume=args.resume is not None)
+        result = train(
+            config,
+            resume=args.resume is not None,
+            overwrite=args.overwrite,
+            topology_given="topology" in explicit,
+        )
+    except TrainingInterrupted as exc:
+        if _is_main_process(config):
+            print(f"peergrad train: {exc.describe()}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
     except PeerFailure as exc:
         _stop_on_peer_failure("train", exc, config)
     except NonFiniteError as exc:
@@ -272,6 +365,7 @@ def parse_set_for(items: Sequence[str]) -> dict[str, dict[str, str]]:
 def cmd_compare(args: argparse.Namespace) -> int:
     from peergrad.comm import PeerFailure
     from peergrad.train.compare import PER_ENTRY_FIELDS, CompareEntry, build_entries, compare
+    from peergrad.train.loop import ALGORITHM_FIELDS, TrainingInterrupted
 
     base = TrainConfig(
         **{
@@ -281,10 +375,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         },
         progress=args.progress,
     )
-    entries = build_entries(args.algorithms, parse_set(args.options), parse_set_for(args.set_for))
-    is_main = base.engine == "simulated" or os.environ.get("RANK", "0") == "0"
+    common = parse_set(args.options)
+    for key in ALGORITHM_FIELDS:
+        value = getattr(args, key)
+        if value is not None and key in common:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"--set {key}={common[key]} and {flag} {value} both set {key}; give only one of "
+                f"them (--set-for LABEL:{key}=... changes it for one run)"
+            )
+    entries = build_entries(args.algorithms, common, parse_set_for(args.set_for))
+    is_main = _is_main_process(base)
+    current: list[tuple[int, CompareEntry, TrainConfig]] = []
 
     def announce(i: int, entry: CompareEntry, config: TrainConfig) -> None:
+        current[:] = [(i, entry, config)]
         if is_main:
             opts = ", ".join(f"{k}={v}" for k, v in entry.options.items())
             where = f" -> {config.out}" if config.out else ""
@@ -296,7 +401,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
 
     try:
-        result = compare(base, entries, args.out, args.target_accuracy, on_run=announce)
+        result = compare(
+            base,
+            entries,
+            args.out,
+            args.target_accuracy,
+            on_run=announce,
+            overwrite=args.overwrite,
+            topology_given="topology" in explicit_fields(_command_argv(args)),
+        )
+    except TrainingInterrupted as exc:
+        if is_main and current:
+            i, entry, _ = current[0]
+            root = exc.run_dir.parent if exc.run_dir is not None else None
+            done = (
+                f"the {i} finished run(s) are in {root / 'compare.json'}"
+                if i and root is not None
+                else "no run had finished"
+            )
+            print(
+                f"peergrad compare: run {i + 1}/{len(entries)} ({entry.label}) "
+                f"{exc.describe()}; {done}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return EXIT_INTERRUPTED
     except PeerFailure as exc:
         _stop_on_peer_failure("compare", exc, base)
     if base.engine == "distributed":
@@ -310,10 +439,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
-    from peergrad.topology import make_topology
+    from peergrad.topology import make_topology, torus_shape
 
     p = args.erdos_renyi_p if args.name == "erdos-renyi" else None
     topo = make_topology(args.name, args.workers, seed=args.seed, p=p)
+    if args.name == "torus" and args.workers > 1 and torus_shape(args.workers)[0] == 1:
+        warnings.warn(
+            f"torus with --workers {args.workers}: {args.workers} is prime, so the torus is "
+            f"1x{args.workers}, which is a ring",
+            UserWarning,
+            stacklevel=1,
+        )
     report = topo.report(num_params=args.params, bytes_per_element=args.bytes_per_element)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -334,6 +470,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
 def cmd_algorithms(args: argparse.Namespace) -> int:
     from peergrad.algorithms import describe
 
+    if args.name is not None:
+        return _describe_algorithm(args.name, as_json=args.json)
     records = describe()
     if args.json:
         print(json.dumps(records, indent=2))
@@ -347,6 +485,41 @@ def cmd_algorithms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_algorithm(name: str, *, as_json: bool) -> int:
+    """``peergrad algorithms NAME``: every option with its default, range and meaning."""
+    from peergrad.algorithms import algorithm_class
+    from peergrad.algorithms.docs import describe_options
+
+    cls = algorithm_class(name)
+    options = describe_options(cls)
+    record = {
+        "name": cls.name,
+        "summary": cls.summary,
+        "paper": cls.paper,
+        "uses_topology": cls().uses_topology(),
+        "options": options,
+    }
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+        return 0
+    topology = (
+        "gossips over --topology"
+        if record["uses_topology"]
+        else "averages exactly; ignores --topology"
+    )
+    print(f"{cls.name}: {cls.summary}\npaper: {cls.paper}\ncommunication: {topology}\n")
+    rows = [("option", "default", "range", "meaning")]
+    rows += [(o["name"], repr(o["default"]), o["range"], o["meaning"]) for o in options]
+    widths = [max(len(row[k]) for row in rows) for k in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3])
+    print(
+        "\nSet with --set KEY=VALUE (lr, momentum, weight_decay also with --lr, --momentum, "
+        "--weight-decay)."
+    )
+    return 0
+
+
 def _algorithm_names() -> list[str]:
     from peergrad.algorithms import REGISTRY
 
@@ -354,24 +527,34 @@ def _algorithm_names() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from peergrad import __version__
+
     parser = argparse.ArgumentParser(
         prog="peergrad",
         description="Communication-efficient distributed and decentralized training.",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"peergrad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train a model with one algorithm on a topology")
+    p_train = sub.add_parser(
+        "train",
+        formatter_class=HelpFormatter,
+        help="train a model with one algorithm on a topology",
+    )
     add_train_arguments(p_train)
     p_train.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
         help="continue the run in RUN_DIR from its last checkpoint, with its config.json "
-        "(only --steps, --epochs, --checkpoint-every, --timeout-s, --no-progress may change)",
+        "(only --steps, --epochs, --checkpoint-every, --timeout-s, --no-progress may change; "
+        "default: a new run)",
     )
     p_train.set_defaults(func=cmd_train)
 
     p_cmp = sub.add_parser(
         "compare",
+        formatter_class=HelpFormatter,
         help="run several algorithms on the same task; table and curves side by side",
         description="Train every algorithm of --algorithms on the same task (the flags of "
         "`peergrad train`), then write DIR/<label>/ (one run folder each), DIR/compare.json, "
@@ -387,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run one algorithm several times, e.g. dpsgd,allreduce,dpsgd@atc "
         f"(algorithms: {', '.join(_algorithm_names())})",
     )
-    add_train_arguments(p_cmp, exclude=("--algorithm", "--set", "--out"))
+    add_train_arguments(p_cmp, exclude=("--algorithm", "--set", "--out", "--overwrite"))
     p_cmp.add_argument(
         "--set",
         dest="options",
@@ -417,28 +600,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="DIR",
-        help="comparison folder (default: runs/compare-<labels>-<topology><n>-<dataset>-...)",
+        help="comparison folder; one that holds a comparison is refused unless --overwrite "
+        "(default: a new runs/compare-<labels>-<topology><n>-<dataset>-...)",
+    )
+    p_cmp.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="first remove the comparison in --out (compare.json, compare.md, the plots and "
+        "every run folder in it; other files stay) instead of refusing",
     )
     p_cmp.set_defaults(func=cmd_compare)
 
-    p_topo = sub.add_parser("topology", help="mixing matrix, spectral gap and degree of a graph")
+    p_topo = sub.add_parser(
+        "topology",
+        formatter_class=HelpFormatter,
+        help="mixing matrix, spectral gap and degree of a graph",
+    )
     p_topo.add_argument("name", help="topology name")
     p_topo.add_argument("--workers", type=int, required=True, help="number of workers n")
-    p_topo.add_argument("--erdos-renyi-p", type=float, default=0.3)
-    p_topo.add_argument("--seed", type=int, default=0)
+    p_topo.add_argument(
+        "--erdos-renyi-p", type=float, default=0.3, help="edge probability of erdos-renyi"
+    )
+    p_topo.add_argument("--seed", type=int, default=0, help="seed of erdos-renyi")
     p_topo.add_argument(
         "--params",
         type=int,
         default=1_000_000,
         help="model size D (values per message) for bytes per gossip round",
     )
-    p_topo.add_argument("--bytes-per-element", type=int, default=4)
+    p_topo.add_argument(
+        "--bytes-per-element", type=int, default=4, help="bytes per value (4: float32)"
+    )
     p_topo.add_argument("--json", action="store_true", help="print JSON")
     p_topo.add_argument("--show-matrix", action="store_true", help="print W(k)")
     p_topo.set_defaults(func=cmd_topology)
 
-    p_alg = sub.add_parser("algorithms", help="list the registered algorithms and their papers")
-    p_alg.add_argument("--json", action="store_true")
+    p_alg = sub.add_parser(
+        "algorithms",
+        formatter_class=HelpFormatter,
+        help="list the registered algorithms; with NAME, every option of one of them",
+        description="Without NAME: every registered algorithm, its paper and default options. "
+        "With NAME: each option of that algorithm with its default, its range and its meaning "
+        "(from the algorithm's docstrings).",
+    )
+    p_alg.add_argument(
+        "name", nargs="?", default=None, help=f"one of: {', '.join(_algorithm_names())}"
+    )
+    p_alg.add_argument("--json", action="store_true", help="print JSON")
     p_alg.set_defaults(func=cmd_algorithms)
 
     add_generic_adam_commands(sub)
@@ -459,6 +667,7 @@ def add_generic_adam_commands(sub: Any) -> None:
 
     p_chk = sub.add_parser(
         "check-adam",
+        formatter_class=HelpFormatter,
         help="check Zou et al.'s sufficient condition for generic-Adam schedules",
         description="Evaluate the sufficient condition SC1-SC4 of Zou et al. (CVPR 2019, "
         "arXiv:1811.09358) for the schedules alpha_t, theta_t, beta_t over t = 1..HORIZON, "
@@ -473,15 +682,24 @@ def add_generic_adam_commands(sub: Any) -> None:
         help="start from a preset's schedules (default: generic = alpha_t 1/sqrt(t), "
         "theta_t zou:1, beta 0.9); --alpha/--theta/--beta replace them",
     )
-    p_chk.add_argument("--alpha", default=None, help="alpha_t (its scale is irrelevant)")
-    p_chk.add_argument("--theta", default=None, help="theta_t (Adam's beta2, time-varying)")
-    p_chk.add_argument("--beta", default=None, help="beta_t (first-moment weight)")
+    p_chk.add_argument(
+        "--alpha", default=None, help="alpha_t (its scale is irrelevant; default: the preset's)"
+    )
+    p_chk.add_argument(
+        "--theta",
+        default=None,
+        help="theta_t (Adam's beta2, time-varying; default: the preset's)",
+    )
+    p_chk.add_argument(
+        "--beta", default=None, help="beta_t (first-moment weight; default: the preset's)"
+    )
     p_chk.add_argument("--horizon", type=int, default=10**6, help="T (default 10^6; >= 100)")
     p_chk.add_argument("--json", action="store_true", help="print JSON")
     p_chk.set_defaults(func=cmd_check_adam)
 
     p_cex = sub.add_parser(
         "counterexample",
+        formatter_class=HelpFormatter,
         help="run Reddi et al.'s counterexample: Adam vs generic Adam, with plots",
         description="Run the counterexample of Reddi et al. (ICLR 2018) on [-1, 1] (optimum "
         "x* = -1). online: f_t = 3x when t mod 3 = 1, else -x; Adam (beta1 = 0, beta2 = 0.1) vs "
@@ -489,7 +707,12 @@ def add_generic_adam_commands(sub: Any) -> None:
         "seeds; generic Adam with theta_t = zou:r for each --r, and bias-corrected Adam. "
         "alpha_t = ALPHA/sqrt(t). Writes DIR/counterexample_VARIANT.{png,json}.",
     )
-    p_cex.add_argument("--variant", choices=("online", "stochastic"), default="online")
+    p_cex.add_argument(
+        "--variant",
+        choices=("online", "stochastic"),
+        default="online",
+        help="the online (deterministic) or the stochastic counterexample",
+    )
     p_cex.add_argument(
         "--steps", type=int, default=None, help="T (default: 10^4 online, 10^6 stochastic)"
     )
@@ -501,7 +724,9 @@ def add_generic_adam_commands(sub: Any) -> None:
         metavar="R[,R...]",
         help="stochastic: exponents r of theta_t = zou:r",
     )
-    p_cex.add_argument("--out", default="runs/counterexample", metavar="DIR")
+    p_cex.add_argument(
+        "--out", default="runs/counterexample", metavar="DIR", help="folder of the plot and JSON"
+    )
     p_cex.set_defaults(func=cmd_counterexample)
 
 
@@ -603,17 +828,57 @@ def cmd_counterexample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints ``peergrad COMMAND: warning: ...`` on one line."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())
+        print(f"peergrad {command}: warning: {text}", file=file or sys.stderr, flush=True)
+
+    return show
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout has gone (``| head``): point stdout at /dev/null so that the
+    interpreter's final flush is quiet, and leave with 128 + SIGPIPE, as ``cat`` would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured)
+        pass
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``peergrad ARGV``; returns the exit status (see the module docstring)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command)
+            code = int(args.func(args))
+        sys.stdout.flush()  # a broken pipe shows up here, not at interpreter exit
+        return code
     except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception held
         print(f"peergrad {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _stdout_gone()
+    except KeyboardInterrupt:  # before or after the steps (the loop reports its own step)
+        print(f"peergrad {args.command}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

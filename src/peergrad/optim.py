@@ -55,26 +55,49 @@ Deviations from ``torch.optim``:
 - No overlap of communication with the backward pass: ``step`` does the whole iteration (the
   combine-then-adapt gossip that ``Algorithm.pre_gradient`` can start early is started inside
   ``step``; the result is the same, only slower on a slow network).
-- Line-search algorithms need each worker's loss at a trial point, ``closure(x_trial) -> [1]``.
-  It is built from the user's closure (when one is given to ``step``) by copying ``x_trial`` into
-  the parameters, calling the closure (which also runs its backward pass) and restoring the
-  parameters and the gradient afterwards. Without a user closure the algorithm gets ``None``.
+- Line-search algorithms (``armijo-csgd``; ``algorithm.needs_closure``) must be stepped with a
+  closure, ``opt.step(closure)``, else ``ValueError``. The closure is called once as in
+  torch.optim (grad enabled: zero the gradients, forward, backward, return the loss); its loss is
+  the line search's f(x_t) and its gradient the step's. Every trial point of the search then
+  re-evaluates the same closure **under** ``torch.no_grad()``, with the parameters set to the
+  trial point and the global RNG (CPU and the parameters' device) replayed from the state it had
+  before the first call, so dropout draws the same masks (spec §3.2: same minibatch, same
+  randomness); afterwards the parameters, the gradient and the RNG are as after the first call.
+  **The closure must therefore call** ``backward()`` **only when** ``torch.is_grad_enabled()``::
+
+      def closure():
+          opt.zero_grad()
+          loss = loss_fn(model(xb), yb)
+          if torch.is_grad_enabled():
+              loss.backward()
+          return loss
+
+  A closure that calls ``backward()`` under ``no_grad`` gets a ``RuntimeError`` saying so. Module
+  buffers (BatchNorm running statistics) are not the optimizer's: every trial forward pass in
+  train mode updates them (use GroupNorm, or save and restore them around ``step``).
 - ``load_state_dict`` restores the algorithm's options saved with the state (as torch.optim
   restores ``lr`` and friends), the flat parameters (the model sees them) and the byte counters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from peergrad.algorithms.base import Algorithm, bind_run, state_from_dict, state_to_dict
+from peergrad.algorithms.base import (
+    Algorithm,
+    LossClosure,
+    bind_run,
+    state_from_dict,
+    state_to_dict,
+)
 from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm.base import Communicator
 
@@ -308,9 +331,11 @@ class DistributedOptimizer:
         """One iteration of the algorithm: communicate and update the parameters in place.
 
         Args:
-            closure: optional; re-evaluates the model, calls ``backward`` and returns the loss
-                (as for ``torch.optim``). It runs under ``torch.enable_grad()`` before the update
-                and serves line-search algorithms as the trial-point loss.
+            closure: re-evaluates the model, calls ``backward`` and returns the loss (as for
+                ``torch.optim``); optional, except for line-search algorithms
+                (``algorithm.needs_closure``), which also evaluate it at trial points under
+                ``torch.no_grad()`` with replayed randomness (see the module docstring: it must
+                skip ``backward`` when gradients are disabled).
 
         Returns:
             The closure's loss, or ``None`` without a closure.
@@ -319,19 +344,32 @@ class DistributedOptimizer:
         copied into ``g`` and the views re-attached; a missing gradient counts as zeros.
 
         Raises:
-            ValueError: a parameter's storage was replaced by a tensor of another shape, dtype
-                or device (e.g. ``model.to(...)`` after the optimizer was built).
+            ValueError: a line-search algorithm stepped without a closure (or with one that
+                returns ``None``); a parameter's storage was replaced by a tensor of another
+                shape, dtype or device (e.g. ``model.to(...)`` after the optimizer was built).
+            RuntimeError: the closure called ``backward()`` while evaluating a trial point.
             peergrad.comm.PeerFailure: on the distributed engine, a peer died or stopped answering.
         """
+        line_search = getattr(self._algorithm, "needs_closure", False)
+        if line_search and closure is None:
+            raise ValueError(
+                f"{self.algorithm_name} runs a line search: call step(closure) with a closure "
+                "that zeroes the gradients, computes the minibatch loss, calls loss.backward() "
+                "only when torch.is_grad_enabled(), and returns the loss"
+            )
         begin_step = getattr(self._comm, "begin_step", None)
         if begin_step is not None:
             begin_step(self._steps + 1)
-        loss = None
+        loss, trial = None, None
         if closure is not None:
+            rng = _RngState.capture(self._x.device)  # before the first call: trials replay it
             with torch.enable_grad():
                 loss = closure()
+            if loss is not None:
+                trial = self._trial_closure(closure, loss, rng)
+            elif line_search:
+                raise ValueError(f"{self.algorithm_name}: the closure returned None, not the loss")
         self._sync()
-        trial = self._trial_closure(closure) if closure is not None else None
         with torch.no_grad():
             self._state = self._algorithm.step(
                 self._x, self._g, self._state, self._comm, closure=trial
@@ -510,25 +548,69 @@ class DistributedOptimizer:
                     gv.copy_(_dense(grad))
                 p.grad = gv
 
-    def _trial_closure(self, closure: Callable[[], Any]) -> Callable[[Tensor], Tensor]:
-        """``closure(x_trial [1, D]) -> loss [1]`` from the user's closure; x and g restored."""
+    def _trial_closure(self, closure: Callable[[], Any], loss: Any, rng: _RngState) -> LossClosure:
+        """The algorithm's closure: ``loss`` (the first call's value) at x, and ``x_trial [1, D]
+        -> [1]`` evaluated by the user's closure under ``no_grad`` from the RNG state ``rng``;
+        the parameters, the gradient and the RNG are restored after every trial."""
+        x, g = self._x, self._g
+        saved: list[Tensor] = []  # x and g, copied at the first trial (most steps make none)
+
+        def as_row(value: Any) -> Tensor:
+            return torch.as_tensor(value).detach().to(x.device, x.dtype).reshape(1)
 
         def trial(x_trial: Tensor) -> Tensor:
-            x, g = self._x, self._g
-            saved_x, saved_g = x.clone(), g.clone()
+            if not saved:
+                saved.extend((x.clone(), g.clone()))
+            saved_x, saved_g = saved
             try:
-                with torch.no_grad():
+                with torch.no_grad(), rng.replay():
                     x.copy_(x_trial)
-                with torch.enable_grad():
                     value = closure()
+            except RuntimeError as exc:
+                if "does not require grad" not in str(exc):
+                    raise
+                raise RuntimeError(
+                    f"{self.algorithm_name}: the closure called backward() while the line search "
+                    "evaluated a trial point under torch.no_grad(); call loss.backward() only when "
+                    "torch.is_grad_enabled()"
+                ) from exc
             finally:
                 self._sync()
                 with torch.no_grad():
                     x.copy_(saved_x)
                     g.copy_(saved_g)
-            return torch.as_tensor(value).detach().to(x.device, x.dtype).reshape(1)
+            return as_row(value)
 
-        return trial
+        return LossClosure(trial, as_row(loss))
+
+
+@dataclasses.dataclass(frozen=True)
+class _RngState:
+    """The global RNG state at one moment: the CPU generator's and, for parameters on an
+    accelerator (CUDA, ...), that device's."""
+
+    cpu: Tensor
+    device: torch.device
+    accelerator: Tensor | None
+
+    @classmethod
+    def capture(cls, device: torch.device) -> _RngState:
+        on_device = device.type != "cpu"
+        module = torch.get_device_module(device.type) if on_device else None
+        return cls(torch.get_rng_state(), device, module.get_rng_state(device) if module else None)
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the block from this RNG state; afterwards the RNG is as it was before the block."""
+        on_device = self.accelerator is not None
+        devices = [self.device] if on_device else []
+        with torch.random.fork_rng(devices, device_type=self.device.type if on_device else None):
+            torch.set_rng_state(self.cpu)
+            if on_device:
+                torch.get_device_module(self.device.type).set_rng_state(
+                    self.accelerator, self.device
+                )
+            yield
 
 
 def _views(

@@ -13,7 +13,13 @@ from peergrad.algorithms.base import (
 )
 from peergrad.algorithms.choco_sgd import ChocoSGD, ChocoState
 from peergrad.algorithms.d2 import D2, D2State
-from peergrad.algorithms.dadam import DADAM, DADAMNaive, DADAMState
+from peergrad.algorithms.dadam import (
+    DADAM,
+    DADAMNaive,
+    DADAMState,
+    DecentralizedAdamNaive,
+    LocalAdaptiveGossip,
+)
 from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAdaGrad,
     DecentralizedAdam,
@@ -54,6 +60,7 @@ __all__ = [
     "DecentralizedAMSGrad",
     "DecentralizedAdaGrad",
     "DecentralizedAdam",
+    "DecentralizedAdamNaive",
     "DecentralizedAdaptive",
     "DecentralizedAdaptiveState",
     "DeTAG",
@@ -62,6 +69,7 @@ __all__ = [
     "DistributedAdamState",
     "GTState",
     "GradientTracking",
+    "LocalAdaptiveGossip",
     "LocalSGD",
     "LocalSGDState",
     "Algorithm",

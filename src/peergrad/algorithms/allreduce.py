@@ -30,9 +30,23 @@ from peergrad.transforms import add_weight_decay, heavy_ball
 
 @dataclasses.dataclass(frozen=True)
 class AllReduceSGD(SGDAlgorithm):
+    """Synchronous mini-batch SGD (the centralized reference every method reduces to).
+
+    Options:
+
+    - ``lr`` > 0: the step size; default 0.1, as for the other SGD-family methods.
+    - ``momentum`` in [0, 1): heavy-ball momentum on the averaged gradient; default 0, plain
+      mini-batch SGD, the reference the decentralized methods reduce to (Goyal et al.'s ImageNet
+      recipe uses 0.9 with weight_decay 1e-4).
+    """
+
     name: ClassVar[str] = "allreduce"
     paper: ClassVar[str] = "synchronous mini-batch SGD (e.g. Goyal et al. 2017, arXiv:1706.02677)"
     summary: ClassVar[str] = "centralized reference: all-reduce of gradients, then an SGD step"
+
+    def uses_topology(self) -> bool:
+        """False: the gradients are averaged exactly (all-reduce), with no topology."""
+        return False
 
     def step(
         self,

@@ -6,17 +6,19 @@ Trans. Signal Processing 72 (2024). Line search: S. Vaswani et al., "Painless St
 Gradient", NeurIPS 2019, arXiv:1905.09997. Spec: compression-momentum-adam.md §3.2-§3.7.
 
 Update rule (worker i, shapes ``[w, D]``, per-worker scalars ``[w]``; C from ``compressor``,
-``ratio``, ``levels``; ``a = scale`` or ``1 / C.delta(D)`` (1 when C has no δ))::
+``ratio``, ``levels``, used as C / (1 + ω) when it is unbiased with variance ω and
+``memory=True``; ``a = scale`` or ``1 / C.delta(D)`` (1 when C has no δ))::
 
     d     <- heavy_ball(buf, g + weight_decay * x, momentum, nesterov)   (d = g by default)
     eta0  <- lr at step 0; then min(eta_prev * gamma_reset ** (1 / batches_per_epoch), eta_max)
              (reset="grow"), or eta_max at every step (reset="max")
-    ell   <- closure(x) + weight_decay / 2 * ||x||^2                     (no communication)
+    ell   <- closure.loss (the gradient pass's loss at x; closure(x) for a plain callable)
+             + weight_decay / 2 * ||x||^2                                (no communication)
     eta   <- eta0 * beta_b ** j, the first j = 0..max_backtracks with
              closure(trial(eta)) + wd / 2 ||trial||^2 <= ell - c * eta * <g_wd, d>,
              trial(eta) = x - eta * d (search_on="uncompressed")
                         or x - C(e + eta / a * d) (search_on="compressed");
-             fail_step if none passes; eta0 unchecked when closure is None or ||g_wd|| < skip_tol
+             fail_step if none passes; eta0 unchecked when ||g_wd|| < skip_tol
     eta   <- min_j / mean_j eta_j over all workers (agree_step="min"/"mean"; all-gather)
     p     <- e + (eta / a) * d         (memory=True; p <- (eta / a) * d otherwise)
     Delta <- C(p);  e <- p - Delta;  x <- x - mean_i Delta_i;  eta_prev <- eta  (unscaled)
@@ -24,18 +26,25 @@ Update rule (worker i, shapes ``[w, D]``, per-worker scalars ``[w]``; C from ``c
 Bytes per worker and step: ``(n - 1) * C.nbytes(D, dtype)`` (all-gather; an all-reduce of D values
 for the identity compressor), plus ``(n - 1) * itemsize`` with ``agree_step`` != "none".
 
+The closure (``closure(x_trial) -> [w]``, see :mod:`peergrad.algorithms.base`) is required
+(``ValueError`` without one): each trial is a forward pass on the gradient's minibatch with the
+same randomness (spec §3.2); ``peergrad train`` and ``DistributedOptimizer.step(closure)`` build
+it. Unbiased compressors (``randomk``, ``qsgd``) are not contractions and the memory diverges with
+them, so with ``memory=True`` they are used as C / (1 + ω) (δ = 1/(1 + ω), hence a = 1 + ω by
+default; spec §2.1, §3.3); the message and its bytes are unchanged.
+
 Deviations: the exact placement of the scale a in the paper is not confirmed (spec §3.4 [R?]);
 ``momentum`` (searching along the heavy-ball direction d with the test ``c * eta * <g, d>``) and
 ``weight_decay`` (added to the searched loss) are additions, both off by default;
 ``batches_per_epoch=None`` (default) takes each worker's minibatches per epoch from
 ``peergrad train`` (sls' ``n_batches_per_epoch``; 1, i.e. doubling per step, where unknown, e.g.
-in the drop-in optimizer unless set); without a closure
-(e.g. the drop-in optimizer called without one) no search is made and eta = eta0. ``lr`` is the
-initial trial step (sls ``init_step_size``), default 1.
+in the drop-in optimizer unless set). ``lr`` is the initial trial step (sls ``init_step_size``),
+default 1.
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, bad
 compressor options, ``scale <= 0``, ``c`` and ``beta_b`` outside (0, 1),
-``eta_max <= 0`` and unknown ``reset``/``search_on``/``agree_step`` choices.
+``eta_max <= 0`` and unknown ``reset``/``search_on``/``agree_step`` choices; and from ``step``
+when no closure is given.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from peergrad.algorithms.base import (
     Closure,
     check_choice,
     check_positive,
+    loss_at_current,
 )
 from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator, worker_dot, worker_norm
@@ -71,6 +81,34 @@ class ArmijoState:
 
 @dataclasses.dataclass(frozen=True)
 class ArmijoCSGD(CompressedSGDAlgorithm):
+    """Armijo compressed SGD (Subramaniam, Magesh, Veeravalli); see the module docstring.
+
+    Options:
+
+    - ``lr`` > 0: the first trial step η⁰ of the line search (sls' init_step_size); default 1
+      (spec compression-momentum-adam.md §3.7).
+    - ``momentum`` in [0, 1): search along the heavy-ball direction; default 0: off, as in the
+      paper.
+    - ``memory`` true or false: error feedback; default true (the journal version's).
+    - ``scale`` > 0, or None: a, the divisor of the Armijo step; None: 1/δ of the compressor
+      (1 without a δ), the spec's default.
+    - ``c`` in (0, 1): the Armijo sufficient-decrease constant; default 0.1 (Vaswani et al.).
+    - ``beta_b`` in (0, 1): the backtracking factor; default 0.9 (sls).
+    - ``eta_max`` > 0: the cap of the trial step; default 10 (sls).
+    - ``reset`` one of grow, max: the next trial step, η_prev·gamma_reset^(1/batches_per_epoch)
+      capped at eta_max (grow), or eta_max at every step (max).
+    - ``gamma_reset`` > 0: growth of the trial step per epoch; default 2 (sls).
+    - ``batches_per_epoch`` integer >= 1, or None: for reset=grow; None: each worker's
+      minibatches per epoch from peergrad train (1 where unknown).
+    - ``max_backtracks`` integer >= 0: the most backtracking steps before fail_step is taken.
+    - ``fail_step`` > 0: the step when no trial passes; default 1e-6.
+    - ``skip_tol`` > 0, or None: skip the search when ||g|| < skip_tol; None: never skip.
+    - ``search_on`` one of uncompressed, compressed: test the Armijo condition at x - η d
+      (default) or at the compressed trial point (one compression per trial).
+    - ``agree_step`` one of none, min, mean: every worker keeps its own step (none) or all use
+      the minimum or mean over workers (one all-gather of a scalar).
+    """
+
     lr: float = 1.0
     memory: bool = True
     scale: float | None = None
@@ -89,6 +127,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
     name: ClassVar[str] = "armijo-csgd"
     paper: ClassVar[str] = "Subramaniam, Magesh, Veeravalli, ICASSP 2023, arXiv:2207.10046"
     summary: ClassVar[str] = "compressed SGD with memory, Armijo line search and a scaled step"
+    needs_closure: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -112,11 +151,16 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
 
     def scale_for(self, D: int, C: Compressor | None = None) -> float:
         """The divisor a: ``scale`` if given, else 1/δ of the compressor ``C`` (by default the
-        one these hyper-parameters select for width ``D``; 1 without a δ)."""
+        one these hyper-parameters select for width ``D``, as C / (1 + ω) for an unbiased one
+        with ``memory``; 1 without a δ)."""
         if self.scale is not None:
             return float(self.scale)
-        delta = (C or self.compressor_for(D)).delta(D)
+        delta = (C or self.compressor_for(D, error_feedback=self.memory)).delta(D)
         return 1.0 / delta if delta else 1.0
+
+    def uses_topology(self) -> bool:
+        """False: the compressed messages are all-gathered, with no topology."""
+        return False
 
     def init(self, x: Tensor, comm: Communicator) -> ArmijoState:
         w = x.shape[0]
@@ -146,7 +190,13 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         closure: Closure | None = None,
         pending: Any = None,
     ) -> ArmijoState:
-        C = self.compressor_for(x.shape[1])
+        if closure is None:
+            raise ValueError(
+                "armijo-csgd runs a line search and needs closure(x_trial) -> [w], each worker's "
+                "minibatch loss at a trial point (peergrad train passes one; with "
+                "DistributedOptimizer call step(closure))"
+            )
+        C = self.compressor_for(x.shape[1], error_feedback=self.memory)
         a = self.scale_for(x.shape[1], C)
         g_wd = g + self.weight_decay * x if self.weight_decay else g
         d = self.direction(x, g, state)  # weight decay folded in, momentum buffer updated
@@ -154,8 +204,9 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         rng0 = state.rng
         memory = state.error if self.memory else torch.zeros_like(x)
 
-        def loss(xt: Tensor) -> Tensor:
-            out = closure(xt).to(torch.float64)
+        def objective(value: Tensor, xt: Tensor) -> Tensor:
+            """The searched loss: the minibatch loss at ``xt`` plus the weight-decay term."""
+            out = value.to(eta.device, torch.float64)
             if self.weight_decay:
                 out = out + 0.5 * self.weight_decay * worker_norm(xt).to(torch.float64) ** 2
             return out
@@ -170,21 +221,21 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
                 C.compress(memory + s / a * d, gen, worker_ids=ids, n_workers=n)
             )
 
-        if closure is not None:
-            active = torch.ones_like(eta, dtype=torch.bool)
-            if self.skip_tol is not None:
-                active &= worker_norm(g_wd).to(torch.float64) >= self.skip_tol
-            ell = loss(x)
-            slope = self.c * worker_dot(g_wd, d).to(torch.float64)
-            for j in range(self.max_backtracks + 1):
-                if not bool(active.any()):
-                    break
-                passed = loss(trial(eta)) <= ell - eta * slope
-                active &= ~passed
-                if j == self.max_backtracks:
-                    eta = torch.where(active, torch.full_like(eta, self.fail_step), eta)
-                else:
-                    eta = torch.where(active, eta * self.beta_b, eta)
+        active = torch.ones_like(eta, dtype=torch.bool)
+        if self.skip_tol is not None:
+            active &= worker_norm(g_wd).to(torch.float64) >= self.skip_tol
+        ell = objective(loss_at_current(closure, x), x)
+        slope = self.c * worker_dot(g_wd, d).to(torch.float64)
+        for j in range(self.max_backtracks + 1):
+            if not bool(active.any()):
+                break
+            xt = trial(eta)
+            passed = objective(closure(xt), xt) <= ell - eta * slope
+            active &= ~passed
+            if j == self.max_backtracks:
+                eta = torch.where(active, torch.full_like(eta, self.fail_step), eta)
+            else:
+                eta = torch.where(active, eta * self.beta_b, eta)
 
         if self.agree_step != "none":
             everyone = comm.all_gather(eta.to(x.dtype)[:, None])[0, :, 0].to(torch.float64)

@@ -11,7 +11,11 @@ An algorithm is a frozen dataclass of hyper-parameters with two methods:
   algorithm copies what it keeps (``state.g_prev.copy_(g)``), never a reference to ``g``.
 
 ``closure(x_trial)`` (optional) returns each worker's loss ``[w]`` on its current minibatch at a
-trial point; line-search methods use it.
+trial point, without a backward pass, with the same minibatch and the same randomness (dropout
+masks) as the gradient; line-search methods use it. The engines pass a :class:`LossClosure`,
+which also carries the loss at the current ``x`` that the gradient pass already computed, so a
+line search needs no extra forward pass for f(x_t). Algorithms with ``needs_closure = True``
+raise ``ValueError`` when stepped without a closure.
 
 Overlap: ``pre_gradient(x, state, comm)`` may start communication that does not depend on the
 gradient (the gossip of x in combine-then-adapt forms, via ``comm.mix_start``); the training loop
@@ -41,12 +45,37 @@ Closure = Callable[[Tensor], Tensor]
 
 
 @dataclasses.dataclass(frozen=True)
+class LossClosure:
+    """A closure that also knows the loss at the current iterate.
+
+    ``fn(x_trial [w, D]) -> [w]``: each worker's loss on its current minibatch at a trial point
+    (no backward pass; same minibatch and randomness as the gradient). ``loss``: ``[w]``, the
+    loss at the current ``x`` that the gradient pass returned (``fn(x)`` without evaluating it
+    again). Called like ``fn``.
+    """
+
+    fn: Closure
+    loss: Tensor
+
+    def __call__(self, x_trial: Tensor) -> Tensor:
+        return self.fn(x_trial)
+
+
+def loss_at_current(closure: Closure, x: Tensor) -> Tensor:
+    """The loss ``[w]`` at the current ``x``: ``closure.loss`` of a :class:`LossClosure` (no
+    evaluation), else ``closure(x)``."""
+    return closure.loss if isinstance(closure, LossClosure) else closure(x)
+
+
+@dataclasses.dataclass(frozen=True)
 class Algorithm:
     """Base class; subclasses are frozen dataclasses setting ``name``, ``paper``, ``summary``."""
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    #: True for line-search methods: ``step`` needs ``closure`` (``ValueError`` without one).
+    needs_closure: ClassVar[bool] = False
 
     def init(self, x: Tensor, comm: Communicator) -> Any:
         raise NotImplementedError
@@ -68,6 +97,13 @@ class Algorithm:
 
     def check_topology(self, comm: Communicator) -> None:
         """Raise ``ValueError`` when the communicator's topology does not suit the method."""
+
+    def uses_topology(self) -> bool:
+        """Whether the method gossips over ``comm.topology`` (default True). Methods that only
+        average exactly (all-reduce, all-gather) return False: ``--topology`` does not change
+        them, ``peergrad train`` warns when one is given and leaves it out of the run folder's
+        name."""
+        return True
 
     @classmethod
     def hyperparameters(cls) -> dict[str, dataclasses.Field[Any]]:
@@ -183,6 +219,13 @@ class AdaptiveAlgorithm(Algorithm):
     """Base for the Adam-family methods: ``lr`` (α, > 0), ``b1`` (β₁ in [0, 1); ``None`` means
     ``momentum``) and ``momentum`` (the registry-wide alias of β₁, default 0.9; a given ``b1``
     overrides the default value, see :func:`check_b1_alias`). :attr:`beta1` is the β₁ in force.
+
+    Options:
+
+    - ``lr`` > 0: the step size α; default 1e-3, Adam's (Kingma & Ba) and the papers' default.
+    - ``b1`` in [0, 1), or None: β₁, the first-moment (momentum) weight; None: ``momentum``.
+    - ``momentum`` in [0, 1): the registry-wide name of β₁ (``--momentum``); default 0.9, the β₁
+      of Adam and of the papers; ``--set b1=`` may replace it while it keeps its default.
     """
 
     lr: float = 1e-3
@@ -205,6 +248,17 @@ class SGDAlgorithm(Algorithm):
 
     Hyper-parameters: ``lr`` (> 0), ``momentum`` (in [0, 1)), ``nesterov``, ``weight_decay``
     (>= 0, L2 folded into the gradient). :meth:`direction` gives the local descent direction.
+
+    Defaults follow the papers, which analyse plain SGD: no momentum and no weight decay (both
+    are deep-learning additions; pass ``--momentum 0.9`` for the usual heavy-ball setting).
+
+    Options:
+
+    - ``lr`` > 0: the step size γ; default 0.1.
+    - ``momentum`` in [0, 1): local heavy-ball momentum on the gradient; default 0, the plain SGD
+      the paper analyses.
+    - ``nesterov`` true or false: Nesterov's form of that momentum (needs momentum > 0 to matter).
+    - ``weight_decay`` >= 0: L2 weight decay, added to the gradient; default 0 (not in the paper).
     """
 
     lr: float = 0.1

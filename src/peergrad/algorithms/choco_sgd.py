@@ -11,7 +11,7 @@ C = ``make_compressor(compressor, ratio, levels)``)::
     x_half <- x - lr * d
     q      <- C(x_half - x_hat)          (random compressors draw from ``rng``, per worker id)
     x_hat  <- x_hat + q                  (public copy; every neighbour keeps the same copy)
-    s      <- s + W q                    (gossip of q; s = sum_j W_ij x_hat_j)
+    s      <- s + W q                    (gossip of the packed message of q; s = W x_hat)
     x      <- x_half + gamma * (s - x_hat)
 
 x_hat and s start at 0 (memory-efficient form of the paper's update). With the identity
@@ -19,10 +19,9 @@ compressor and gamma = 1 this is exactly D-PSGD in ATC form, ``x <- W (x - lr * 
 doubly stochastic W the consensus step keeps the mean: ``mean(x) = mean(x_half)``. On
 heterogeneous data it keeps D-PSGD's bias (roughly proportional to ``lr``).
 
-Bytes per worker and step: ``out_degree * C.nbytes(D, dtype)``. Limitation: on the distributed
-engine the gossip sends the dense decompressed q (D values) while the byte and time counters are
-charged the compressed size, so the counters model the compressed wire but the actual transfer
-is not smaller.
+Bytes per worker and step: ``out_degree * C.nbytes(D, dtype)``, exactly what is sent: on both
+engines q travels as its packed message (:func:`peergrad.comm.compressed.compressed_mix`), one
+``uint8 [nbytes]`` tensor per out-neighbour, which every receiver decodes.
 
 Deviations from the paper: heavy-ball/Nesterov momentum (on the local gradient) and weight decay
 are additions (as in D-PSGD); the paper analyses plain SGD. Time-varying topologies are rejected:
@@ -46,6 +45,7 @@ from torch import Tensor
 from peergrad.algorithms.base import Closure, require_doubly_stochastic
 from peergrad.algorithms.compressed import CompressedSGDAlgorithm
 from peergrad.comm.base import Communicator
+from peergrad.comm.compressed import compressed_mix
 from peergrad.compress import (
     load_generator,
     new_generator_state,
@@ -66,6 +66,17 @@ class ChocoState:
 
 @dataclasses.dataclass(frozen=True)
 class ChocoSGD(CompressedSGDAlgorithm):
+    """CHOCO-SGD (Koloskova, Stich, Jaggi 2019); see the module docstring.
+
+    Options:
+
+    - ``lr`` > 0: the step size η; default 0.1, as D-PSGD.
+    - ``momentum`` in [0, 1): heavy-ball momentum on the local gradient; default 0: the paper
+      analyses plain SGD.
+    - ``gamma`` in (0, 1]: γ, the consensus step size; default 0.2 (spec decentralized.md §6);
+      with the identity compressor and γ = 1 this is D-PSGD in ATC form.
+    """
+
     gamma: float = 0.2
 
     name: ClassVar[str] = "choco-sgd"
@@ -115,10 +126,8 @@ class ChocoSGD(CompressedSGDAlgorithm):
         diff = torch.sub(x, state.x_hat, out=comm.workspace(x, "choco-diff"))
         gen = load_generator(state.rng)
         msg = C.compress(diff, gen, worker_ids=comm.worker_ids, n_workers=comm.n_workers)
-        q = C.decompress(msg)
-        state.x_hat.add_(q)
-        nbytes = C.nbytes(x.shape[1], x.dtype)
-        state.s.add_(comm.mix(q, W, message_bytes=nbytes, out=comm.workspace(x, "mix")))
+        state.x_hat.add_(C.decompress(msg))
+        state.s.add_(compressed_mix(comm, C, msg, W, out=comm.workspace(x, "mix")))
         x.add_(torch.sub(state.s, state.x_hat, out=diff), alpha=self.gamma)
         return ChocoState(
             state.step + 1, state.momentum_buffer, state.x_hat, state.s, gen.get_state()

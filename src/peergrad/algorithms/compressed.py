@@ -11,6 +11,10 @@ of 1% of the whole model. The layout comes from ``segments`` (the parameter tens
 flat-buffer order), which ``peergrad train`` and :class:`peergrad.optim.DistributedOptimizer`
 fill from the model (:func:`peergrad.algorithms.base.bind_run`); code that calls ``step``
 itself passes ``segments=(...)``. Without ``layerwise`` the whole model is one vector (the default).
+
+Error feedback: methods with a memory (``ef-sgd``, ``armijo-csgd`` with ``memory=True``) use an
+unbiased compressor C (``randomk``, ``qsgd``) as ``C / (1 + ω)`` (spec §2.1/§3.3; see
+:meth:`CompressedSGDAlgorithm.compressor_for`). The message and its bytes are unchanged.
 """
 
 from __future__ import annotations
@@ -18,11 +22,32 @@ from __future__ import annotations
 import dataclasses
 
 from peergrad.algorithms.base import SGDAlgorithm
-from peergrad.compress import Compressor, Identity, Layerwise, make_compressor
+from peergrad.compress import (
+    Compressor,
+    Identity,
+    Layerwise,
+    for_error_feedback,
+    make_compressor,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class CompressedSGDAlgorithm(SGDAlgorithm):
+    """Base of the compressed methods (see the module docstring).
+
+    Options:
+
+    - ``compressor`` a name of peergrad.compress.COMPRESSORS: the compressor of the messages
+      (identity, topk, randomk, randomk-unscaled, sign, scaled-sign, qsgd); default topk, the
+      spec's top-k with k = 1%.
+    - ``ratio`` in (0, 1]: the kept fraction of top-k and random-k; default 0.01.
+    - ``levels`` integer >= 1: QSGD's quantisation levels s; default 16.
+    - ``seed`` integer: seed of the generator of the random compressors (shared by all workers).
+    - ``layerwise`` true or false: compress every parameter tensor separately (needs segments).
+    - ``segments`` tuple of integers, or None: the parameter tensors' sizes for layerwise;
+      None: filled from the model by peergrad train and DistributedOptimizer.
+    """
+
     compressor: str = "topk"
     ratio: float = 0.01
     levels: int = 16
@@ -45,9 +70,14 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
             return base
         return Layerwise(base, self.segments)
 
-    def compressor_for(self, D: int) -> Compressor:
+    def compressor_for(self, D: int, *, error_feedback: bool = False) -> Compressor:
         """:meth:`make_compressor` checked against the width ``D`` of ``x``; ``ValueError`` when
-        ``layerwise`` is on without ``segments`` or the segments do not sum to ``D``."""
+        ``layerwise`` is on without ``segments`` or the segments do not sum to ``D``.
+
+        ``error_feedback=True`` (methods that keep an error-feedback memory) returns an unbiased
+        compressor C with variance ω (``randomk``, ``qsgd``) as ``C / (1 + ω)``
+        (:func:`~peergrad.compress.for_error_feedback`, spec §2.1), a δ-contraction with
+        δ = 1/(1 + ω): error feedback diverges with the unscaled unbiased compressor."""
         if self.layerwise and self.segments is None:
             raise ValueError(
                 "layerwise=True needs segments (the parameter tensors' sizes); peergrad train and "
@@ -55,4 +85,5 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
             )
         if self.layerwise and sum(self.segments) != D:
             raise ValueError(f"segments sum to {sum(self.segments)} but x has D = {D} entries")
-        return self.make_compressor()
+        C = self.make_compressor()
+        return for_error_feedback(C) if error_feedback else C

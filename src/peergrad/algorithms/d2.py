@@ -67,7 +67,16 @@ class D2State:
 
 @dataclasses.dataclass(frozen=True)
 class D2(SGDAlgorithm):
-    """D² (Tang et al. 2018). ``force``: run on W even when ``lambda_n(W) < -1/3``."""
+    """D² (Tang et al. 2018). ``force``: run on W even when ``lambda_n(W) < -1/3``.
+
+    Options:
+
+    - ``lr`` > 0: the step size γ; default 0.1, as D-PSGD (spec decentralized.md §6).
+    - ``momentum`` in [0, 1): heavy-ball momentum on the gradient; default 0, the paper's plain
+      SGD.
+    - ``force`` true or false: when lambda_n(W) < -1/3, keep W (D² may diverge) instead of the
+      lazy (I + W)/2 that D² falls back to with a warning.
+    """
 
     force: bool = False
 

@@ -129,6 +129,16 @@ class DecentralizedAdaptive(AdaptiveAlgorithm):
     ``eps`` (floor on the second moment and its initial value), ``init_mode``
     (``"first-gradient"`` | ``"paper"``), ``eps_mode`` (``"floor"`` | ``"add"``),
     ``weight_decay`` (L2 folded into the gradient).
+
+    Options:
+
+    - ``eps`` > 0: ε, the floor of the second moment (eps_mode=floor) and its initial value;
+      default 1e-8 (spec decentralized.md §6).
+    - ``init_mode`` one of first-gradient, paper: v_0 = max(g_1², eps) (default, a deviation that
+      keeps the first step of order lr) or v_0 = eps (the paper's).
+    - ``eps_mode`` one of floor, add: denominator √max(u, eps) (the paper's) or √max(u, 0) + eps.
+    - ``weight_decay`` >= 0: L2 weight decay folded into the gradient; default 0.
+    - ``b2`` in [0, 1): β₂ of the second-moment EMA; default 0.99 (spec §6).
     """
 
     eps: float = 1e-8
@@ -246,6 +256,11 @@ class DecentralizedAdaGrad(DecentralizedAdaptive):
     """Decentralized AdaGrad (Chen et al., ACML version, §4.4 [R?]): ``v`` = mean of ``g**2``.
 
     Default ``lr = 1e-2``; β₁ defaults to 0.9 (whether the paper uses 0 or 0.9 is [U]).
+
+    Options:
+
+    - ``lr`` > 0: the step size α; default 1e-2 (the running mean of g² makes its steps smaller
+      than AMSGrad's).
     """
 
     lr: float = 1e-2

@@ -104,7 +104,20 @@ class DeTAGState:
 
 @dataclasses.dataclass(frozen=True)
 class DeTAG(SGDAlgorithm):
-    """DeTAG (Lu & De Sa 2021); see the module docstring."""
+    """DeTAG (Lu & De Sa 2021); see the module docstring.
+
+    Options:
+
+    - ``lr`` > 0: the step size α; default 0.1 (spec decentralized.md §6).
+    - ``momentum`` in [0, 1): heavy-ball momentum on the gossiped tracker; default 0: not in the
+      theory (the reference code has 0.9, spec §5.4).
+    - ``rounds`` integer >= 1, or None (auto): R, gossip rounds (and accumulated minibatches) per
+      phase; auto: the smallest R with |p_R(lambda)| <= 0.1, at most 8 (spec §5.7).
+    - ``eta`` in [0, 1), or None (auto): the accelerated-gossip momentum; auto: the spec's §5.2
+      formula from lambda of W; 0: plain multi-round gossip (allowed on any doubly stochastic W).
+    - ``pipelined`` true or false: overlap each phase's R gossip rounds with its R gradients (the
+      tracker is then one phase stale); false: accumulate, then gossip R rounds.
+    """
 
     rounds: int | None = None
     eta: float | None = None

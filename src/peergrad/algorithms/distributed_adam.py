@@ -91,7 +91,25 @@ class DistributedAdamState:
 
 @dataclasses.dataclass(frozen=True)
 class DistributedAdam(AdaptiveAlgorithm):
-    """Distributed generic Adam; hyper-parameters as in the module docstring."""
+    """Distributed generic Adam; hyper-parameters as in the module docstring.
+
+    Options:
+
+    - ``lr`` > 0: the base step α; α_t = lr times the ``alpha`` schedule; default 1e-3 (spec
+      compression-momentum-adam.md §5.7).
+    - ``momentum`` in [0, 1): β₁ of the constant β_t = β₁ (alias of ``b1``); default 0.9 (§5.7).
+    - ``b2`` in [0, 1): β₂, used by the adam and rmsprop presets; default 0.999.
+    - ``eps`` > 0: ε; default 1e-8.
+    - ``preset`` one of generic, adam, rmsprop, adagrad, adaema, adamnc: the schedules α_t, β_t,
+      θ_t, ε_t; generic (default): α_t = lr/√t, θ_t = 1 - 1/t, β constant (§5.7).
+    - ``alpha`` schedule text, or None: α_t / lr (e.g. inv-sqrt, poly:0.25); None: the preset's.
+    - ``theta`` schedule text, or None: θ_t, the second-moment weight (e.g. zou:0.5,
+      const:0.999); None: the preset's.
+    - ``beta`` schedule text, or None: β_t, the first-moment weight (e.g. const:0.9); None: the
+      preset's.
+    - ``eps_mode`` one of denominator, init: ε added to √v (denominator) or v_0 = ε (init).
+    - ``weight_decay`` >= 0: L2 weight decay added to the gradient before averaging; default 0.
+    """
 
     b2: float = 0.999
     eps: float = 1e-8
@@ -131,6 +149,10 @@ class DistributedAdam(AdaptiveAlgorithm):
         if self.beta is not None:
             overrides["beta"] = parse_schedule(self.beta)
         return dataclasses.replace(base, eps_mode=self.eps_mode, **overrides)
+
+    def uses_topology(self) -> bool:
+        """False: the gradients are averaged exactly (all-reduce), with no topology."""
+        return False
 
     def init(self, x: Tensor, comm: Communicator) -> DistributedAdamState:
         m, v = self.transform.init(x)

@@ -47,6 +47,18 @@ from peergrad.comm.base import Communicator
 
 @dataclasses.dataclass(frozen=True)
 class DPSGD(SGDAlgorithm):
+    """D-PSGD (Lian et al. 2017); see the module docstring.
+
+    Options:
+
+    - ``lr`` > 0: the step size γ; default 0.1, the spec's γ (decentralized.md §6).
+    - ``momentum`` in [0, 1): local heavy-ball momentum; default 0: the paper's D-PSGD is plain
+      SGD (the spec's table suggests 0.9 for deep-learning runs: ``--momentum 0.9``).
+    - ``form`` one of cta, atc: cta (the paper's) gossips x and adds the local step,
+      x <- W x - lr d, overlapping the gossip with the gradient; atc takes the local step first,
+      x <- W (x - lr d).
+    """
+
     form: str = "cta"
 
     name: ClassVar[str] = "dpsgd"

@@ -5,7 +5,8 @@ arXiv:1809.07599 (Mem-SGD); S. P. Karimireddy, Q. Rebjock, S. U. Stich, M. Jaggi
 Fixes SignSGD and other Gradient Compression Schemes", ICML 2019, arXiv:1901.09847 (EF-SGD,
 Algorithm 2). Spec: compression-momentum-adam.md §3.3.
 
-Update rule (worker i, shapes ``[w, D]``; C = ``make_compressor(compressor, ratio, levels)``)::
+Update rule (worker i, shapes ``[w, D]``; C = ``make_compressor(compressor, ratio, levels)``,
+divided by 1 + ω when it is unbiased with variance ω and ``memory=True``: see below)::
 
     d     <- heavy_ball(buf, g + weight_decay * x, momentum, nesterov)   (d = g by default)
     p     <- lr * d + e                  (memory=True;  p <- lr * d when memory=False)
@@ -18,6 +19,13 @@ Invariants (tested): with the identity compressor it is all-reduce SGD; the virt
 ``x - mean_i e_i`` follows plain SGD with the averaged gradient exactly (error feedback loses
 nothing). Bytes per worker and step: ``(n - 1) * C.nbytes(D, dtype)`` (ring all-gather), or
 ``2 (n - 1) / n * D * itemsize`` for the identity compressor.
+
+Unbiased compressors (``randomk``, ``qsgd``) are not contractions, and error feedback with them
+diverges (scaled random-k reaches 1e155 in 1000 steps on the test quadratics). With
+``memory=True`` they are used as ``C / (1 + ω)``, a δ-contraction with δ = 1/(1 + ω) (spec §2.1;
+Stich et al. 2018 analyse contractions only): same message and bytes, the decoded update divided
+by 1 + ω; for scaled random-k that is unscaled random-k. ``compressed-sgd`` (no memory) uses
+them unscaled (unbiased).
 
 Deviations from the papers: heavy-ball/Nesterov momentum (on the local gradient, before the
 memory) and weight decay are additions; the papers analyse plain SGD. x is replicated: every worker
@@ -55,6 +63,17 @@ class EFState:
 
 @dataclasses.dataclass(frozen=True)
 class EFSGD(CompressedSGDAlgorithm):
+    """EF-SGD (Stich et al. 2018; Karimireddy et al. 2019); see the module docstring.
+
+    Options:
+
+    - ``lr`` > 0: the step size γ; default 0.1.
+    - ``momentum`` in [0, 1): heavy-ball momentum on the local gradient, before the memory;
+      default 0: the papers analyse plain SGD.
+    - ``memory`` true or false: error feedback (the memory e keeps what compression dropped);
+      false is compressed-sgd, the no-memory baseline.
+    """
+
     memory: bool = True
 
     name: ClassVar[str] = "ef-sgd"
@@ -62,6 +81,10 @@ class EFSGD(CompressedSGDAlgorithm):
         "Stich et al. 2018, arXiv:1809.07599; Karimireddy et al. 2019, arXiv:1901.09847"
     )
     summary: ClassVar[str] = "compressed SGD with error feedback: all-gather of compressed updates"
+
+    def uses_topology(self) -> bool:
+        """False: the compressed messages are all-gathered, with no topology."""
+        return False
 
     def init(self, x: Tensor, comm: Communicator) -> EFState:
         return EFState(
@@ -80,7 +103,7 @@ class EFSGD(CompressedSGDAlgorithm):
         closure: Closure | None = None,
         pending: Any = None,
     ) -> EFState:
-        C = self.compressor_for(x.shape[1])
+        C = self.compressor_for(x.shape[1], error_feedback=self.memory)
         d = self.direction(x, g, state)  # updates state.momentum_buffer
         p = torch.mul(d, self.lr)
         if self.memory:

@@ -127,6 +127,28 @@ class LocalSGD(SGDAlgorithm):
     ``local_state`` ("keep" | "reset" | "average"); ``warmup_steps`` (K = 1 for the first
     ``warmup_steps`` iterations, post-local SGD); ``gossip`` (average by one gossip round over
     the topology instead of an all-reduce).
+
+    Options:
+
+    - ``lr`` > 0: the local step size γ; default 0.1.
+    - ``momentum`` in [0, 1): local heavy-ball momentum (sgd) or Adam's β₁ (adam, amsgrad);
+      default 0: in Cong & Liu each learner runs plain SGD and momentum is applied only at the
+      block level (with local_update=adam pass --momentum 0.9 for Adam's β₁).
+    - ``nesterov`` true or false: Nesterov's form of the local momentum (local_update=sgd only).
+    - ``period`` integer >= 1: K, local steps between syncs; default 8.
+    - ``block_momentum`` in [0, 1), or None: μ, the block momentum; None: the BMUF rule 1 - 1/n.
+    - ``block_lr`` > 0: ζ, the block learning rate; default 1.
+    - ``block_nesterov`` true or false: the Nesterov form of the block momentum.
+    - ``nesterov_style`` one of bmuf, cntk: which Nesterov block form (BMUF-NBM or CNTK's).
+    - ``local_update`` one of sgd, adam, amsgrad: the local optimizer (adam and amsgrad: torch's
+      bias-corrected Adam with β₁ = momentum, ``b2``, ``eps``).
+    - ``b2`` in [0, 1): β₂ of the local Adam; default 0.999.
+    - ``eps`` > 0: ε of the local Adam; default 1e-8.
+    - ``local_state`` one of reset, keep, average: what the local optimizer's buffers do at a
+      sync; reset (default, CNTK), keep, or average (sent with x).
+    - ``warmup_steps`` integer >= 0: K = 1 for the first warmup_steps iterations (post-local SGD).
+    - ``gossip`` true or false: average by one gossip round over --topology instead of an exact
+      all-reduce.
     """
 
     period: int = 8
@@ -184,6 +206,10 @@ class LocalSGD(SGDAlgorithm):
 
     def uses_block_step(self, n_workers: int) -> bool:
         return not (self.resolved_block_momentum(n_workers) == 0 and self.block_lr == 1)
+
+    def uses_topology(self) -> bool:
+        """Only with ``gossip=True``; by default a sync is an exact all-reduce."""
+        return self.gossip
 
     def check_topology(self, comm: Communicator) -> None:
         if self.gossip:

@@ -15,7 +15,7 @@ from peergrad.algorithms.armijo_csgd import ArmijoCSGD
 from peergrad.algorithms.base import Algorithm
 from peergrad.algorithms.choco_sgd import ChocoSGD
 from peergrad.algorithms.d2 import D2
-from peergrad.algorithms.dadam import DADAM, DADAMNaive
+from peergrad.algorithms.dadam import DADAM, DADAMNaive, DecentralizedAdamNaive
 from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAdaGrad,
     DecentralizedAdam,
@@ -39,6 +39,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     DecentralizedAdam,
     DADAM,
     DADAMNaive,
+    DecentralizedAdamNaive,
     EFSGD,
     CompressedSGD,
     ArmijoCSGD,

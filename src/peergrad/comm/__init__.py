@@ -17,7 +17,7 @@ from peergrad.comm.base import (
     worker_norm,
     worker_sum,
 )
-from peergrad.comm.compressed import compressed_mean
+from peergrad.comm.compressed import compressed_mean, compressed_mix
 from peergrad.comm.simulated import SimulatedCommunicator, apply_mixing
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "allreduce_bytes",
     "apply_mixing",
     "compressed_mean",
+    "compressed_mix",
     "message_nbytes",
     "worker_dot",
     "worker_norm",

@@ -13,17 +13,20 @@ on both engines; only the three operations below touch the worker axis:
 - per-worker reductions (``worker_sum``, ``worker_dot``, ``worker_norm``) that reduce every axis
   but axis 0 and need no communication.
 
-Byte accounting: ``bytes_sent`` (float64 ``[w]``, bytes) is what each local worker would have put
-on the wire so far. A gossip round costs worker i ``out_degree(i) * message_bytes``; an all-reduce
-costs every worker ``2 (n - 1) / n * message_bytes`` (ring all-reduce, the bandwidth-optimal
-schedule); a ring all-gather of a ``P``-element payload costs every worker
-``(n - 1) * P * itemsize``. ``simulated_comm_time_s`` (seconds) accumulates the time of every
-communication under a :class:`NetworkModel`, identical on both engines.
+Byte accounting: ``bytes_sent`` (float64 ``[w]``, bytes) is what each local worker has put on the
+wire so far (on the distributed engine, exactly the tensors it hands to ``torch.distributed``;
+compressed messages cross the wire packed, see :mod:`peergrad.comm.compressed`). A gossip round
+costs worker i ``out_degree(i) * message_bytes``; an all-reduce costs every worker
+``2 (n - 1) / n * message_bytes`` (ring all-reduce, the bandwidth-optimal schedule); a ring
+all-gather of a ``P``-element payload costs every worker ``(n - 1) * P * itemsize``.
+``simulated_comm_time_s`` (seconds) accumulates the time of every communication under a
+:class:`NetworkModel`, identical on both engines.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -127,6 +130,10 @@ class Workspace:
         return buf
 
 
+Decode = Callable[[Tensor], Tensor]
+"""Turns wire payload rows ``[m, P]`` into the values they carry ``[m, ...]`` (see ``mix``)."""
+
+
 class PendingMix(Protocol):
     def wait(self, out: Tensor | None = None) -> Tensor: ...
 
@@ -154,10 +161,17 @@ class Communicator(Protocol):
         *,
         message_bytes: int | None = None,
         out: Tensor | None = None,
+        decode: Decode | None = None,
     ) -> Tensor:
         """Gossip: return ``W @ x`` over the worker axis (``x`` is ``[w, ...]``, not modified).
 
-        ``out`` (shape of ``x``, not overlapping it) receives the result when given.
+        ``out`` (shape of the result, not overlapping ``x``) receives the result when given.
+
+        ``decode`` (compressed gossip, :func:`peergrad.comm.compressed.compressed_mix`): the rows
+        of ``x`` are wire payloads (e.g. packed bytes ``uint8 [w, P]``), sent as they are; every
+        worker's row, its own and each one received, is decoded with ``decode`` (``[m, P] ->
+        [m, ...]``) before the weighted sum, so the result is ``W @ decode(x)``. Bytes are those
+        of the payload row (``P * itemsize``) unless ``message_bytes`` says otherwise.
         """
         ...
 

@@ -1,4 +1,9 @@
-"""Averaging compressed messages over all workers: a collective, beside the communicators."""
+"""Collectives of compressed messages, beside the communicators: average and gossip.
+
+Compressed messages cross the wire packed (``Compressor.pack``: ``uint8 [w, nbytes(D, dtype)]``)
+on both engines, so ``bytes_sent`` counts exactly what is sent; receivers unpack and decompress.
+The identity compressor sends its values as they are (the same bytes, ``D * itemsize``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from torch import Tensor
 
 from peergrad.comm.base import Communicator
 from peergrad.compress.compressors import Compressor, Identity, Message
+from peergrad.topology import MixingMatrix
 
 
 def compressed_mean(comm: Communicator, compressor: Compressor, msg: Message) -> Tensor:
@@ -23,3 +29,29 @@ def compressed_mean(comm: Communicator, compressor: Compressor, msg: Message) ->
     gathered = comm.all_gather(payload)  # [w, n, P]; every row holds the same n payloads
     dense = compressor.decompress(compressor.unpack(gathered[0], msg.D, msg.dtype))
     return dense.mean(dim=0, keepdim=True).expand(w, msg.D)
+
+
+def compressed_mix(
+    comm: Communicator,
+    compressor: Compressor,
+    msg: Message,
+    W: MixingMatrix,
+    *,
+    out: Tensor | None = None,
+) -> Tensor:
+    """Gossip of compressed messages: ``W @ decompress(msg)`` over the worker axis, ``[w, D]``.
+
+    Every worker sends its packed message (``uint8 [nbytes(D, dtype)]``) to each out-neighbour
+    of W, so a round costs worker i ``out_degree(i) * nbytes`` bytes, exactly what is sent. Each
+    worker then decodes its own and every received message (``unpack`` + ``decompress``) and
+    forms ``W_ii q_i + sum_j W_ij q_j``. The identity compressor gossips its values directly
+    (``comm.mix``, ``D * itemsize`` bytes). ``out`` (``[w, D]``) receives the result when given.
+    """
+    if isinstance(compressor, Identity):
+        return comm.mix(msg.values, W, out=out)
+    D, dtype = msg.D, msg.dtype
+
+    def decode(payload: Tensor) -> Tensor:
+        return compressor.decompress(compressor.unpack(payload, D, dtype))
+
+    return comm.mix(compressor.pack(msg), W, out=out, decode=decode)

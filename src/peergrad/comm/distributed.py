@@ -12,7 +12,12 @@ unchanged; only the three cross-worker operations are implemented here:
 - per-worker reductions need no communication (see :mod:`peergrad.comm.base`).
 
 Byte accounting and ``simulated_comm_time_s`` use the same formulas as the simulated engine, from
-the global W every process knows, so both engines report identical numbers.
+the global W every process knows, so both engines report identical numbers. ``bytes_sent`` counts
+exactly the tensors handed to ``torch.distributed`` (compressed messages travel packed, see
+:mod:`peergrad.comm.compressed`): a gossip send of b bytes costs b, an all-gather of b bytes per
+worker (n − 1)·b and an all-reduce of b bytes 2(n − 1)/n·b (ring schedules). With
+``record_wire=True`` every such tensor is logged in ``wire_log`` (:class:`WireRecord`), which the
+tests compare with ``bytes_sent``.
 
 Failures: every wait is bounded by ``timeout_s`` (default 60 s, the process group's timeout).
 When a peer dies or stops answering, :class:`PeerFailure` names the step, the operation and the
@@ -31,6 +36,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from peergrad.comm.base import (
+    Decode,
     NetworkModel,
     PeerFailure,
     Workspace,
@@ -90,9 +96,23 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+@dataclass(frozen=True)
+class WireRecord:
+    """One tensor this worker handed to ``torch.distributed`` in an accounted operation.
+
+    ``op``: ``"send"`` (a gossip message to worker ``peer``), ``"all_reduce"`` or
+    ``"all_gather"``; ``nbytes``: ``numel * itemsize`` of the tensor handed over.
+    """
+
+    op: str
+    nbytes: int
+    peer: int | None = None
+
+
 @dataclass
 class PendingMix:
-    """A gossip in flight: call :meth:`wait` for ``W x`` (shape ``[1, ...]``)."""
+    """A gossip in flight: call :meth:`wait` for ``W x`` (``W decode(x)`` with ``decode``),
+    shape ``[1, ...]``."""
 
     comm: DistributedCommunicator
     W: MixingMatrix
@@ -100,6 +120,7 @@ class PendingMix:
     requests: list[tuple[int, object]]  # (peer, work handle) for every posted receive
     sends: list[tuple[int, object]]
     buffers: list[tuple[int, float, Tensor]]  # (peer j, W_ij, receive buffer)
+    decode: Decode | None = None
 
     done: bool = False
 
@@ -113,11 +134,13 @@ class PendingMix:
         for peer, work in self.sends:
             comm._wait(work, f"gossip send to worker {peer}", [peer])
         i = comm.rank
+        decode = self.decode if self.decode is not None else (lambda rows: rows)
+        own = decode(self.x)
         if out is None:
-            out = torch.empty_like(self.x)
-        torch.mul(self.x, self.W.self_weight(i), out=out)
+            out = torch.empty_like(own)
+        torch.mul(own, self.W.self_weight(i), out=out)
         for _, weight, buf in self.buffers:
-            out.add_(buf.view_as(self.x), alpha=weight)
+            out.add_(decode(buf.view_as(self.x)), alpha=weight)
         return out
 
 
@@ -129,6 +152,8 @@ class DistributedCommunicator:
         network: latency/bandwidth model for ``simulated_comm_time_s``.
         group: process group (default: the world).
         timeout_s: seconds any single wait may take before :class:`PeerFailure` (> 0).
+        record_wire: log every tensor handed to ``torch.distributed`` by an accounted
+            operation in ``wire_log`` (a list of :class:`WireRecord`; ``None`` when off).
 
     Raises ``ValueError`` when the process group is not initialised or its size differs from
     ``topology.n``.
@@ -141,6 +166,7 @@ class DistributedCommunicator:
         network: NetworkModel | None = None,
         group: dist.ProcessGroup | None = None,
         timeout_s: float = 60.0,
+        record_wire: bool = False,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -163,6 +189,7 @@ class DistributedCommunicator:
         self.bytes_sent = torch.zeros(1, dtype=torch.float64)
         self.simulated_comm_time_s = 0.0
         self.rounds = 0
+        self.wire_log: list[WireRecord] | None = [] if record_wire else None
         self.workspace = Workspace()
         self.current_step = 0
         self._worker_ids = torch.tensor([self.rank])
@@ -255,6 +282,10 @@ class DistributedCommunicator:
                 f"engine, got shape {tuple(x.shape)}"
             )
 
+    def _record(self, op: str, tensor: Tensor, peer: int | None = None) -> None:
+        if self.wire_log is not None:
+            self.wire_log.append(WireRecord(op, tensor.numel() * tensor.element_size(), peer))
+
     def _account_gossip(self, W: MixingMatrix, nbytes: int) -> None:
         deg = W.out_degrees
         self.bytes_sent += float(deg[self.rank]) * nbytes
@@ -262,9 +293,19 @@ class DistributedCommunicator:
         self.rounds += 1
 
     def mix_start(
-        self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        decode: Decode | None = None,
     ) -> PendingMix:
-        """Post the sends and receives of one gossip round; ``x`` must not change until wait."""
+        """Post the sends and receives of one gossip round; ``x`` must not change until wait.
+
+        ``x`` (``[1, P]``) is what crosses the wire; with ``decode`` it is a payload (e.g. packed
+        bytes) and every row, this worker's and each received one, is decoded before the
+        weighted sum (see :meth:`peergrad.comm.base.Communicator.mix`).
+        """
         self._check(x, "mix")
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
@@ -274,6 +315,7 @@ class DistributedCommunicator:
         for j, _ in W.out_neighbors(i):
             ops.append(dist.P2POp(dist.isend, payload, j, self.group))
             send_peers.append(j)
+            self._record("send", payload, j)
         for j, weight in W.in_neighbors(i):
             buf = self.workspace(payload, f"recv{len(buffers)}")
             ops.append(dist.P2POp(dist.irecv, buf, j, self.group))
@@ -290,7 +332,7 @@ class DistributedCommunicator:
         recvs = list(zip(recv_peers, works[n_send:], strict=True))
         nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
         self._account_gossip(W, nbytes)
-        return PendingMix(self, W, x, recvs, sends, buffers)
+        return PendingMix(self, W, x, recvs, sends, buffers, decode)
 
     def mix(
         self,
@@ -299,9 +341,11 @@ class DistributedCommunicator:
         *,
         message_bytes: int | None = None,
         out: Tensor | None = None,
+        decode: Decode | None = None,
     ) -> Tensor:
-        """``W @ x`` for this worker's row: ``W_ii x_i + sum_j W_ij x_j`` (shape ``[1, ...]``)."""
-        return self.mix_start(x, W, message_bytes=message_bytes).wait(out)
+        """``W @ x`` for this worker's row: ``W_ii x_i + sum_j W_ij x_j`` (shape ``[1, ...]``);
+        with ``decode``, ``W_ii decode(x_i) + sum_j W_ij decode(x_j)``."""
+        return self.mix_start(x, W, message_bytes=message_bytes, decode=decode).wait(out)
 
     def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
         """All-reduce average over the n workers (shape ``[1, ...]``).
@@ -323,6 +367,7 @@ class DistributedCommunicator:
             out.copy_(staged)
         out.div_(self.n_workers)
         if account:
+            self._record("all_reduce", staged)
             nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
             self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
             self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
@@ -348,6 +393,7 @@ class DistributedCommunicator:
             raise self._fail("all-gather", everyone, exc) from exc
         self._wait(work, "all-gather", everyone)
         out = torch.cat(rows).to(payload.device).unsqueeze(0)
+        self._record("all_gather", src)
         nbytes = message_nbytes(payload) if message_bytes is None else int(message_bytes)
         self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
         self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)

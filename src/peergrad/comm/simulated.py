@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from peergrad.comm.base import (
+    Decode,
     NetworkModel,
     Workspace,
     allgather_bytes,
@@ -75,15 +76,21 @@ class SimulatedCommunicator:
         return deg
 
     def mix_start(
-        self, x: Tensor, W: MixingMatrix, *, message_bytes: int | None = None
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        decode: Decode | None = None,
     ) -> SimulatedPendingMix:
-        """Start a gossip round (accounted now); ``wait(out)`` returns ``W @ x``.
+        """Start a gossip round (accounted now); ``wait(out)`` returns ``W @ x``
+        (``W @ decode(x)`` with ``decode``, see :meth:`mix`).
 
         The simulated engine has nothing in flight, so the product is formed at ``wait``; ``x``
         must not change in between (as on the distributed engine).
         """
         self._account_mix(x, W, message_bytes)
-        return SimulatedPendingMix(W, x)
+        return SimulatedPendingMix(W, x, decode)
 
     def mix(
         self,
@@ -92,15 +99,18 @@ class SimulatedCommunicator:
         *,
         message_bytes: int | None = None,
         out: Tensor | None = None,
+        decode: Decode | None = None,
     ) -> Tensor:
         """Return ``W @ x`` over the worker axis; ``x`` (``[n, ...]``) is not modified.
 
-        ``message_bytes`` overrides the size of one worker's message (compressed messages);
-        by default it is the size of one row of ``x``. ``out`` (shape of ``x``, not overlapping
-        it) receives the result instead of a new tensor.
+        ``message_bytes`` overrides the size of one worker's message; by default it is the size
+        of one row of ``x``. ``out`` (shape of the result, not overlapping ``x``) receives the
+        result instead of a new tensor. ``decode``: the rows of ``x`` are wire payloads and the
+        result is ``W @ decode(x)`` (compressed gossip, see
+        :func:`peergrad.comm.compressed.compressed_mix`).
         """
         self._account_mix(x, W, message_bytes)
-        return apply_mixing(W, x, out)
+        return apply_mixing(W, x if decode is None else decode(x), out)
 
     def _account_mix(self, x: Tensor, W: MixingMatrix, message_bytes: int | None) -> None:
         self._check(x, "mix")
@@ -156,9 +166,10 @@ class SimulatedCommunicator:
 class SimulatedPendingMix:
     W: MixingMatrix
     x: Tensor
+    decode: Decode | None = None
 
     def wait(self, out: Tensor | None = None) -> Tensor:
-        return apply_mixing(self.W, self.x, out)
+        return apply_mixing(self.W, self.x if self.decode is None else self.decode(self.x), out)
 
 
 def apply_mixing(W: MixingMatrix, x: Tensor, out: Tensor | None = None) -> Tensor:

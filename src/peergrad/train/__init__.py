@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from peergrad.train.compare import CompareEntry, CompareResult, build_entries
 from peergrad.train.config import TrainConfig
-from peergrad.train.loop import METRIC_FIELDS, NonFiniteError, RunResult, format_summary, train
+from peergrad.train.loop import (
+    METRIC_FIELDS,
+    NonFiniteError,
+    RunResult,
+    TrainingInterrupted,
+    format_summary,
+    train,
+)
 
 __all__ = [
     "METRIC_FIELDS",
@@ -17,6 +24,7 @@ __all__ = [
     "NonFiniteError",
     "RunResult",
     "TrainConfig",
+    "TrainingInterrupted",
     "build_entries",
     "format_summary",
     "train",

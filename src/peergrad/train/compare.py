@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +36,9 @@ from typing import Any
 
 from peergrad.algorithms import algorithm_class
 from peergrad.train.config import TrainConfig
+from peergrad.train.folders import check_compare_folder, clear_compare_files
 from peergrad.train.loop import (
+    ALGORITHM_FIELDS,
     METRIC_FIELDS,
     RunResult,
     build_algorithm,
@@ -159,12 +162,16 @@ def build_entries(
 
 
 def entry_config(base: TrainConfig, entry: CompareEntry, out: str | Path | None) -> TrainConfig:
-    """``base`` with the entry's algorithm and options (``base.options`` is not used)."""
+    """``base`` with the entry's algorithm and options (``base.options`` is not used). An entry
+    option ``lr``, ``momentum`` or ``weight_decay`` replaces the shared value of ``base`` for
+    that run (``--set-for dpsgd@slow:lr=0.01`` beside ``--lr 0.1``)."""
+    shared = {k: None for k in ALGORITHM_FIELDS if k in entry.options}
     return dataclasses.replace(
         base,
         algorithm=entry.algorithm,
         options=dict(entry.options),
         out=None if out is None else str(out),
+        **shared,
     )
 
 
@@ -238,15 +245,19 @@ def summarize_run(
     records: Sequence[Mapping[str, Any]],
     target_accuracy: float,
     run_dir: str | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``compare.json`` record of one run."""
+    """The ``compare.json`` record of one run; ``hyperparameters``: the algorithm's options as
+    it ran (:attr:`RunResult.hyperparameters`; by default rebuilt from ``config``)."""
     last = records[-1]
     hit = first_at_target(records, target_accuracy)
     row: dict[str, Any] = {
         "label": entry.label,
         "algorithm": entry.algorithm,
         "options": dict(entry.options),
-        "hyperparameters": build_algorithm(config).options(),
+        "hyperparameters": dict(
+            hyperparameters if hyperparameters is not None else build_algorithm(config).options()
+        ),
         "run_dir": run_dir,
         "final": {k: last.get(k) for k in METRIC_FIELDS},
         "best_test_accuracy": max(r["test_accuracy"] for r in records),
@@ -336,19 +347,29 @@ def compare(
     *,
     write: bool = True,
     on_run: Callable[[int, CompareEntry, TrainConfig], None] | None = None,
+    overwrite: bool = False,
+    topology_given: bool | None = None,
 ) -> CompareResult:
     """Train every entry on ``base`` (its ``algorithm``, ``options`` and ``out`` are not used)
     and write the comparison (see the module docstring) to ``out_dir`` when ``write``.
 
     Everything is validated before the first run (``ValueError`` / ``FileNotFoundError``);
-    nothing is written then. ``out_dir`` defaults to :func:`compare_dir_for`.
+    nothing is written then. ``out_dir`` defaults to :func:`compare_dir_for` (a new folder); an
+    ``out_dir`` that holds an earlier comparison is refused unless ``overwrite``, which removes
+    that comparison (its files and run folders) once everything is validated, so no run that
+    ``compare.json`` does not list is left behind. ``topology_given``: see :func:`train`.
     ``on_run(i, entry, config)`` is called before run ``i`` (0-based) starts.
     ``compare.json`` and ``compare.md`` are rewritten after every run, so an interrupted
     comparison keeps the finished runs; the plots are drawn at the end.
     """
     entries = list(entries)
+    if write and out_dir is not None:  # before validate(), which joins the process group
+        check_compare_folder(out_dir, OUTPUT_FILES, overwrite=overwrite)
     validate(base, entries, target_accuracy)
     root = Path(out_dir) if out_dir is not None else compare_dir_for(base, entries)
+    is_main = base.engine == "simulated" or os.environ.get("RANK", "0") == "0"
+    if write and out_dir is not None and overwrite and is_main:
+        clear_compare_files(root, OUTPUT_FILES)
     shared = shared_config(base)
     rows: list[dict[str, Any]] = []
     records: dict[str, list[dict[str, Any]]] = {}
@@ -358,7 +379,9 @@ def compare(
         config = entry_config(base, entry, root / entry.label if write else None)
         if on_run is not None:
             on_run(i, entry, config)
-        result = train(config, write=write)
+        # overwrite: on the distributed engine a rank may check a run folder before rank 0
+        # has cleared the old comparison; the folder is cleared (again) either way.
+        result = train(config, write=write, overwrite=overwrite, topology_given=topology_given)
         writes = result.out_dir is not None  # rank 0 only on the distributed engine
         runs[entry.label] = result
         records[entry.label] = result.records
@@ -369,6 +392,7 @@ def compare(
                 result.records,
                 target_accuracy,
                 entry.label if write else None,
+                result.hyperparameters,
             )
         )
         if writes:

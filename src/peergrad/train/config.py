@@ -1,4 +1,11 @@
-"""The configuration of a training run: everything needed to rerun it (``config.json``)."""
+"""The configuration of a training run: everything needed to rerun it (``config.json``).
+
+``config.json`` holds the :class:`TrainConfig` fields, i.e. what the user gave (``lr``,
+``momentum`` and ``weight_decay`` are ``null`` when left to the algorithm; ``options`` holds the
+``--set`` values as given), next to :data:`RECORDED_KEYS`: ``hyperparameters``, every option of
+the algorithm as it ran (defaults and run-dependent values included), and ``peergrad_version``.
+So the run folder alone says what ran, and ``--resume`` compares against what the user gave.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,10 @@ import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+
+#: Keys of ``config.json`` that record what ran rather than what was asked for; they are not
+#: :class:`TrainConfig` fields and :meth:`TrainConfig.from_dict` skips them.
+RECORDED_KEYS: tuple[str, ...] = ("hyperparameters", "peergrad_version")
 
 #: Fields that ``peergrad train --resume`` may change; all others must match the run's.
 RESUMABLE_CHANGES: tuple[str, ...] = (
@@ -22,10 +33,11 @@ class TrainConfig:
     """Options of ``peergrad train``; field names match the CLI flags (``--batch-size`` ...).
 
     ``options`` holds algorithm hyper-parameters given with ``--set key=value``; ``lr``,
-    ``momentum`` and ``weight_decay`` are passed to the algorithm when set (None keeps the
-    algorithm's default). ``epochs`` counts passes over the training set by all workers together
-    (``samples_seen = step * n * batch_size``); ``steps`` overrides it. ``checkpoint_every``
-    (steps, None = never) saves a checkpoint into the run folder (see
+    ``momentum`` and ``weight_decay`` are passed to the algorithm when set (None, the default,
+    keeps the algorithm's own default: see ``peergrad algorithms NAME``); setting one of them
+    both here and in ``options`` is an error. ``epochs`` counts passes over the training set by
+    all workers together (``samples_seen = step * n * batch_size``); ``steps`` overrides it.
+    ``checkpoint_every`` (steps, None = never) saves a checkpoint into the run folder (see
     :mod:`peergrad.train.checkpoint`); the last step is always saved when it is set.
     """
 
@@ -45,7 +57,7 @@ class TrainConfig:
     steps: int | None = None
     batch_size: int = 32
     lr: float | None = None
-    momentum: float | None = 0.9
+    momentum: float | None = None
     weight_decay: float | None = None
     seed: int = 0
     device: str = "cpu"
@@ -60,19 +72,36 @@ class TrainConfig:
     checkpoint_every: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what ``config.json`` holds besides :data:`RECORDED_KEYS`)."""
         return dataclasses.asdict(self)
+
+    def record(self, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+        """The content of ``config.json``: the fields (what the user gave) and, under
+        :data:`RECORDED_KEYS`, the algorithm's resolved ``hyperparameters`` and the version."""
+        from peergrad import __version__
+
+        return {
+            **self.to_dict(),
+            "hyperparameters": dict(hyperparameters),
+            "peergrad_version": __version__,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config from a dict of fields (:data:`RECORDED_KEYS` are skipped); ``ValueError``
+        names unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in RECORDED_KEYS}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(names)}")
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
+        """Write the fields as JSON (without :data:`RECORDED_KEYS`; runs write :meth:`record`)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
+        """The config in a ``config.json`` (what the user gave)."""
         return cls.from_dict(json.loads(Path(path).read_text()))

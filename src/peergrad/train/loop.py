@@ -17,6 +17,7 @@ and before every record and checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -24,7 +25,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from peergrad.algorithms import Algorithm, make_algorithm
-from peergrad.algorithms.base import bind_run
+from peergrad.algorithms.base import LossClosure, bind_run
 from peergrad.comm import NetworkModel, SimulatedCommunicator, worker_sum
 from peergrad.comm.base import Communicator
 from peergrad.data import Dataset, load_dataset, partition
 from peergrad.models import build_model
-from peergrad.topology import make_topology
+from peergrad.topology import make_topology, torus_shape
 from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
+from peergrad.train.folders import check_run_folder, clear_run_files
 from peergrad.train.params import (
     FlatParams,
     make_bound_grad_fn,
@@ -86,21 +89,52 @@ class Task:
 
 @dataclasses.dataclass
 class RunResult:
+    """What :func:`train` returns. ``hyperparameters``: every option of the algorithm as it ran
+    (defaults and run-dependent values included), as in ``config.json``."""
+
     out_dir: Path | None
     records: list[dict[str, Any]]
     summary: dict[str, Any]
     x: Tensor
     state: Any
     comm: Communicator
+    hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: What ``--device`` accepts (checked by :func:`resolve_device`).
+DEVICES_HELP = "cpu, cuda, cuda:N (N < the number of visible GPUs) or mps (where available)"
 
 
 def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} requested but CUDA is not available on this machine")
+    """The device of ``--device``; ``ValueError`` (one line naming ``--device`` and what it
+    accepts) for names torch does not know, devices this machine does not have (``cuda:9`` on
+    a one-GPU machine, ``mps`` off Apple silicon) and devices that cannot train (``meta``)."""
     try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from exc
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device must be one of {DEVICES_HELP}; got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"--device {name}: CUDA is not available on this machine; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
+                f"cuda:{count - 1}"
+            )
+        return device
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available on this machine")
+        if device.index not in (None, 0):
+            raise ValueError(f"--device {name}: there is one MPS device, mps (or mps:0)")
+        return device
+    raise ValueError(f"--device must be one of {DEVICES_HELP}; got {name!r}")
 
 
 def validate_config(config: TrainConfig) -> None:
@@ -228,21 +262,43 @@ def build_task(config: TrainConfig) -> Task:
     return Task(dataset, shards, module, layout, layout.flatten(module))
 
 
+#: ``TrainConfig`` fields passed to the algorithm when set (None: the algorithm's default).
+ALGORITHM_FIELDS = ("lr", "momentum", "weight_decay")
+
+
 def build_algorithm(config: TrainConfig) -> Algorithm:
+    """The algorithm of ``config``: ``config.options`` plus ``lr``, ``momentum`` and
+    ``weight_decay`` where set; the algorithm's own defaults for everything else. Setting one of
+    those three both ways (``--set momentum=0.5 --momentum 0.2``) raises ``ValueError`` naming
+    both."""
     options = dict(config.options)
-    for key in ("lr", "momentum", "weight_decay"):
+    for key in ALGORITHM_FIELDS:
         value = getattr(config, key)
-        if value is not None and key not in options:
-            options[key] = value
+        if value is None:
+            continue
+        if key in options:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"--set {key}={options[key]} and {flag} {value} both set {key}; give only one "
+                "of them"
+            )
+        options[key] = value
     return make_algorithm(config.algorithm, **options)
 
 
-def run_dir_for(config: TrainConfig) -> Path:
+def run_dir_for(config: TrainConfig, algorithm: Algorithm | None = None) -> Path:
+    """``config.out``, or ``runs/<algorithm>-<topology><n>-<dataset>-<partition>-seed<seed>``
+    with the next free suffix (``-2``, ``-3``, ...): a default name never reuses a folder. The
+    topology is left out (``<algorithm>-n<n>-...``) when ``algorithm`` does not use it."""
     if config.out:
         return Path(config.out)
+    where = (
+        f"n{config.workers}"
+        if algorithm is not None and not algorithm.uses_topology()
+        else f"{config.topology}{config.workers}"
+    )
     base = Path("runs") / (
-        f"{config.algorithm}-{config.topology}{config.workers}-{config.dataset}-"
-        f"{config.partition}-seed{config.seed}"
+        f"{config.algorithm}-{where}-{config.dataset}-{config.partition}-seed{config.seed}"
     )
     path, k = base, 1
     while path.exists():
@@ -391,6 +447,78 @@ class NonFiniteError(RuntimeError):
     the worker(s) and what went bad, and where the last good checkpoint is."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :func:`train`; a ``KeyboardInterrupt`` that knows where.
+
+    ``step``: the last step done; ``total``: the run's last step; ``checkpoint_step``: the step
+    of the last checkpoint saved (None: none); ``run_dir``: the run folder (None: none written);
+    ``checkpoint_every``: the run's setting. ``str()`` is one line saying so, with the
+    ``--resume`` command when there is a checkpoint.
+    """
+
+    def __init__(
+        self,
+        step: int,
+        total: int,
+        checkpoint_step: int | None,
+        run_dir: Path | None,
+        checkpoint_every: int | None = None,
+    ) -> None:
+        self.step, self.total = step, total
+        self.checkpoint_step, self.run_dir = checkpoint_step, run_dir
+        self.checkpoint_every = checkpoint_every
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """``interrupted at step 37 of 100; last checkpoint: step 30 in DIR; continue with:
+        peergrad train --resume DIR`` (or why it cannot be resumed)."""
+        text = f"interrupted at step {self.step} of {self.total}; "
+        if self.checkpoint_step is not None and self.run_dir is not None:
+            return (
+                f"{text}last checkpoint: step {self.checkpoint_step} in {self.run_dir}; "
+                f"continue with: peergrad train --resume {self.run_dir}"
+            )
+        if self.checkpoint_every is not None:
+            return (
+                f"{text}no checkpoint was saved yet (--checkpoint-every {self.checkpoint_every}), "
+                "so it cannot be resumed"
+            )
+        return text + "no checkpoint was saved, so it cannot be resumed (use --checkpoint-every N)"
+
+
+def setting_warnings(
+    config: TrainConfig, algorithm: Algorithm, *, topology_given: bool | None = None
+) -> list[str]:
+    """One line per degenerate setting (the run goes ahead):
+
+    - ``--topology`` given to an algorithm that does not use it (``topology_given``; None means
+      "differs from the default topology");
+    - ``torus`` with a prime number of workers: the most square torus is 1 x n, a ring;
+    - a gossip algorithm with one worker: there is no one to gossip with.
+    """
+    out = []
+    gossips = algorithm.uses_topology()
+    if topology_given is None:
+        topology_given = config.topology != TrainConfig.topology
+    if topology_given and not gossips:
+        out.append(
+            f"--topology {config.topology} is ignored: {config.algorithm} averages exactly and "
+            "uses no topology"
+        )
+    n = config.workers
+    if gossips and config.topology == "torus" and n > 1 and torus_shape(n)[0] == 1:
+        out.append(
+            f"--topology torus with --workers {n}: {n} is prime, so the torus is 1x{n}, which "
+            "is a ring; choose a worker count with two factors for a 2-D torus"
+        )
+    if gossips and n == 1:
+        out.append(
+            f"--workers 1: {config.algorithm} gossips over --topology {config.topology}, but one "
+            "worker has no one to gossip with; this is single-worker training"
+        )
+    return out
+
+
 #: Distributed engine: steps between the NaN/Inf guard's comparisons of notes across ranks (it
 #: also compares before every record and checkpoint).
 NONFINITE_SYNC_EVERY = 10
@@ -476,8 +604,17 @@ def train(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    overwrite: bool = False,
+    topology_given: bool | None = None,
 ) -> RunResult:
     """Run ``config`` on its engine; write the run folder (rank 0 only) when ``write``.
+
+    Run folder: ``config.out``, or a new ``runs/<name>`` (:func:`run_dir_for`). A ``config.out``
+    that already holds a run is refused (``ValueError`` naming ``--resume`` and
+    ``--overwrite``) unless ``overwrite``, which removes the earlier run's files once every
+    check has passed. ``config.json`` records the config and the algorithm's resolved
+    ``hyperparameters``. Degenerate settings (:func:`setting_warnings`; ``topology_given`` says
+    whether the user chose ``config.topology``) each give one ``UserWarning``.
 
     On the distributed engine (``config.engine == "distributed"``, under torchrun) this process is
     worker ``rank``: it draws the minibatches the simulated engine gives that worker, and the
@@ -493,7 +630,9 @@ def train(
     Raises ``ValueError`` for a bad configuration or checkpoint (before any step) and
     :class:`NonFiniteError` when some worker's loss or parameters (or, before a checkpoint, its
     algorithm state) stop being finite: nothing from that step on is recorded or saved, so the
-    last checkpoint stays the last good state.
+    last checkpoint stays the last good state. Ctrl-C during the steps raises
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the step reached and the last
+    checkpoint.
     """
     if resume and not config.out:
         raise ValueError("--resume needs the run folder (config.out)")
@@ -501,6 +640,9 @@ def train(
         raise ValueError(f"stop_after must be >= 1, got {stop_after!r}")
     if config.checkpoint_every is not None and not config.out and not write:
         raise ValueError("--checkpoint-every needs a run folder: pass --out DIR (config.out)")
+    writes_out = bool(config.out) and not resume and (write or config.checkpoint_every is not None)
+    if writes_out:
+        check_run_folder(str(config.out), overwrite=overwrite)
     prep = prepare(config)
     algorithm, comm, task, sampler = prep.algorithm, prep.comm, prep.task, prep.sampler
     device, dtype = prep.device, prep.dtype
@@ -529,7 +671,15 @@ def train(
         grad_fn = make_worker_grad_fn(module, task.layout)
     gather = BatchGather(x_train, y_train)
     state = algorithm.init(x, comm)
-    out_dir = run_dir_for(config) if write and is_main else None
+    if is_main:
+        for line in setting_warnings(config, algorithm, topology_given=topology_given):
+            warnings.warn(line, UserWarning, stacklevel=2)
+    hyperparameters = algorithm.options()
+    if writes_out and distributed and getattr(comm, "barrier", None) is not None:
+        comm.barrier()  # type: ignore[attr-defined]  # all ranks checked the folder first
+    if writes_out and overwrite and is_main:
+        clear_run_files(str(config.out))
+    out_dir = run_dir_for(config, algorithm) if write and is_main else None
     ckpt_dir = Path(config.out) if config.out else out_dir
     saving = config.checkpoint_every is not None
 
@@ -574,7 +724,9 @@ def train(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(
-            out_dir / "config.json", json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+            out_dir / "config.json",
+            json.dumps(config.record(hyperparameters), indent=2, sort_keys=True, default=str)
+            + "\n",
         )
         # A resumed run drops the records written after its checkpoint: it makes them again.
         ckpt.atomic_write_text(out_dir / "metrics.jsonl", "".join(lines))
@@ -684,7 +836,15 @@ def train(
     desc = f"{config.algorithm} {config.topology}{n}"
     show = config.progress and is_main
     stopped = False
-    with tqdm(total=total, initial=start, desc=desc, disable=not show, dynamic_ncols=True) as bar:
+    reached = start  # the last step done, for the Ctrl-C message
+
+    def interrupted() -> TrainingInterrupted:
+        return TrainingInterrupted(reached, total, last_saved, ckpt_dir, config.checkpoint_every)
+
+    with (
+        _interrupt_as(interrupted),
+        tqdm(total=total, initial=start, desc=desc, disable=not show, dynamic_ncols=True) as bar,
+    ):
         if not resume:
             rec = record(0)
         for step in range(start + 1, total + 1):
@@ -699,7 +859,8 @@ def train(
                 g,
                 state,
                 comm,
-                closure=lambda xt, xb=xb, yb=yb: loss_fn(xt, xb, yb),
+                # line searches get the loss at x from the gradient pass, trials from loss_fn
+                closure=LossClosure(lambda xt, xb=xb, yb=yb: loss_fn(xt, xb, yb), losses),
                 pending=pending,
             )
             if device.type == "cuda":
@@ -717,6 +878,7 @@ def train(
             if saving_now:
                 save(step)
             bar.update(1)
+            reached = step
             if stop_after is not None and step >= stop_after and step < total:
                 stopped = True
                 break
@@ -728,7 +890,18 @@ def train(
     if out_dir is not None and not stopped:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_run(records, out_dir, f"{config.algorithm} on {config.topology} (n={n})")
-    return RunResult(out_dir, records, summary, x_all, state, comm)
+    return RunResult(out_dir, records, summary, x_all, state, comm, hyperparameters)
+
+
+@contextlib.contextmanager
+def _interrupt_as(make: Callable[[], TrainingInterrupted]) -> Iterator[None]:
+    """Turn a plain ``KeyboardInterrupt`` (Ctrl-C) inside the block into ``make()``."""
+    try:
+        yield
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise make() from None
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -67,7 +67,8 @@ def plot_curves(
         if x_key in LOG_X:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # nothing to plot, e.g. no bytes sent (n = 1)
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(
             textwrap.fill(title, 120, break_on_hyphens=False),
