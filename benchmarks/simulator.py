@@ -15,12 +15,23 @@ n = 16) and ``simulated / floor`` (overhead, target <= 2 at n = 16), and ``guard
 the training loop's NaN/Inf guard (one row sum over ``[n, D]`` and one read of ``[n]`` flags,
 timed alone) in percent of the simulated step.
 
-Usage: ``python benchmarks/simulator.py [--device cuda] [--workers 4 16 64 256] [--batch-size 32]``
+A second table does the same for a user module with buffers and random layers: the small CNN of
+:func:`make_digits_cnn` (two conv + BatchNorm + ReLU + max-pool blocks, Dropout, a linear head) on
+the 8x8 ``digits`` images, n = 16 by default. ``simulated`` runs it through
+:class:`peergrad.train.params.WorkerModel` (one ``vmap`` over ``functional_call`` with the
+BatchNorm statistics stacked per worker and per-worker Dropout masks), ``naive`` loops over n
+deep-copied modules; it prints the whole step (gradient + D-PSGD step, as above) and the gradient
+alone (``WorkerModel.grad`` vs the loop's forward/backward), with the ratios ``naive/sim``
+(target >= 3 at n = 16).
+
+Usage: ``python benchmarks/simulator.py [--device cuda] [--workers 4 16 64 256] [--batch-size 32]
+[--models mlp cnn] [--cnn-workers 16]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 from collections.abc import Callable
 
@@ -34,7 +45,7 @@ from peergrad.data import load_dataset, partition
 from peergrad.models import build_model
 from peergrad.topology import make_topology
 from peergrad.train.loop import BatchGather, nonfinite_codes
-from peergrad.train.params import FlatParams, make_worker_grad_fn
+from peergrad.train.params import FlatParams, WorkerModel, make_worker_grad_fn
 from peergrad.train.sampler import ShardSampler
 
 
@@ -125,6 +136,107 @@ def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, f
     return out
 
 
+def make_digits_cnn(num_classes: int = 10, dropout: float = 0.25) -> nn.Module:
+    """A small CNN for ``[B, 1, 8, 8]`` images (the ``digits`` data set) with BatchNorm buffers
+    and Dropout: ``[conv3x3(8) - BN - ReLU - maxpool2] -> [conv3x3(16) - BN - ReLU - maxpool2]
+    -> flatten(64) -> Dropout -> Linear(num_classes)``; 1,946 parameters for 10 classes.
+    Initialised from torch's global generator."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(16 * 2 * 2, num_classes),
+    )
+
+
+def bench_cnn(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """Step and gradient times of :func:`make_digits_cnn` on ``digits``: WorkerModel vs a loop
+    over n deep-copied modules (each with its own BatchNorm statistics and Dropout draws)."""
+    ds = load_dataset("digits")
+    x_train, y_train = ds.x_train.to(device), ds.y_train.to(device)
+    shards = partition(ds.y_train, n, "iid", seed=0, min_size=batch)
+    torch.manual_seed(0)
+    module = make_digits_cnn(ds.num_classes).to(device)
+    model = WorkerModel(module)
+    topo = make_topology("ring", n)
+    lr, momentum = 0.05, 0.9
+
+    # --- simulated engine: WorkerModel.grad (buffers [n, ...]) + the algorithm's step
+    comm = SimulatedCommunicator(topo)
+    alg = DPSGD(lr=lr, momentum=momentum)
+    sampler = ShardSampler(shards, batch, 0, list(range(n)))
+    x = model.x0().expand(n, -1).clone()
+    buffers = model.init_buffers(n)
+    state = [alg.init(x, comm)]
+    g_buffer = torch.empty_like(x)
+    gather = BatchGather(x_train, y_train)
+    first = gather(sampler.next()[:1].to(device))
+    model.check(first[0][0], first[1][0])  # refuses a bad module / loss before any timing
+    fixed = gather(sampler.next().to(device))
+    fixed = (fixed[0].clone(), fixed[1].clone())
+
+    def simulated() -> None:
+        idx = sampler.next().to(device)
+        g, _ = model.grad(x, buffers, *gather(idx), out=g_buffer)
+        state[0] = alg.step(x, g, state[0], comm)
+
+    def simulated_grad() -> None:
+        model.grad(x, buffers, *fixed, out=g_buffer)
+
+    # --- naive: n deep-copied modules in a Python loop
+    workers = [copy.deepcopy(module).train() for _ in range(n)]
+    opts = [torch.optim.SGD(w.parameters(), lr=lr, momentum=momentum) for w in workers]
+    W = topo.at(0)
+    neighbours = [[(i, W.self_weight(i)), *W.in_neighbors(i)] for i in range(n)]
+    naive_sampler = ShardSampler(shards, batch, 0, list(range(n)))
+
+    def naive() -> None:
+        idx = naive_sampler.next().to(device)
+        for i, (w, opt) in enumerate(zip(workers, opts, strict=True)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(w(x_train[idx[i]]), y_train[idx[i]]).backward()
+            opt.step()
+        with torch.no_grad():
+            snapshot = [[p.clone() for p in w.parameters()] for w in workers]
+            for i, w in enumerate(workers):
+                for k, p in enumerate(w.parameters()):
+                    p.copy_(sum(wt * snapshot[j][k] for j, wt in neighbours[i]))
+
+    def naive_grad() -> None:
+        xs, ys = fixed
+        for i, w in enumerate(workers):
+            w.zero_grad()
+            nn.functional.cross_entropy(w(xs[i]), ys[i]).backward()
+
+    warm = 3
+    # interleaved, so that a change of the machine's load hits both sides alike
+    times: dict[str, list[float]] = {
+        k: [] for k in ("simulated", "naive", "sim_grad", "naive_grad")
+    }
+    fns = {
+        "simulated": simulated,
+        "naive": naive,
+        "sim_grad": simulated_grad,
+        "naive_grad": naive_grad,
+    }
+    for fn in fns.values():
+        for _ in range(warm):
+            fn()
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            times[key].append(timed(fn, device))
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["dim"] = model.layout.dim
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, nargs="+", default=[4, 16, 64, 256])
@@ -132,10 +244,39 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--models", nargs="+", choices=("mlp", "cnn"), default=["mlp", "cnn"])
+    p.add_argument("--cnn-workers", type=int, nargs="+", default=[16])
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if "mlp" in args.models:
+        mlp_table(args, device)
+    if "cnn" in args.models:
+        cnn_table(args, device)
+
+
+def cnn_table(args: argparse.Namespace, device: torch.device) -> None:
+    print(
+        f"device={device} threads={torch.get_num_threads()} model=digits-cnn (BatchNorm + "
+        f"Dropout) batch/worker={args.batch_size} algorithm=dpsgd(momentum) topology=ring; "
+        "ms per step (median, interleaved)"
+    )
+    print(
+        f"{'n':>5} {'D':>6} {'sim step':>9} {'naive':>9} {'naive/sim':>10} "
+        f"{'sim grad':>9} {'naive':>9} {'naive/sim':>10}"
+    )
+    for n in args.cnn_workers:
+        r = bench_cnn(n, args.batch_size, device, args.repeats)
+        print(
+            f"{n:>5} {int(r['dim']):>6} {1e3 * r['simulated']:>9.2f} {1e3 * r['naive']:>9.2f} "
+            f"{r['naive'] / r['simulated']:>10.2f} {1e3 * r['sim_grad']:>9.2f} "
+            f"{1e3 * r['naive_grad']:>9.2f} {r['naive_grad'] / r['sim_grad']:>10.2f}",
+            flush=True,
+        )
+
+
+def mlp_table(args: argparse.Namespace, device: torch.device) -> None:
     print(
         f"device={device} threads={torch.get_num_threads()} model=mlp batch/worker="
         f"{args.batch_size} algorithm=dpsgd(momentum) topology=ring; ms per step (median)"

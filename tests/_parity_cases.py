@@ -17,11 +17,14 @@ class Case:
     dtype: str
     topology: str = "ring"
     options: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    model: str = "mlp"
+    buffers: str = "local"
 
     @property
     def key(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
-        return f"{self.algorithm}[{self.topology};{self.dtype};{opts}]"
+        model = "" if self.model == "mlp" else f";{self.model};buffers={self.buffers}"
+        return f"{self.algorithm}[{self.topology};{self.dtype};{opts}{model}]"
 
 
 CASES: list[Case] = [
@@ -61,6 +64,20 @@ CASES: list[Case] = [
         "ring",
         {"period": "5", "local_update": "adam", "lr": "0.003", "local_state": "keep"},
     ),
+    # a user's module given as an import path (tests/_task_models.py), with BatchNorm buffers
+    # kept per worker. Dropout is left out: vmap's per-worker ("different") randomness draws one
+    # [n, ...] sample from the simulated engine's single generator, which n processes each with
+    # their own generator cannot reproduce; test_task.py checks distributed Dropout runs are
+    # reproducible instead.
+    Case("dpsgd", "float64", "ring", model="_task_models:bn_only"),
+    Case(
+        "local-sgd",
+        "float64",
+        "ring",
+        {"period": "4"},
+        model="_task_models:bn_only",
+        buffers="average",
+    ),
 ]
 
 
@@ -72,7 +89,8 @@ def config_for(case: Case, engine: str) -> TrainConfig:
         topology=case.topology,
         workers=WORKERS,
         dataset="digits",
-        model="mlp",
+        model=case.model,
+        buffers=case.buffers,
         steps=STEPS,
         eval_every=STEPS,
         batch_size=16,

@@ -1,7 +1,8 @@
 """Worker of the engine-parity test: run every case on the distributed engine, save results.
 
 Started 4 times by ``test_engine_parity.py`` with torchrun's environment variables. Rank 0 writes
-``{case: {"x": [n, D] tensor, "bytes": [n] tensor, "comm_time": float}}`` to ``argv[1]``.
+``{case: {"x": [n, D], "bytes": [n], "comm_time": float, "buffers": {name: [n, ...]}}}`` to
+``argv[1]``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ def main() -> None:
         result = train(config, write=False)
         comm = result.comm
         bytes_all = comm.gather(comm.bytes_sent[:, None].clone())
+        buffers = {k: comm.gather(b.clone()) for k, b in result.buffers.items()}
         if comm.rank == 0:
             results[case.key] = {
                 "x": result.x.clone(),
                 "bytes": bytes_all[:, 0].clone(),
                 "comm_time": comm.simulated_comm_time_s,
+                "buffers": buffers,
             }
     if distributed.dist.get_rank() == 0:
         torch.save(results, sys.argv[1])

@@ -134,3 +134,132 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "peergrad", "algorithms"], capture_output=True, text=True, check=True
     )
     assert "dpsgd" in proc.stdout
+
+
+# ---------------------------------------------------------------- issue 14: bring your own
+NEW_FLAGS = [
+    "--model-set",
+    "hidden=8",
+    "--model-set",
+    "norm=batch",
+    "--data-set",
+    "n=256",
+    "--loss",
+    "mse",
+    "--lr-schedule",
+    "cosine",
+    "--warmup-steps",
+    "20",
+    "--buffers",
+    "average",
+    "--loader-workers",
+    "2",
+]
+NEW_VALUES = {
+    "model_options": {"hidden": "8", "norm": "batch"},
+    "data_options": {"n": "256"},
+    "loss": "mse",
+    "lr_schedule": "cosine",
+    "warmup_steps": 20,
+    "buffers": "average",
+    "loader_workers": 2,
+}
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_new_flags_reach_the_config(command: str) -> None:
+    """train and compare share the flags; KEY=VALUE values stay text, as with --set."""
+    from peergrad.cli import build_parser, config_from_args
+    from peergrad.train.compare import PER_ENTRY_FIELDS
+
+    extra = ["--algorithms", "dpsgd"] if command == "compare" else []
+    args = build_parser().parse_args([command, *extra, *NEW_FLAGS])
+    skip = PER_ENTRY_FIELDS if command == "compare" else ()
+    config = config_from_args(args, skip=skip)
+    assert {k: getattr(config, k) for k in NEW_VALUES} == NEW_VALUES
+    defaults = config_from_args(build_parser().parse_args([command, *extra]), skip=skip)
+    assert {k: getattr(defaults, k) for k in NEW_VALUES} == {
+        k: getattr(TrainConfig(), k) for k in NEW_VALUES
+    }
+
+
+def test_new_flags_count_as_explicit() -> None:
+    from peergrad.cli import explicit_fields
+
+    assert set(NEW_VALUES) <= explicit_fields(NEW_FLAGS)
+    assert not set(NEW_VALUES) & explicit_fields(["--steps", "3"])
+
+
+def user_run_argv(out: Path, steps: int = 8) -> list[str]:
+    return [
+        "--model",
+        "_user_task:make_model",
+        "--model-set",
+        "hidden=8",
+        "--dataset",
+        "_user_task:make_data",
+        "--data-set",
+        "n=256",
+        "--workers",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        str(steps),
+        "--eval-every",
+        "1",
+        "--no-progress",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-steps",
+        "2",
+        "--out",
+        str(out),
+    ]
+
+
+def test_train_with_a_user_model_data_and_a_schedule(tmp_path: Path) -> None:
+    """``peergrad train --model package.module:callable --model-set ... --lr-schedule cosine
+    --warmup-steps N``: the run uses the user's model (hidden=8) and data, and every record holds
+    the scheduled lr of its step."""
+    import math
+
+    out = tmp_path / "run"
+    assert main(["train", *user_run_argv(out), "--lr", "0.2"]) == 0
+    config = TrainConfig.load(out / "config.json")
+    assert config.model_options == {"hidden": "8"} and config.data_options == {"n": "256"}
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(9))
+
+    def factor(k: int) -> float:  # warm-up 2, then cosine over the remaining 6 steps
+        return k / 3 if k <= 2 else (1 + math.cos(math.pi * (k - 3) / 6)) / 2
+
+    got = [r["lr"] for r in records[1:]]
+    assert got == pytest.approx([0.2 * factor(k) for k in range(1, 9)], rel=1e-12, abs=0)
+    assert records[0]["lr"] == pytest.approx(0.2 * factor(1), rel=1e-12, abs=0)
+    # The model is the user's: D = (8*8 + 8) + (8*3 + 3) values per worker.
+    assert records[-1]["bytes_sent_per_worker"] == 8 * 2 * (8 * 8 + 8 + 8 * 3 + 3) * 4
+
+
+def test_compare_takes_the_new_flags(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    argv = user_run_argv(out, steps=4)
+    assert main(["compare", "--algorithms", "dpsgd,allreduce", *argv]) == 0
+    for label in ("dpsgd", "allreduce"):
+        config = TrainConfig.load(out / label / "config.json")
+        assert config.model == "_user_task:make_model" and config.lr_schedule == "cosine"
+        assert config.warmup_steps == 2 and config.model_options == {"hidden": "8"}
+
+
+def test_user_module_is_found_from_the_current_folder(tmp_path: Path) -> None:
+    """The console script finds ``tests._user_task`` in the working folder, as ``python -m``
+    would (the script's own folder, not the working one, is on its sys.path)."""
+    script = Path(sys.executable).parent / "peergrad"
+    root = Path(__file__).resolve().parent.parent
+    argv = user_run_argv(tmp_path / "run", steps=3)
+    argv = [a.replace("_user_task:", "tests._user_task:") for a in argv]
+    proc = subprocess.run(
+        [str(script), "train", *argv], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert TrainConfig.load(tmp_path / "run" / "config.json").model == "tests._user_task:make_model"

@@ -2,7 +2,9 @@
 
 Every algorithm of the registry is covered (``_parity_cases.CASES`` is built from it): 20 steps
 from the same seed; parameters equal within 1e-5 relative in float32 and 1e-10 in float64, and
-identical per-worker byte counts and modelled communication time.
+identical per-worker byte counts and modelled communication time. Two cases train a user's
+module with BatchNorm (``tests/_task_models.py``, given as ``--model _task_models:bn_only``),
+buffers kept local and averaged: the workers' running statistics agree too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ def test_simulated_and_distributed_engines_agree(case: Case, distributed_results
     assert torch.equal(dist["bytes"], sim.comm.bytes_sent), (dist["bytes"], sim.comm.bytes_sent)
     assert dist["bytes"].min() > 0
     assert dist["comm_time"] == pytest.approx(sim.comm.simulated_comm_time_s, rel=1e-12)
+    # model buffers (BatchNorm running statistics of a user's module): per worker, equal too
+    assert dist["buffers"].keys() == sim.buffers.keys()
+    for name, b_sim in sim.buffers.items():
+        b_dist = dist["buffers"][name]
+        assert b_dist.shape == b_sim.shape and b_dist.dtype == b_sim.dtype, name
+        if b_sim.is_floating_point():
+            torch.testing.assert_close(b_dist, b_sim, rtol=TOLERANCE[case.dtype], atol=0)
+        else:
+            assert torch.equal(b_dist, b_sim), name
 
 
 def test_cases_cover_the_whole_registry() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -167,11 +168,82 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["--resume", "{tmp}/done", "--set", "form=atc"],
         ["--set {'form': 'atc'} differs from the run's {}"],
     ),
+    # Issue 14: user model / data / loss, model options, learning-rate schedules.
+    (
+        "model-import-missing",
+        ["--model", "no_such_pkg_xyz.models:make"],
+        ["--model 'no_such_pkg_xyz.models:make'", "no module named 'no_such_pkg_xyz'"],
+    ),
+    (
+        "model-attribute-missing",
+        ["--model", "_user_task:no_such_fn"],
+        ["--model '_user_task:no_such_fn'", "has no attribute 'no_such_fn'"],
+    ),
+    ("model-not-callable", ["--model", "_user_task:NOT_CALLABLE"], ["is a int, not a callable"]),
+    ("model-path-syntax", ["--model", "_user_task:"], ["expected package.module:callable"]),
+    (
+        "dataset-import-missing",
+        ["--dataset", "no_such_pkg_xyz:data"],
+        ["--dataset 'no_such_pkg_xyz:data'", "no module named"],
+    ),
+    (
+        "model-set-unknown",
+        ["--model", "mlp", "--model-set", "width=3"],
+        ["--model-set width", "model 'mlp' has no such option; accepted: hidden"],
+    ),
+    (
+        "model-set-user-unknown",
+        ["--model", "_user_task:make_model", "--model-set", "depth=3"],
+        ["--model-set depth", "accepted: hidden, input_shape, num_classes"],
+    ),
+    ("model-set-syntax", ["--model-set", "hidden"], ["--model-set expects key=value"]),
+    ("data-set-builtin", ["--data-set", "n=3"], ["--data-set n", "takes no options"]),
+    ("loss-unknown", ["--loss", "hinge"], ["--loss 'hinge'", "cross-entropy, mse"]),
+    ("loss-import", ["--loss", "no_such_pkg_xyz:f"], ["--loss 'no_such_pkg_xyz:f'"]),
+    (
+        "lr-schedule-unknown",
+        ["--lr-schedule", "exponential"],
+        ["--lr-schedule 'exponential'", "constant, step:EVERY,GAMMA", "cosine, linear"],
+    ),
+    ("lr-schedule-step-syntax", ["--lr-schedule", "step:10"], ["step needs EVERY,GAMMA"]),
+    (
+        "lr-schedule-gamma",
+        ["--lr-schedule", "multistep:5,8,-0.1"],
+        ["GAMMA must be a positive number"],
+    ),
+    (
+        "warmup-whole-run",
+        ["--warmup-steps", "2"],
+        ["--warmup-steps 2 must be less than the run's 2 steps"],
+    ),
+    ("warmup-negative", ["--warmup-steps", "-1"], ["--warmup-steps must be an integer >= 0"]),
+    ("buffers-choice", ["--buffers", "global"], ["--buffers", "invalid choice", "average"]),
+    ("loader-workers", ["--loader-workers", "-1"], ["--loader-workers must be an integer >= 0"]),
+    (
+        "resume-changed-model-set",
+        ["--resume", "{tmp}/done", "--model-set", "hidden=3"],
+        ["--model-set {'hidden': '3'} differs from the run's {}"],
+    ),
+    (
+        "resume-changed-schedule",
+        ["--resume", "{tmp}/done", "--lr-schedule", "cosine"],
+        ["--lr-schedule 'cosine' differs from the run's 'constant'"],
+    ),
     (
         "resume-steps-below-checkpoint",
         ["--resume", "{tmp}/done", "--steps", "1"],
         ["the checkpoint is at step 2", "give at least --steps 2"],
     ),
+]
+# A model of a package that is not installed: one line naming the package.
+CASES += [
+    (
+        f"model-needs-{package}",
+        ["--model", f"{package}:resnet18"],
+        [f"--model {package}:resnet18 needs the package {package} (pip install {package})"],
+    )
+    for package in ("torchvision", "timm")
+    if importlib.util.find_spec(package) is None
 ]
 
 

@@ -8,3 +8,15 @@ try:  # the installed distribution's version: pyproject.toml is the one place it
     __version__ = version("peergrad")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+
+__all__ = ["Task", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """``peergrad.Task`` (imported on first use, so ``import peergrad`` stays light)."""
+    if name == "Task":
+        from peergrad.task import Task
+
+        return Task
+    raise AttributeError(f"module 'peergrad' has no attribute {name!r}")

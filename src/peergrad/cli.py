@@ -3,7 +3,10 @@ and ``counterexample``.
 
 Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
 (repeatable), so a new algorithm needs no CLI change; ``--lr``, ``--momentum`` and
-``--weight-decay`` default to the algorithm's own values (``peergrad algorithms NAME``).
+``--weight-decay`` default to the algorithm's own values (``peergrad algorithms NAME``). Options
+of the model and of a data callable are given the same way with ``--model-set`` / ``--data-set``
+(see :mod:`peergrad.train.resolve`); ``--lr-schedule`` / ``--warmup-steps`` schedule every
+algorithm's step size (see :mod:`peergrad.train.schedules`).
 
 Exit status: 0 on success, 1 when a run fails (non-finite values, a lost peer), 2 for bad input
 (one ``error:`` line naming the argument; nothing is written), 130 after Ctrl-C (one line naming
@@ -14,6 +17,7 @@ stdout goes away (``peergrad topology ... | head -3``). Warnings are one line ea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,15 +57,31 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def parse_set(items: Sequence[str]) -> dict[str, str]:
-    """``["a=1", "b=x"] -> {"a": "1", "b": "x"}``; ``ValueError`` on a missing ``=``."""
+def parse_set(items: Sequence[str], *, flag: str = "--set") -> dict[str, str]:
+    """``["a=1", "b=x"] -> {"a": "1", "b": "x"}``; ``ValueError`` naming ``flag`` on a missing
+    ``=``. Values stay strings (``config.json`` records what was given); the algorithm, model or
+    data callable converts them (see :func:`peergrad.train.resolve.parse_option_value`)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"{flag} expects key=value, got {item!r}")
         out[key.strip().replace("-", "_")] = value.strip()
     return out
+
+
+#: ``TrainConfig`` fields given as repeatable ``KEY=VALUE`` flags, with their flag.
+KEY_VALUE_FIELDS: dict[str, str] = {
+    "options": "--set",
+    "model_options": "--model-set",
+    "data_options": "--data-set",
+}
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the ``TrainConfig`` field ``name`` (``model_options`` ->
+    ``--model-set``, ``batch_size`` -> ``--batch-size``)."""
+    return KEY_VALUE_FIELDS.get(name, "--" + name.replace("_", "-"))
 
 
 def add_train_arguments(
@@ -112,7 +132,21 @@ def add_train_arguments(
         default=d.erdos_renyi_p,
         help="edge probability of --topology erdos-renyi",
     )
-    add("--dataset", default=d.dataset, help=f"one of: {', '.join(DATASETS)}")
+    add(
+        "--dataset",
+        default=d.dataset,
+        help=f"one of: {', '.join(DATASETS)}; or package.module:callable returning (train, test), "
+        "each a torch Dataset or an (x, y) pair of tensors",
+    )
+    add(
+        "--data-set",
+        dest="data_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of a --dataset callable (repeatable); values read as int, float, "
+        "true/false, comma-separated tuple, else text",
+    )
     add(
         "--data-root",
         default=d.data_root,
@@ -125,7 +159,27 @@ def add_train_arguments(
         help="never download --dataset mnist-idx / cifar10 / cifar100 files missing from "
         "--data-root (fail with the expected layout instead)",
     )
-    add("--model", default=d.model, help=f"one of: {', '.join(MODELS)}")
+    add(
+        "--model",
+        default=d.model,
+        help=f"one of: {', '.join(MODELS)}; or package.module:callable returning an nn.Module, "
+        "torchvision:NAME, timm:NAME (when installed)",
+    )
+    add(
+        "--model-set",
+        dest="model_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model option (repeatable): hidden=256,128 (mlp), norm=batch|group|none and "
+        "groups=N (resnet20), or a keyword argument of the --model callable",
+    )
+    add(
+        "--loss",
+        default=d.loss,
+        help="cross-entropy (records accuracy), mse, or package.module:callable "
+        "loss_fn(outputs, targets) -> batch mean",
+    )
     add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
     add(
         "--dirichlet-alpha",
@@ -147,6 +201,21 @@ def add_train_arguments(
     )
     add("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
     add("--lr", type=float, default=d.lr, help=f"step size (default: {ALGORITHM_DEFAULT})")
+    add(
+        "--lr-schedule",
+        default=d.lr_schedule,
+        metavar="SCHEDULE",
+        help="multiplier of every algorithm's step size over the run: constant, "
+        "step:EVERY,GAMMA, multistep:M1,M2,...,GAMMA, cosine (to 0), linear (to 0); "
+        "steps counted after the warm-up",
+    )
+    add(
+        "--warmup-steps",
+        type=int,
+        default=d.warmup_steps,
+        metavar="N",
+        help="linear warm-up: the step size at step k <= N is k/(N+1) times the base one",
+    )
     add(
         "--momentum",
         type=float,
@@ -207,6 +276,20 @@ def add_train_arguments(
     )
     add("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     add(
+        "--buffers",
+        default=d.buffers,
+        choices=("local", "average"),
+        help="model buffers (BatchNorm running statistics): local = each worker its own; "
+        "average = averaged over the workers for evaluation and checkpoints",
+    )
+    add(
+        "--loader-workers",
+        type=int,
+        default=d.loader_workers,
+        metavar="N",
+        help="DataLoader worker processes reading a map-style --dataset (0: in this process)",
+    )
+    add(
         "--checkpoint-every",
         type=int,
         default=d.checkpoint_every,
@@ -217,14 +300,26 @@ def add_train_arguments(
     return actions
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, *, skip: Collection[str] = ()) -> TrainConfig:
+    """The ``TrainConfig`` of parsed ``train`` (or ``compare``) arguments; fields in ``skip``
+    keep their defaults. ``KEY=VALUE`` flags become dicts of strings."""
     values: dict[str, Any] = {}
     for name in TrainConfig.__dataclass_fields__:
-        if name == "options":
-            values[name] = parse_set(args.options)
+        if name in skip:
+            continue
+        if name in KEY_VALUE_FIELDS:
+            values[name] = parse_set(getattr(args, name), flag=KEY_VALUE_FIELDS[name])
         else:
             values[name] = getattr(args, name)
     return TrainConfig(**values)
+
+
+def check_config(config: TrainConfig) -> None:
+    """The checks of issue 14's fields that need no data (``ValueError`` naming the flag):
+    see :func:`peergrad.train.resolve.check_config`."""
+    from peergrad.train.resolve import check_config as check
+
+    check(config)
 
 
 def _stop_on_peer_failure(command: str, exc: Exception, config: TrainConfig) -> NoReturn:
@@ -270,7 +365,7 @@ def resume_config(args: argparse.Namespace, explicit: Collection[str]) -> TrainC
         if value == before:
             continue
         if name not in RESUMABLE_CHANGES:
-            flag = "--set" if name == "options" else "--" + name.replace("_", "-")
+            flag = flag_of(name)
             allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE_CHANGES)
             raise ValueError(
                 f"{flag} {value!r} differs from the run's {before!r}: a resumed run keeps its "
@@ -286,8 +381,8 @@ def explicit_fields(argv: Sequence[str]) -> set[str]:
     p = argparse.ArgumentParser(add_help=False)
     actions = add_train_arguments(p)
     p.add_argument("--resume")
-    # ``--set`` appends to its default, so it gets None (= not given) rather than the marker.
-    p.set_defaults(**{**{a.dest: unset for a in actions}, "options": None})
+    # ``KEY=VALUE`` flags append to their default, so they get None (= not given).
+    p.set_defaults(**{**{a.dest: unset for a in actions}, **dict.fromkeys(KEY_VALUE_FIELDS, None)})
     ns, _ = p.parse_known_args(list(argv))
     return {
         k
@@ -321,6 +416,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(args, explicit)
     else:
         config = config_from_args(args)
+    check_config(config)
     try:
         result = train(
             config,
@@ -367,14 +463,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from peergrad.train.compare import PER_ENTRY_FIELDS, CompareEntry, build_entries, compare
     from peergrad.train.loop import ALGORITHM_FIELDS, TrainingInterrupted
 
-    base = TrainConfig(
-        **{
-            name: getattr(args, name)
-            for name in TrainConfig.__dataclass_fields__
-            if name not in PER_ENTRY_FIELDS
-        },
-        progress=args.progress,
+    base = dataclasses.replace(
+        config_from_args(args, skip=PER_ENTRY_FIELDS), progress=args.progress
     )
+    check_config(base)
     common = parse_set(args.options)
     for key in ALGORITHM_FIELDS:
         value = getattr(args, key)

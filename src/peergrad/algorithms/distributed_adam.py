@@ -96,7 +96,8 @@ class DistributedAdam(AdaptiveAlgorithm):
     Options:
 
     - ``lr`` > 0: the base step α; α_t = lr times the ``alpha`` schedule; default 1e-3 (spec
-      compression-momentum-adam.md §5.7).
+      compression-momentum-adam.md §5.7). A learning-rate schedule (``--lr-schedule``,
+      ``--warmup-steps``) multiplies this base value: α_t = lr · factor(t) · alpha(t).
     - ``momentum`` in [0, 1): β₁ of the constant β_t = β₁ (alias of ``b1``); default 0.9 (§5.7).
     - ``b2`` in [0, 1): β₂, used by the adam and rmsprop presets; default 0.999.
     - ``eps`` > 0: ε; default 1e-8.

@@ -14,8 +14,9 @@ in one go (bit-exact on the simulated engine):
   schedule W(k)) all live there;
 - the data order: every local worker's sampling generator, permutation and position
   (:meth:`ShardSampler.state_dict`);
-- the global torch RNG state (model initialisation and evaluation use explicit seeds; this covers
-  anything else);
+- the model buffers of this process's workers (BatchNorm running statistics, ``[w, ...]``);
+- the global torch RNG state (and the CUDA one on a GPU): random layers such as Dropout draw
+  every worker's masks from it, so a resumed run draws the masks the uninterrupted one drew;
 - the communicator's counters (``bytes_sent``, ``simulated_comm_time_s``, ``rounds``);
 - the loop's counters (step, training wall time, the running minibatch-loss sum) and the exact
   lines of ``metrics.jsonl`` so far, which a resume writes back (dropping records that a crashed

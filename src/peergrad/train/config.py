@@ -39,6 +39,19 @@ class TrainConfig:
     all workers together (``samples_seen = step * n * batch_size``); ``steps`` overrides it.
     ``checkpoint_every`` (steps, None = never) saves a checkpoint into the run folder (see
     :mod:`peergrad.train.checkpoint`); the last step is always saved when it is set.
+
+    ``model`` and ``dataset`` name a built-in (``mlp``, ``mnist`` ...), a user callable
+    ``package.module:callable``, or ``torchvision:NAME`` / ``timm:NAME`` (see
+    :mod:`peergrad.train.resolve`); ``model_options`` / ``data_options`` are the keyword
+    arguments passed to it (``--model-set`` / ``--data-set key=value``; for built-in models
+    ``hidden``, ``norm``, ``groups`` ...). ``loss`` is ``cross-entropy``, ``mse`` or
+    ``package.module:callable``. ``lr_schedule`` (``constant``, ``step:EVERY,GAMMA``,
+    ``multistep:M1,M2,...,GAMMA``, ``cosine``, ``linear``) with ``warmup_steps`` of linear
+    warm-up multiplies every algorithm's step size (see :mod:`peergrad.train.schedules`).
+    ``buffers`` says what happens to model buffers (BatchNorm running statistics): ``local``
+    keeps one copy per worker, ``average`` averages them over the workers at evaluation and
+    checkpoints. ``loader_workers`` is the DataLoader ``num_workers`` for map-style datasets
+    (0 = read in-process).
     """
 
     engine: str = "simulated"
@@ -70,6 +83,13 @@ class TrainConfig:
     out: str | None = None
     progress: bool = True
     checkpoint_every: int | None = None
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: str = "cross-entropy"
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    buffers: str = "local"
+    loader_workers: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (what ``config.json`` holds besides :data:`RECORDED_KEYS`)."""
