@@ -14,7 +14,7 @@ from _helpers import run_quadratics
 from peergrad.algorithms import EFSGD, AllReduceSGD, ArmijoCSGD, CompressedSGD, make_algorithm
 from peergrad.algorithms.base import LossClosure
 from peergrad.comm import SimulatedCommunicator
-from peergrad.compress import Layerwise, make_compressor
+from peergrad.compress import Layerwise, load_generator, make_compressor
 from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import make_topology
 
@@ -415,6 +415,182 @@ def test_armijo_distributed_result_is_independent_of_worker_order(compressor: st
     assert torch.equal(x0, x0[:1].expand_as(x0))
     assert torch.allclose(e1, e0[perm], rtol=1e-10, atol=1e-12)  # memories follow their data
     assert float((x0[0] ** 2).sum()) > 0.1  # the run moved
+
+
+# ---------------------------------------------------------------- Armijo and an lr schedule
+def _armijo_problem(n: int = 3) -> tuple[Any, Any]:
+    """``f(X) -> [w]`` and ``grad(X) -> [w, D]`` of per-worker least squares (different data)."""
+    gen = torch.Generator().manual_seed(11)
+    A = torch.randn(n, 20, 16, generator=gen, dtype=torch.float64)
+    b = torch.randn(n, 20, generator=gen, dtype=torch.float64)
+
+    def f(X: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((torch.einsum("wrd,wd->wr", A, X) - b) ** 2).mean(dim=1)
+
+    def grad(X: torch.Tensor) -> torch.Tensor:
+        r = torch.einsum("wrd,wd->wr", A, X) - b
+        return torch.einsum("wr,wrd->wd", r, A) / A.shape[1]
+
+    return f, grad
+
+
+_SCHEDULED_ARMIJO = {
+    "topk-memory": {"compressor": "topk", "ratio": 0.25},
+    "topk-memory-momentum-grow": {
+        "compressor": "topk",
+        "ratio": 0.25,
+        "momentum": 0.5,
+        "reset": "grow",
+        "batches_per_epoch": 2,
+    },
+    "randomk-memory-min": {"compressor": "randomk", "ratio": 0.25, "agree_step": "min"},
+    "topk-no-memory-compressed-search": {
+        "compressor": "topk",
+        "ratio": 0.25,
+        "memory": False,
+        "search_on": "compressed",
+    },
+    "randomk-no-memory-momentum": {
+        "compressor": "randomk",
+        "ratio": 0.25,
+        "memory": False,
+        "momentum": 0.5,
+    },
+    "identity": {"compressor": "identity"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SCHEDULED_ARMIJO))
+@pytest.mark.parametrize("lr", [1.0, 0.3])
+def test_armijo_schedule_factor_one_keeps_the_iterates_bit_for_bit(case: str, lr: float) -> None:
+    """A schedule whose factor is 1 changes nothing: the iterates (and states) of ``apply``-ed
+    algorithms, with a constant schedule and with step:5,0.5 over its first 5 steps, equal bit
+    for bit those of the plain algorithm, and those equal the update of the unscheduled rule
+    written out here, p = e + (eta / a) d, x -= mean_i C(p_i) (before the schedule existed)."""
+    from peergrad.train.schedules import LRSchedule
+
+    n, steps = 3, 5
+    f, grad = _armijo_problem(n)
+    alg = ArmijoCSGD(lr=lr, seed=3, **_SCHEDULED_ARMIJO[case])
+    schedules = [
+        None,
+        LRSchedule.parse("constant", warmup_steps=0, total_steps=steps),
+        LRSchedule.parse("step:5,0.5", warmup_steps=0, total_steps=2 * steps),
+    ]
+    runs = []
+    for schedule in schedules:
+        comm = SimulatedCommunicator(make_topology("complete", n))
+        x = torch.zeros(n, 16, dtype=torch.float64)
+        state = alg.init(x, comm)
+        xs = []
+        for k in range(1, steps + 1):
+            stepped = alg if schedule is None else schedule.apply(alg, k)
+            x_before, error, rng = x.clone(), state.error.clone(), state.rng.clone()
+            state = stepped.step(x, grad(x_before), state, comm, closure=f)
+            if schedule is None and alg.momentum == 0:  # the pre-schedule rule, d = g
+                C = alg.compressor_for(16, error_feedback=alg.memory)
+                p = (state.eta.to(x.dtype) / alg.scale_for(16, C))[:, None] * grad(x_before)
+                if alg.memory:
+                    p = error + p
+                msg = C.compress(p, load_generator(rng), worker_ids=comm.worker_ids, n_workers=n)
+                assert torch.equal(x, x_before - C.decompress(msg).mean(dim=0, keepdim=True))
+            xs.append(x.clone())
+        runs.append((torch.stack(xs), state.eta.clone(), state.error.clone(), state.rng.clone()))
+    for other in runs[1:]:
+        for got, want in zip(other, runs[0], strict=True):
+            assert torch.equal(got, want)
+    assert float(runs[0][0][-1].abs().max()) > 0  # the run moved
+
+
+@pytest.mark.parametrize("case", sorted(_SCHEDULED_ARMIJO))
+@pytest.mark.parametrize("lr", [1.0, 0.3])
+def test_armijo_schedule_multiplies_the_step_taken_not_the_line_search(
+    case: str, lr: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 item 5: with the schedule's factor f at step k, the step taken is f times the
+    unscheduled one from the same state (same closure, same generator), while the line search is
+    untouched: the same accepted and stored eta and the same generator state. The update
+    x_k - x_(k+1) = mean_i C(p_i) is exactly f times the unscheduled one without memory (C(f s) =
+    f C(s) for a power-of-two f) and with the identity compressor; with a memory C(e + f s) is not
+    f C(e + s), and the memory's virtual iterate x - mean_i e_i moves f times as far (up to the
+    rounding of x - e): it moves by the mean error-feedback step mean_i f eta_i / a d_i."""
+    import copy
+
+    import peergrad.algorithms.armijo_csgd as armijo_module
+    from peergrad.train.schedules import LRSchedule
+
+    updates: list[torch.Tensor] = []
+
+    def spy(*args: Any, **kw: Any) -> torch.Tensor:
+        out = compressed_mean(*args, **kw)
+        updates.append(out.clone())
+        return out
+
+    compressed_mean = armijo_module.compressed_mean
+    monkeypatch.setattr(armijo_module, "compressed_mean", spy)
+
+    n, k = 3, 5
+    f, grad = _armijo_problem(n)
+    alg = ArmijoCSGD(lr=lr, seed=3, **_SCHEDULED_ARMIJO[case])
+    schedule = LRSchedule.parse("step:2,0.5", warmup_steps=0, total_steps=10)
+    factor = schedule.factor(k)
+    assert factor == 0.25  # steps 1, 2: 1; 3, 4: 0.5; 5, 6: 0.25 ...
+    comm = SimulatedCommunicator(make_topology("complete", n))
+    x = torch.zeros(n, 16, dtype=torch.float64)
+    state = alg.init(x, comm)
+    for _ in range(k - 1):  # unscheduled steps: a non-zero memory and a grown eta
+        state = alg.step(x, grad(x), state, comm, closure=f)
+    if alg.memory and case != "identity":
+        assert float(state.error.abs().max()) > 0
+
+    def one(algorithm: ArmijoCSGD) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        xk, st = x.clone(), copy.deepcopy(state)
+        ck = SimulatedCommunicator(make_topology("complete", n))
+        # the virtual iterate x - mean_i e_i (st.error is updated in place)
+        before = xk - st.error.mean(dim=0, keepdim=True)
+        updates.clear()
+        out = algorithm.step(xk, grad(xk), st, ck, closure=f)
+        assert len(updates) == 1 and torch.equal(xk, x - updates[0])  # x_(k+1) = x_k - update
+        return updates[0], before - (xk - out.error.mean(dim=0, keepdim=True)), out
+
+    plain_dx, plain_dv, plain = one(alg)
+    scheduled = schedule.apply(alg, k)
+    assert scheduled.lr == lr * factor
+    dx, dv, out = one(scheduled)
+    assert torch.equal(out.eta, plain.eta) and torch.equal(out.rng, plain.rng)
+    assert out.step == plain.step and out.lr0 == plain.lr0 == lr
+    assert float(plain_dx.abs().max()) > 0
+    if not alg.memory or case == "identity":  # x moves by mean_i C(f s_i) = f mean_i C(s_i)
+        torch.testing.assert_close(dx, factor * plain_dx, rtol=0, atol=0)
+    else:  # the virtual iterate moves by f mean_i eta_i / a d_i, up to rounding
+        torch.testing.assert_close(dv, factor * plain_dv, rtol=1e-12, atol=1e-15)
+        assert not torch.allclose(dx, plain_dx)
+
+
+def test_train_with_a_step_schedule_changes_the_armijo_run_and_records_the_lr() -> None:
+    """peergrad train with --lr-schedule step:5,0.5: the armijo-csgd run differs from the constant
+    one (the schedule reaches the steps taken) and its records carry the scheduled lr."""
+    from peergrad.train import TrainConfig, train
+
+    base = {
+        "algorithm": "armijo-csgd",
+        "workers": 4,
+        "dataset": "digits",
+        "model": "logreg",
+        "steps": 20,
+        "eval_every": 5,
+        "dtype": "float64",
+        "progress": False,
+    }
+    constant = train(TrainConfig(**base), write=False)
+    stepped = train(TrainConfig(**base, lr_schedule="step:5,0.5"), write=False)
+    assert [r["step"] for r in stepped.records] == [0, 5, 10, 15, 20]
+    assert [r["lr"] for r in stepped.records] == [1.0, 1.0, 0.5, 0.25, 0.125]
+    assert [r["lr"] for r in constant.records] == [1.0] * 5
+    # steps 1-5 have factor 1: identical so far; from step 6 on the steps are halved
+    assert stepped.records[1]["train_loss"] == constant.records[1]["train_loss"]
+    assert not torch.equal(stepped.x, constant.x)
+    assert stepped.records[-1]["train_loss"] != constant.records[-1]["train_loss"]
 
 
 @pytest.mark.parametrize("name", ["ef-sgd", "armijo-csgd", "choco-sgd"])

@@ -20,8 +20,15 @@ Update rule (worker i, shapes ``[w, D]``, per-worker scalars ``[w]``; C from ``c
                         or x - C(e + eta / a * d) (search_on="compressed");
              fail_step if none passes; eta0 unchecked when ||g_wd|| < skip_tol
     eta   <- min_j / mean_j eta_j over all workers (agree_step="min"/"mean"; all-gather)
-    p     <- e + (eta / a) * d         (memory=True; p <- (eta / a) * d otherwise)
+    p     <- e + (eta * (lr / lr0) / a) * d   (memory=True; p <- (eta * (lr / lr0) / a) * d else)
     Delta <- C(p);  e <- p - Delta;  x <- x - mean_i Delta_i;  eta_prev <- eta  (unscaled)
+
+``lr0`` is ``lr`` at ``init`` (kept in the state), so ``lr / lr0`` is 1 unless the step size is
+changed after ``init``: it is the factor of a learning-rate schedule (``--lr-schedule``,
+``--warmup-steps``; ``LRSchedule.apply`` passes ``lr = lr0 * factor`` at every step) or of
+``DistributedOptimizer.set_options(lr=...)``. It multiplies only the step that is taken; the line
+search (trial steps, Armijo test, backtracking, the reset rule and the stored ``eta_prev``) runs
+on the unscheduled steps, as without a schedule.
 
 Bytes per worker and step: ``(n - 1) * C.nbytes(D, dtype)`` (all-gather; an all-reduce of D values
 for the identity compressor), plus ``(n - 1) * itemsize`` with ``agree_step`` != "none".
@@ -38,8 +45,9 @@ Deviations: the exact placement of the scale a in the paper is not confirmed (sp
 ``weight_decay`` (added to the searched loss) are additions, both off by default;
 ``batches_per_epoch=None`` (default) takes each worker's minibatches per epoch from
 ``peergrad train`` (sls' ``n_batches_per_epoch``; 1, i.e. doubling per step, where unknown, e.g.
-in the drop-in optimizer unless set). ``lr`` is the initial trial step (sls ``init_step_size``),
-default 1.
+in the drop-in optimizer unless set). ``lr`` at ``init`` is the initial trial step (sls
+``init_step_size``), default 1; a later ``lr`` (a schedule) multiplies the step taken by
+``lr / lr0`` (above).
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, bad
 compressor options, ``scale <= 0``, ``c`` and ``beta_b`` outside (0, 1),
@@ -70,13 +78,15 @@ from peergrad.compress import Compressor, load_generator, new_generator_state
 @dataclasses.dataclass
 class ArmijoState:
     """``step``; ``momentum_buffer``, ``error`` ``[w, D]``; ``eta``: last accepted unscaled step
-    ``[w]`` (float64); ``rng``: uint8 generator state shared by all workers."""
+    ``[w]`` (float64, without the schedule's factor); ``rng``: uint8 generator state shared by
+    all workers; ``lr0``: ``lr`` at ``init``, the base a schedule's ``lr`` is divided by."""
 
     step: int
     momentum_buffer: Tensor
     error: Tensor
     eta: Tensor
     rng: Tensor
+    lr0: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +96,17 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
     Options:
 
     - ``lr`` > 0: the first trial step η⁰ of the line search (sls' init_step_size); default 1
-      (spec compression-momentum-adam.md §3.7).
+      (spec compression-momentum-adam.md §3.7). A learning-rate schedule (``--lr-schedule``,
+      ``--warmup-steps``) multiplies this base value: with ``lr = lr0 * factor`` at a step
+      (``lr0``: the ``lr`` at ``init``, kept in the state) the step taken is
+      ``eta * factor / a`` for the accepted η, i.e. the schedule multiplies the update. The
+      line search itself (trial steps, Armijo test, backtracking, the η carried by the reset
+      rule) runs on the unscheduled steps, so factor 1 gives exactly the unscheduled iterates.
+      Why not scale the trial steps instead: a smaller η⁰ only caps the search (no effect when
+      it backtracks below the cap anyway), and the reset rule would carry the scheduled η into
+      the next step, compounding the factors (and gamma_reset would undo a decay), so the
+      schedule would not be a multiplier; η also stays the search's curvature estimate, which
+      the Armijo guarantees are about.
     - ``momentum`` in [0, 1): search along the heavy-ball direction; default 0: off, as in the
       paper.
     - ``memory`` true or false: error feedback; default true (the journal version's).
@@ -170,6 +190,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
             error=torch.zeros_like(x),
             eta=torch.full((w,), float(self.lr), dtype=torch.float64, device=x.device),
             rng=new_generator_state(self.seed),
+            lr0=float(self.lr),
         )
 
     def trial_step(self, state: ArmijoState) -> Tensor:
@@ -242,7 +263,10 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
             agreed = everyone.min() if self.agree_step == "min" else everyone.mean()
             eta = agreed.expand_as(eta).clone()
 
-        p = (eta.to(x.device, x.dtype) / a)[:, None] * d
+        # the schedule's factor lr / lr0 (exactly 1.0 without one) multiplies the step taken,
+        # not the searched and stored eta
+        taken = eta * (self.lr / state.lr0)
+        p = (taken.to(x.device, x.dtype) / a)[:, None] * d
         if self.memory:
             p.add_(state.error)
         gen = load_generator(rng0)
@@ -250,4 +274,6 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         if self.memory:
             torch.sub(p, C.decompress(msg), out=state.error)
         x.sub_(compressed_mean(comm, C, msg))
-        return ArmijoState(state.step + 1, state.momentum_buffer, state.error, eta, gen.get_state())
+        return ArmijoState(
+            state.step + 1, state.momentum_buffer, state.error, eta, gen.get_state(), state.lr0
+        )

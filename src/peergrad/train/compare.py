@@ -17,7 +17,9 @@ its own algorithm and options, written to ``out_dir/<label>/``. Then ``out_dir``
 
 Labels name the runs: ``dpsgd`` or ``dpsgd@atc`` (the part before ``@`` is the algorithm), so one
 algorithm can appear several times with different options. Everything (names, options, data,
-model, topology) is checked before the first run starts.
+model, topology) is checked before the first run starts. ``compare(base, entries, task=task)``
+compares on a user's :class:`peergrad.Task` (as ``train(config, task)``; ``task.name`` then
+replaces ``base.dataset`` in the folder name and plot titles).
 
 On the distributed engine every rank runs the same sequence of runs (one process group for all of
 them) and rank 0 writes the files.
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from peergrad.algorithms import algorithm_class
+from peergrad.task import Task
 from peergrad.train.config import TrainConfig
 from peergrad.train.folders import check_compare_folder, clear_compare_files
 from peergrad.train.loop import (
@@ -179,9 +182,15 @@ def shared_config(base: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in base.to_dict().items() if k not in PER_ENTRY_FIELDS}
 
 
-def validate(base: TrainConfig, entries: Sequence[CompareEntry], target_accuracy: float) -> None:
+def validate(
+    base: TrainConfig,
+    entries: Sequence[CompareEntry],
+    target_accuracy: float,
+    task: Task | None = None,
+) -> None:
     """Everything a run checks before training, for every entry; ``ValueError`` (or
-    ``FileNotFoundError`` for missing data files) naming the entry. Loads the data set once."""
+    ``FileNotFoundError`` for missing data files) naming the entry. Loads the data set (or
+    builds ``task``) once."""
     if not (
         isinstance(target_accuracy, int | float)
         and math.isfinite(target_accuracy)
@@ -205,7 +214,7 @@ def validate(base: TrainConfig, entries: Sequence[CompareEntry], target_accuracy
     # The first run's set-up (joins the process group on the distributed engine and checks the
     # world size, loads the data, builds the model and the sampler); the others share all but
     # the algorithm, whose topology requirements are checked against the same communicator.
-    comm = prepare(entry_config(base, entries[0], None)).comm
+    comm = prepare(entry_config(base, entries[0], None), task).comm
     for e, algorithm in zip(entries, algorithms, strict=True):
         try:
             algorithm.check_topology(comm)
@@ -213,11 +222,15 @@ def validate(base: TrainConfig, entries: Sequence[CompareEntry], target_accuracy
             raise ValueError(f"{e.label}: {exc}") from None
 
 
-def compare_dir_for(base: TrainConfig, entries: Sequence[CompareEntry]) -> Path:
-    """``runs/compare-<labels>-<topology><n>-<dataset>-<partition>-seed<seed>`` (made unique)."""
+def compare_dir_for(
+    base: TrainConfig, entries: Sequence[CompareEntry], label: str | None = None
+) -> Path:
+    """``runs/compare-<labels>-<topology><n>-<dataset>-<partition>-seed<seed>`` (made unique);
+    ``label`` (a user task's name) replaces ``<dataset>``."""
     names = "-".join(e.label for e in entries)
+    data = (label or base.dataset).replace("/", "_").replace(":", "_")
     stem = (
-        f"compare-{names}-{base.topology}{base.workers}-{base.dataset}-{base.partition}-"
+        f"compare-{names}-{base.topology}{base.workers}-{data}-{base.partition}-"
         f"seed{base.seed}"
     )
     path, k = Path("runs") / stem, 1
@@ -334,8 +347,9 @@ def format_table(
     return "\n".join(lines)
 
 
-def _title(base: TrainConfig) -> str:
-    return f"{base.dataset}/{base.model} on {base.topology} (n={base.workers})"
+def _title(base: TrainConfig, task: Task | None = None) -> str:
+    what = task.name if task is not None else f"{base.dataset}/{base.model}"
+    return f"{what} on {base.topology} (n={base.workers})"
 
 
 # ---------------------------------------------------------------------------------- compare
@@ -349,9 +363,12 @@ def compare(
     on_run: Callable[[int, CompareEntry, TrainConfig], None] | None = None,
     overwrite: bool = False,
     topology_given: bool | None = None,
+    task: Task | None = None,
 ) -> CompareResult:
     """Train every entry on ``base`` (its ``algorithm``, ``options`` and ``out`` are not used)
     and write the comparison (see the module docstring) to ``out_dir`` when ``write``.
+    ``task``: what every run trains (a :class:`peergrad.Task`, as in :func:`train`); None: the
+    built-in preset of ``base.model`` / ``base.dataset``.
 
     Everything is validated before the first run (``ValueError`` / ``FileNotFoundError``);
     nothing is written then. ``out_dir`` defaults to :func:`compare_dir_for` (a new folder); an
@@ -365,8 +382,9 @@ def compare(
     entries = list(entries)
     if write and out_dir is not None:  # before validate(), which joins the process group
         check_compare_folder(out_dir, OUTPUT_FILES, overwrite=overwrite)
-    validate(base, entries, target_accuracy)
-    root = Path(out_dir) if out_dir is not None else compare_dir_for(base, entries)
+    validate(base, entries, target_accuracy, task)
+    label = task.name if task is not None else None
+    root = Path(out_dir) if out_dir is not None else compare_dir_for(base, entries, label)
     is_main = base.engine == "simulated" or os.environ.get("RANK", "0") == "0"
     if write and out_dir is not None and overwrite and is_main:
         clear_compare_files(root, OUTPUT_FILES)
@@ -381,7 +399,9 @@ def compare(
             on_run(i, entry, config)
         # overwrite: on the distributed engine a rank may check a run folder before rank 0
         # has cleared the old comparison; the folder is cleared (again) either way.
-        result = train(config, write=write, overwrite=overwrite, topology_given=topology_given)
+        result = train(
+            config, task, write=write, overwrite=overwrite, topology_given=topology_given
+        )
         writes = result.out_dir is not None  # rank 0 only on the distributed engine
         runs[entry.label] = result
         records[entry.label] = result.records
@@ -400,7 +420,7 @@ def compare(
             _write_tables(root, rows, target_accuracy, shared, pending)
     table = format_table(rows, target_accuracy, shared)
     if writes:
-        title = f"{', '.join(records)}: {_title(base)}"
+        title = f"{', '.join(records)}: {_title(base, task)}"
         plot_comparison(records, root, title, target_accuracy=target_accuracy)
     return CompareResult(
         root if writes else None, target_accuracy, shared, rows, records, runs, table

@@ -49,8 +49,10 @@ class TrainConfig:
     ``multistep:M1,M2,...,GAMMA``, ``cosine``, ``linear``) with ``warmup_steps`` of linear
     warm-up multiplies every algorithm's step size (see :mod:`peergrad.train.schedules`).
     ``buffers`` says what happens to model buffers (BatchNorm running statistics): ``local``
-    keeps one copy per worker, ``average`` averages them over the workers at evaluation and
-    checkpoints. ``loader_workers`` is the DataLoader ``num_workers`` for map-style datasets
+    keeps one copy per worker (as Decent-DP does), ``average`` replaces the floating-point
+    ones by their mean over the workers after every step in which the algorithm communicated
+    (one extra all-reduce, counted in the bytes); x̄ is always evaluated with the mean buffers.
+    ``loader_workers`` is the DataLoader ``num_workers`` for map-style datasets
     (0 = read in-process).
     """
 

@@ -63,6 +63,7 @@ from peergrad.train.recorder import (
     Recorder,
     format_summary,
 )
+from peergrad.train.resolve import check_config
 from peergrad.train.sampler import ShardSampler, worker_seed
 from peergrad.train.steps import Session, run_steps
 
@@ -95,8 +96,6 @@ __all__ = [
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENGINES = ("simulated", "distributed")
-#: What ``config.buffers`` accepts (model buffers: kept per worker, or averaged at every round).
-BUFFERS = ("local", "average")
 
 
 @dataclasses.dataclass
@@ -177,14 +176,9 @@ def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
     resolve_device(config.device)
     NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
     check_names(config, custom_task=custom_task)
-    if config.buffers not in BUFFERS:
-        raise ValueError(f"--buffers must be one of {', '.join(BUFFERS)}, got {config.buffers!r}")
-    if not (
-        isinstance(config.loader_workers, int)
-        and not isinstance(config.loader_workers, bool)
-        and config.loader_workers >= 0
-    ):
-        raise ValueError(f"--loader-workers must be an integer >= 0, got {config.loader_workers!r}")
+    # --loss, --lr-schedule, --warmup-steps, --buffers, --loader-workers, --model-set, --data-set
+    # and import paths (the CLI runs the same check before it creates anything)
+    check_config(config, custom_task=custom_task)
     if config.checkpoint_every is not None and not (
         isinstance(config.checkpoint_every, int) and config.checkpoint_every >= 1
     ):

@@ -449,7 +449,7 @@ def resolve_loss(
 BUFFERS: tuple[str, ...] = ("local", "average")
 
 
-def check_config(config: Any) -> None:
+def check_config(config: Any, *, custom_task: bool = False) -> None:
     """Check the fields resolved here before any work (no data loaded, no model built).
 
     ``--loss`` resolves; ``--lr-schedule`` parses and ``--warmup-steps`` is an int >= 0 (that
@@ -460,6 +460,9 @@ def check_config(config: Any) -> None:
     string keys; a ``package.module:callable`` ``--model`` / ``--dataset`` imports and is
     callable, and takes the ``--model-set`` / ``--data-set`` keys; a built-in ``--model`` takes
     its ``--model-set`` keys; a built-in ``--dataset`` takes no ``--data-set``.
+
+    With ``custom_task`` (the run trains a :class:`~peergrad.task.Task`) ``--model``,
+    ``--dataset`` and their options are labels only and are not checked.
 
     Raises:
         ValueError: the first bad field, naming its flag and what it accepts.
@@ -484,6 +487,8 @@ def check_config(config: Any) -> None:
     n = config.loader_workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"--loader-workers must be an integer >= 0, got {n!r}")
+    if custom_task:
+        return
     model = config.model
     if isinstance(model, str) and ":" not in model:
         if model not in MODELS:
