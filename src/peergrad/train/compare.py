@@ -229,10 +229,7 @@ def compare_dir_for(
     ``label`` (a user task's name) replaces ``<dataset>``."""
     names = "-".join(e.label for e in entries)
     data = (label or base.dataset).replace("/", "_").replace(":", "_")
-    stem = (
-        f"compare-{names}-{base.topology}{base.workers}-{data}-{base.partition}-"
-        f"seed{base.seed}"
-    )
+    stem = f"compare-{names}-{base.topology}{base.workers}-{data}-{base.partition}-seed{base.seed}"
     path, k = Path("runs") / stem, 1
     while path.exists():
         k += 1
@@ -400,7 +397,7 @@ def compare(
         # overwrite: on the distributed engine a rank may check a run folder before rank 0
         # has cleared the old comparison; the folder is cleared (again) either way.
         result = train(
-            config, task, write=write, overwrite=overwrite, topology_given=topology_given
+            config, task=task, write=write, overwrite=overwrite, topology_given=topology_given
         )
         writes = result.out_dir is not None  # rank 0 only on the distributed engine
         runs[entry.label] = result
