@@ -43,7 +43,7 @@ from peergrad.algorithms import DPSGD
 from peergrad.comm import SimulatedCommunicator
 from peergrad.data import load_dataset, partition
 from peergrad.models import build_model
-from peergrad.topology import make_topology
+from peergrad.topology import Topology, make_topology
 from peergrad.train.loop import BatchGather, nonfinite_codes
 from peergrad.train.params import FlatParams, WorkerModel, make_worker_grad_fn
 from peergrad.train.sampler import ShardSampler
@@ -54,6 +54,40 @@ def timeit(fn: Callable[[], None], device: torch.device, repeats: int, warmup: i
     for _ in range(warmup):
         fn()
     return statistics.median(timed(fn, device) for _ in range(repeats))
+
+
+def naive_dpsgd_step(
+    workers: list[nn.Module],
+    topo: Topology,
+    lr: float,
+    momentum: float,
+    shards: list[torch.Tensor],
+    batch: int,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+) -> Callable[[], None]:
+    """The naive reference: one D-PSGD step (torch SGD with momentum, then a gossip of the
+    parameters with W(0)) as a Python loop over ``workers``, n separate ``nn.Module``s."""
+    n = len(workers)
+    device = x_train.device
+    opts = [torch.optim.SGD(w.parameters(), lr=lr, momentum=momentum) for w in workers]
+    W = topo.at(0)
+    neighbours = [[(i, W.self_weight(i)), *W.in_neighbors(i)] for i in range(n)]
+    naive_sampler = ShardSampler(shards, batch, 0, list(range(n)))
+
+    def naive() -> None:
+        idx = naive_sampler.next().to(device)
+        for i, (w, opt) in enumerate(zip(workers, opts, strict=True)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(w(x_train[idx[i]]), y_train[idx[i]]).backward()
+            opt.step()
+        with torch.no_grad():
+            snapshot = [[p.clone() for p in w.parameters()] for w in workers]
+            for i, w in enumerate(workers):
+                for k, p in enumerate(w.parameters()):
+                    p.copy_(sum(wt * snapshot[j][k] for j, wt in neighbours[i]))
+
+    return naive
 
 
 def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, float]:
@@ -97,22 +131,7 @@ def bench(n: int, batch: int, device: torch.device, repeats: int) -> dict[str, f
     workers = [build_model("mlp", ds.input_shape, ds.num_classes).to(device) for _ in range(n)]
     for w in workers:
         w.load_state_dict(model.state_dict())
-    opts = [torch.optim.SGD(w.parameters(), lr=lr, momentum=momentum) for w in workers]
-    W = topo.at(0)
-    neighbours = [[(i, W.self_weight(i)), *W.in_neighbors(i)] for i in range(n)]
-    naive_sampler = ShardSampler(shards, batch, 0, list(range(n)))
-
-    def naive() -> None:
-        idx = naive_sampler.next().to(device)
-        for i, (w, opt) in enumerate(zip(workers, opts, strict=True)):
-            opt.zero_grad()
-            nn.functional.cross_entropy(w(x_train[idx[i]]), y_train[idx[i]]).backward()
-            opt.step()
-        with torch.no_grad():
-            snapshot = [[p.clone() for p in w.parameters()] for w in workers]
-            for i, w in enumerate(workers):
-                for k, p in enumerate(w.parameters()):
-                    p.copy_(sum(wt * snapshot[j][k] for j, wt in neighbours[i]))
+    naive = naive_dpsgd_step(workers, topo, lr, momentum, shards, batch, x_train, y_train)
 
     # --- floor: one model, combined batch n * B
     floor_model = build_model("mlp", ds.input_shape, ds.num_classes).to(device)
@@ -192,22 +211,7 @@ def bench_cnn(n: int, batch: int, device: torch.device, repeats: int) -> dict[st
 
     # --- naive: n deep-copied modules in a Python loop
     workers = [copy.deepcopy(module).train() for _ in range(n)]
-    opts = [torch.optim.SGD(w.parameters(), lr=lr, momentum=momentum) for w in workers]
-    W = topo.at(0)
-    neighbours = [[(i, W.self_weight(i)), *W.in_neighbors(i)] for i in range(n)]
-    naive_sampler = ShardSampler(shards, batch, 0, list(range(n)))
-
-    def naive() -> None:
-        idx = naive_sampler.next().to(device)
-        for i, (w, opt) in enumerate(zip(workers, opts, strict=True)):
-            opt.zero_grad()
-            nn.functional.cross_entropy(w(x_train[idx[i]]), y_train[idx[i]]).backward()
-            opt.step()
-        with torch.no_grad():
-            snapshot = [[p.clone() for p in w.parameters()] for w in workers]
-            for i, w in enumerate(workers):
-                for k, p in enumerate(w.parameters()):
-                    p.copy_(sum(wt * snapshot[j][k] for j, wt in neighbours[i]))
+    naive = naive_dpsgd_step(workers, topo, lr, momentum, shards, batch, x_train, y_train)
 
     def naive_grad() -> None:
         xs, ys = fixed

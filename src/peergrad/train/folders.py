@@ -64,10 +64,7 @@ def clear_run_files(folder: str | Path) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         return
-    for name in RUN_FILES:
-        _remove(folder / name)
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            _remove(tmp)
+    _remove_outputs(folder, RUN_FILES)
 
 
 def run_subfolders(folder: Path) -> list[Path]:
@@ -101,14 +98,20 @@ def clear_compare_files(folder: str | Path, output_files: Iterable[str]) -> None
     folder = Path(folder)
     if not folder.is_dir():
         return
-    for name in output_files:
-        _remove(folder / name)
-        for tmp in folder.glob(f".{name}.*.tmp"):
-            _remove(tmp)
+    _remove_outputs(folder, output_files)
     for sub in run_subfolders(folder):
         clear_run_files(sub)
         if not any(sub.iterdir()):
             sub.rmdir()
+
+
+def _remove_outputs(folder: Path, names: Iterable[str]) -> None:
+    """Remove ``names`` from ``folder`` with the temporary files of their interrupted atomic
+    writes (``.NAME.*.tmp``)."""
+    for name in names:
+        _remove(folder / name)
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            _remove(tmp)
 
 
 def _remove(path: Path) -> None:

@@ -175,7 +175,7 @@ def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     resolve_device(config.device)
     NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
-    check_names(config, custom_task=custom_task)
+    check_names(config)
     # --loss, --lr-schedule, --warmup-steps, --buffers, --loader-workers, --model-set, --data-set
     # and import paths (the CLI runs the same check before it creates anything)
     check_config(config, custom_task=custom_task)
@@ -237,28 +237,19 @@ ROOT_DATASETS = {
 }
 
 
-def check_names(config: TrainConfig, *, custom_task: bool = False) -> None:
-    """Unknown algorithm / topology / data set / model / partition names, with the valid ones.
-
-    ``--dataset`` and ``--model`` given as ``package.module:callable`` (or ``torchvision:NAME``,
-    ``timm:NAME``) are checked when they are resolved (:mod:`peergrad.train.resolve`); with
-    ``custom_task`` they are labels only and not checked."""
+def check_names(config: TrainConfig) -> None:
+    """Unknown algorithm / topology / partition names, with the valid ones. ``--model`` and
+    ``--dataset`` (built-in names, ``package.module:callable`` ...) are checked by
+    :func:`peergrad.train.resolve.check_config`."""
     from peergrad.algorithms import REGISTRY
-    from peergrad.data import DATASETS, PARTITIONS
-    from peergrad.models import MODELS
+    from peergrad.data import PARTITIONS
     from peergrad.topology import TOPOLOGIES
 
     for flag, what, value, valid in (
         ("--algorithm", "algorithm", config.algorithm, tuple(REGISTRY)),
         ("--topology", "topology", config.topology, tuple(TOPOLOGIES)),
-        ("--dataset", "data set", config.dataset, DATASETS),
-        ("--model", "model", config.model, MODELS),
         ("--partition", "partition", config.partition, PARTITIONS),
     ):
-        if flag in ("--dataset", "--model") and (
-            custom_task or (isinstance(value, str) and ":" in value)
-        ):
-            continue
         if value not in valid:
             raise ValueError(f"{flag}: unknown {what} {value!r}; choose one of: {', '.join(valid)}")
 
