@@ -316,4 +316,4 @@ def test_optimizer_state_dict_checks_names_and_state_shapes() -> None:
     assert torch.equal(same.flat_params, before)  # nothing changed
     same.load_state_dict(sd)
     assert torch.equal(same.flat_params, opt.flat_params)
-    assert_same(to_plain(same.state), to_plain(opt.state))
+    assert_same(to_plain(same.algorithm_state), to_plain(opt.algorithm_state))

@@ -515,8 +515,8 @@ def test_state_dict_is_a_copy_and_restores_options() -> None:
     assert sd["options"]["lr"] == 0.02 and sd["param_shapes"][0] == (8, 5)
     assert sd["flat_params"].data_ptr() != opt.flat_params.data_ptr()
     buf = sd["state"]["momentum_buffer"]
-    assert buf.data_ptr() != opt.state.momentum_buffer.data_ptr()
-    assert torch.equal(buf, opt.state.momentum_buffer)
+    assert buf.data_ptr() != opt.algorithm_state.momentum_buffer.data_ptr()
+    assert torch.equal(buf, opt.algorithm_state.momentum_buffer)
 
     other_model = make_model(1)
     other = DistributedOptimizer(other_model.parameters(), "dpsgd", one_worker_comm(), lr=0.1)
@@ -564,14 +564,29 @@ def invalid_cases() -> list[Any]:
     return [
         pytest.param(lambda: [], ValueError, "empty parameter list", id="empty"),
         pytest.param(
-            lambda: [{"params": []}], ValueError, "empty parameter list", id="empty-group"
+            lambda: [{"params": []}], ValueError, "group 0 has no parameters", id="empty-group"
         ),
         pytest.param(lambda: [f64, f32], ValueError, "one dtype and device", id="mixed-dtypes"),
         pytest.param(lambda: [leaf, leaf], ValueError, "more than once", id="duplicate"),
         pytest.param(lambda: [leaf * 2], ValueError, "not a leaf", id="non-leaf"),
-        pytest.param(lambda: [torch.zeros(3)], ValueError, "does not require grad", id="frozen"),
+        pytest.param(lambda: [torch.zeros(3)], ValueError, "no trainable parameter", id="frozen"),
         pytest.param(
-            lambda: [{"params": [leaf], "lr": 0.1}], ValueError, "per-group options", id="group-lr"
+            lambda: [{"params": [leaf]}, {"params": [f32], "betas": (0.9, 0.99)}],
+            ValueError,
+            "param group 1 sets 'betas': dpsgd has no option 'betas'; a param group may set lr",
+            id="group-betas",
+        ),
+        pytest.param(
+            lambda: [{"params": [leaf], "form": "atc"}],
+            ValueError,
+            "param group 0 sets 'form': dpsgd's option 'form' applies to the whole model",
+            id="group-form",
+        ),
+        pytest.param(
+            lambda: [{"params": [leaf], "lr": -1.0}],
+            ValueError,
+            "param group 0: lr must be a finite number > 0",
+            id="group-lr-negative",
         ),
         pytest.param(lambda: leaf, TypeError, "single Tensor", id="bare-tensor"),
         pytest.param(lambda: [leaf, 3.0], TypeError, "not a torch.Tensor", id="not-a-tensor"),

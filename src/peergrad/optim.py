@@ -1,22 +1,28 @@
 """Drop-in optimizer for your own training loop: :class:`DistributedOptimizer`.
 
-``DistributedOptimizer`` runs any peergrad algorithm (D-PSGD, all-reduce SGD, ...) behind the
-``torch.optim`` calling convention, so an existing PyTorch loop becomes a decentralized one by
-swapping the optimizer. Under ``torchrun`` every process is one worker::
+``DistributedOptimizer`` is a ``torch.optim.Optimizer`` that runs any peergrad algorithm (D-PSGD,
+all-reduce SGD, ...). Under ``torchrun`` every process is one worker::
 
     from peergrad.comm import distributed
     distributed.init_process_group()                    # reads torchrun's environment
     comm = distributed.DistributedCommunicator(make_topology("ring", world_size))
-    opt = DistributedOptimizer(model.parameters(), "dpsgd", comm, lr=0.1, momentum=0.9)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = DistributedOptimizer(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        "dpsgd", comm, lr=0.1, momentum=0.9, weight_decay=5e-4,
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     for xb, yb in loader:
-        opt.zero_grad(); loss_fn(model(xb), yb).backward(); opt.step()
+        opt.zero_grad(); loss_fn(model(xb), yb).backward(); opt.step(); sched.step()
 
-How it works. At construction the parameters are copied into one flat buffer ``x`` (shape
-``[1, D]``: the worker axis of the distributed engine has size 1, see :mod:`peergrad.comm.base`)
-and each parameter's ``.data`` becomes a view of its slice of ``x``; likewise every ``.grad``
-becomes a view of a flat gradient buffer ``g`` (``[1, D]``). ``loss.backward()`` therefore
-accumulates straight into ``g``, and the algorithm's in-place update of ``x`` *is* the update of
-the model: no flattening copies per step, and one message per neighbour carries the whole model.
+How it works. At construction the trainable parameters are copied into one flat buffer ``x``
+(shape ``[1, D]``: the worker axis of the distributed engine has size 1, see
+:mod:`peergrad.comm.base`) and each parameter's ``.data`` becomes a view of its slice of ``x``;
+likewise every ``.grad`` becomes a view of a flat gradient buffer ``g`` (``[1, D]``).
+``loss.backward()`` therefore accumulates straight into ``g``, and the algorithm's in-place update
+of ``x`` *is* the update of the model: no flattening copies per step. The order in ``x`` is the
+order of the param groups, then of the parameters within each group.
 
 Update contract. ``opt.step()`` is one iteration of the algorithm: it takes the gradient the user
 accumulated since the last ``zero_grad`` (evaluated at the current parameters), does the
@@ -24,37 +30,92 @@ communication the paper does in one iteration (a gossip with the neighbours of W
 all-reduce) and updates the parameters in place. Every worker must call ``step`` the same number
 of times (the communication is collective). ``comm.bytes_sent`` counts the bytes this worker sent.
 
-Mapping onto ``torch.optim``:
+Param groups (``torch.optim`` conventions). ``params`` is an iterable of tensors, of ``(name,
+tensor)`` pairs (``model.named_parameters()``, better error messages), or of group dicts. A group
+may set the options in :attr:`DistributedOptimizer.group_options` of the algorithm: ``lr``,
+``weight_decay`` and ``momentum`` where the algorithm has them (for the Adam family ``momentum``
+is β₁). ``param_groups`` is a real list of dicts: ``torch.optim.lr_scheduler`` schedulers
+(StepLR, CosineAnnealingLR, OneCycleLR, LambdaLR, SequentialLR for warm-up, ...) change
+``group["lr"]`` and the algorithm uses the new value at the next step. How per-group values are
+honoured:
 
-- ``DistributedOptimizer(params, algorithm, comm, **options)`` plays the part of
-  ``torch.optim.SGD(params, **options)``; ``params`` is an iterable of tensors, of ``(name,
-  tensor)`` pairs (``model.named_parameters()``, which gives better error messages), or of
-  param-group dicts with only a ``"params"`` key.
-- ``step(closure=None)``, ``zero_grad(set_to_none=True)``, ``state_dict()``,
-  ``load_state_dict(sd)`` behave like torch.optim's, with the deviations below.
-- ``algorithm`` may be a registered name (``peergrad algorithms`` lists them; ``options`` are its
-  hyper-parameters) or an :class:`~peergrad.algorithms.Algorithm` instance.
+- *coordinate-wise* algorithms (:meth:`~peergrad.algorithms.Algorithm.coordinatewise`: D-PSGD,
+  all-reduce, D², gradient tracking, DeTAG, the adaptive methods, local SGD, distributed Adam)
+  step each group's slice of ``x`` with that group's values (per-segment math; the messages of
+  a step are one per segment, and the byte counters charge them as one round);
+- the others (the compressed methods: a top-k/QSGD/sign compressor and Armijo's line search
+  couple all coordinates) take one value per option: every group must give the same value,
+  else ``ValueError`` naming the group and the option (at construction, or at the ``step``
+  after a scheduler made them differ).
 
-Only the parameters passed in are communicated. Module buffers (BatchNorm running statistics)
-stay local to each worker; use GroupNorm, ``BatchNorm(track_running_stats=False)`` or average
-them yourself. Workers should start from identical parameters (seed the model identically on
-every rank): all-reduce SGD keeps workers identical only if they start identical.
+Frozen parameters (``requires_grad=False``) may sit in a group: they stay in ``param_groups`` but
+not in ``x``; they are never communicated, decayed or updated. A frozen parameter that has a
+gradient at ``step`` (unfrozen later) raises ``ValueError``: build a new optimizer after changing
+what is trainable.
+
+Overlap (``overlap``). Messages that depend only on x (the combine-then-adapt gossip of D-PSGD,
+gradient tracking, DeTAG, the adaptive methods: ``Algorithm.pre_gradient``) are posted at the end
+of ``step``, so they travel during the user's next forward and backward pass and ``step`` waits
+only for what is still in flight. For coordinate-wise algorithms the buffer is cut into buckets
+(``bucket_cap_mb``, default 25 MB as DDP, the first one ``first_bucket_cap_mb`` = 1 MB, cut in
+reverse parameter order as DDP's and never across param groups); from the second step on, a
+bucket is stepped on a background thread as soon as the backward pass has accumulated its last
+gradient (``register_post_accumulate_grad_hook``): its gradient-dependent messages (the
+all-reduce of g, the ATC gossip, the tracker's gossip) leave while the backward pass computes the
+earlier layers' gradients. The first step traces the order in which buckets become ready (worker
+0's order is used by all, so the messages match). The iterates are exactly those of the
+algorithm on the whole buffer: the test suite checks this for every registered algorithm on 4
+gloo processes (float64 bit-exact except for the all-reduce's summation order; float32 within
+1e-6 relative). Overlap of gradient-dependent messages is off (the bucket steps run inside
+``step``, x-only messages still overlap) when the algorithm is not coordinate-wise, when
+``clip_grad_norm`` is set (the global norm needs every gradient first), for line-search
+algorithms, and once a ``GradScaler`` is seen (an overflow anywhere must skip the whole step). On
+the simulated engine (one process) ``overlap=None`` means off.
+
+Consequences of overlap that a plain ``torch.optim`` user must know:
+
+- Gradient accumulation over several ``backward()`` calls must run the earlier ones inside
+  ``with opt.no_sync():`` (as with DDP), else the bucket is stepped at the first backward;
+  a gradient that arrives for a bucket already stepped raises ``RuntimeError`` at ``step``.
+- Between ``step`` and the next ``step``, do not change the parameters in place (e.g.
+  ``model.load_state_dict``): the gossip of x is in flight. Call :meth:`synchronize` first (on
+  every worker). Changing ``.grad`` between ``backward`` and ``step`` (``clip_grad_norm_``,
+  ``GradScaler.unscale_``) is detected and raises ``RuntimeError``: pass ``clip_grad_norm=`` or
+  use ``GradScaler.step`` directly, which the optimizer handles.
+- Before ``destroy_process_group`` call :meth:`synchronize` so no gossip is left in flight.
+
+Gradient clipping (``clip_grad_norm``, > 0): applied to the gradient the algorithm uses. For
+``allreduce`` this is the averaged gradient (the algorithm's ``clip_grad_norm`` option, as a DDP
+user clips after ``backward``); for the decentralized methods the local stochastic gradient g
+before the algorithm's step (factor ``min(1, c / (||g|| + 1e-6))``, as
+``torch.nn.utils.clip_grad_norm_``).
+
+Mixed precision (``torch.amp.GradScaler``). The optimizer sets ``_step_supports_amp_scaling``:
+``scaler.step(opt)`` hands it the scale and the local overflow flag; ``step`` unscales ``g`` in
+one pass, and the overflow flags of all workers are combined (a 4-byte all-reduce, not counted
+in ``bytes_sent``), so that every worker skips the step when any worker overflowed and the
+collective messages stay matched. Each worker's scaler backs off on its own overflow only.
+
+Module buffers (``module``, ``buffers``, ``buffers_every``). Only parameters are communicated by
+the algorithm. Given ``module=``, its floating-point buffers (BatchNorm running statistics) are,
+every ``buffers_every`` steps at the end of ``step``: ``"local"`` (default) left alone, each
+worker keeps its own (no communication, as the simulated engine's default); ``"average"``
+all-reduced to their mean (one all-reduce, counted in ``bytes_sent``); ``"broadcast"`` replaced by
+worker 0's (as DDP's ``broadcast_buffers``; not counted). Integer buffers (``num_batches_tracked``)
+stay local. Workers should start from identical parameters: worker 0's are broadcast at
+construction (as DDP does).
 
 Deviations from ``torch.optim``:
 
 - ``zero_grad(set_to_none=True)`` zeroes the flat gradient in place and keeps the ``.grad``
   views: the gradient buffer is the communication buffer, so it is never freed. ``set_to_none``
   is accepted for compatibility only.
-- A parameter whose ``.grad`` is ``None`` at ``step`` contributes a zero gradient; it is still
-  gossiped, and momentum and weight decay still apply (torch.optim would skip it). Frozen
-  parameters (``requires_grad=False``) are therefore rejected: pass only trainable ones.
-- No per-group hyper-parameters: one algorithm with one set of options updates every parameter.
-  There is no ``param_groups`` list, so ``torch.optim.lr_scheduler`` does not apply; change the
-  learning rate with :meth:`DistributedOptimizer.set_options` (``opt.set_options(lr=...)``).
-- All parameters must share one dtype and one device (they live in one flat buffer).
-- No overlap of communication with the backward pass: ``step`` does the whole iteration (the
-  combine-then-adapt gossip that ``Algorithm.pre_gradient`` can start early is started inside
-  ``step``; the result is the same, only slower on a slow network).
+- A trainable parameter whose ``.grad`` is ``None`` at ``step`` contributes a zero gradient; it is
+  still gossiped, and momentum and weight decay still apply (torch.optim would skip it).
+- ``opt.state`` is torch's per-parameter dict and stays empty; the algorithm's state is
+  :attr:`algorithm_state`. ``add_param_group`` after construction raises (the flat buffer is
+  built once).
+- All trainable parameters must share one dtype and one device (they live in one flat buffer).
 - Line-search algorithms (``armijo-csgd``; ``algorithm.needs_closure``) must be stepped with a
   closure, ``opt.step(closure)``, else ``ValueError``. The closure is called once as in
   torch.optim (grad enabled: zero the gradients, forward, backward, return the loss); its loss is
@@ -75,8 +136,10 @@ Deviations from ``torch.optim``:
   A closure that calls ``backward()`` under ``no_grad`` gets a ``RuntimeError`` saying so. Module
   buffers (BatchNorm running statistics) are not the optimizer's: every trial forward pass in
   train mode updates them (use GroupNorm, or save and restore them around ``step``).
-- ``load_state_dict`` restores the algorithm's options saved with the state (as torch.optim
-  restores ``lr`` and friends), the flat parameters (the model sees them) and the byte counters.
+- ``state_dict()``/``load_state_dict`` restore the algorithm's options and state, the flat
+  parameters (the model sees them), the byte counters and ``param_groups`` (every group's
+  options, including the keys schedulers add such as ``initial_lr``), as torch.optim does. The
+  state is stored for the whole buffer, so a checkpoint does not depend on the buckets.
 """
 
 from __future__ import annotations
@@ -85,6 +148,7 @@ import contextlib
 import copy
 import dataclasses
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -100,13 +164,20 @@ from peergrad.algorithms.base import (
 )
 from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm.base import Communicator
+from peergrad.segments import CommThread, SegmentComm, cut, merge_state, settle, split_state
 
-__all__ = ["STATE_DICT_FORMAT", "DistributedOptimizer", "collect_parameters"]
+__all__ = ["STATE_DICT_FORMAT", "DistributedOptimizer", "GROUP_OPTIONS", "BUFFER_MODES"]
 
-_AUTO_NAME = re.compile(r"param\d+")  # the name collect_parameters gives an unnamed tensor
+_AUTO_NAME = re.compile(r"param\d+")  # the name given to an unnamed tensor
 
-#: Value of the ``"format"`` key of :meth:`DistributedOptimizer.state_dict`.
-STATE_DICT_FORMAT = "peergrad.optim.DistributedOptimizer/1"
+#: Value of the ``"format"`` key of :meth:`DistributedOptimizer.state_dict` (``/1`` still loads).
+STATE_DICT_FORMAT = "peergrad.optim.DistributedOptimizer/2"
+_FORMATS = (STATE_DICT_FORMAT, "peergrad.optim.DistributedOptimizer/1")
+
+#: Options a param group may set, where the algorithm has them.
+GROUP_OPTIONS = ("lr", "momentum", "weight_decay")
+#: What happens to the module's floating-point buffers every ``buffers_every`` steps.
+BUFFER_MODES = ("local", "average", "broadcast")
 
 _REQUIRED_KEYS = (
     "algorithm",
@@ -121,111 +192,91 @@ _REQUIRED_KEYS = (
 )
 
 
-def collect_parameters(params: Iterable[Any]) -> tuple[list[str], list[Tensor]]:
-    """Flatten ``params`` (tensors, ``(name, tensor)`` pairs or ``{"params": ...}`` groups).
+@dataclasses.dataclass
+class _Segment:
+    """A bucket: parameters ``[first, last)`` (trainable order), columns ``[start, stop)`` of x."""
 
-    Returns ``(names, tensors)`` in order; unnamed tensors are called ``param<i>``.
-
-    Raises:
-        TypeError: ``params`` is a single tensor, or an entry is not a tensor.
-        ValueError: the list is empty; a group sets options besides ``"params"``; a parameter is
-            not a leaf, does not require grad, is not a dense floating-point tensor, appears
-            twice, or differs in dtype or device from the first one.
-    """
-    if isinstance(params, Tensor):
-        raise TypeError(
-            "params must be an iterable of tensors (e.g. model.parameters()), got a single Tensor"
-        )
-    entries: list[Any] = []
-    for k, item in enumerate(list(params)):
-        if isinstance(item, dict):
-            extra = sorted(set(item) - {"params"})
-            if extra:
-                raise ValueError(
-                    f"param group {k} sets {', '.join(extra)}: per-group options are not "
-                    "supported; the algorithm's options apply to every parameter"
-                )
-            if "params" not in item:
-                raise ValueError(f"param group {k} has no 'params' entry")
-            group = item["params"]
-            entries.extend([group] if isinstance(group, Tensor) else list(group))
-        else:
-            entries.append(item)
-    if not entries:
-        raise ValueError("DistributedOptimizer got an empty parameter list")
-
-    names: list[str] = []
-    tensors: list[Tensor] = []
-    seen: dict[int, str] = {}
-    for i, entry in enumerate(entries):
-        if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
-            name, p = entry
-        else:
-            name, p = f"param{i}", entry
-        if not isinstance(p, Tensor):
-            raise TypeError(f"parameter {name!r} is a {type(p).__name__}, not a torch.Tensor")
-        if id(p) in seen:
-            raise ValueError(f"parameter {name!r} appears more than once (also as {seen[id(p)]!r})")
-        if not p.is_leaf:
-            raise ValueError(
-                f"parameter {name!r} is not a leaf tensor (it is computed from other tensors); "
-                "pass the model's parameters"
-            )
-        if not p.requires_grad:
-            raise ValueError(
-                f"parameter {name!r} does not require grad; a frozen parameter would still be "
-                "gossiped and decayed, so pass only trainable parameters "
-                "([p for p in model.parameters() if p.requires_grad])"
-            )
-        if p.layout != torch.strided or not p.is_floating_point():
-            raise ValueError(
-                f"parameter {name!r} must be a dense floating-point tensor, got {p.dtype} "
-                f"with layout {p.layout}"
-            )
-        if tensors and (p.dtype != tensors[0].dtype or p.device != tensors[0].device):
-            raise ValueError(
-                "all parameters must share one dtype and device (they live in one flat buffer): "
-                f"{names[0]!r} is {tensors[0].dtype} on {tensors[0].device} but {name!r} is "
-                f"{p.dtype} on {p.device}"
-            )
-        seen[id(p)] = name
-        names.append(name)
-        tensors.append(p)
-    return names, tensors
+    index: int
+    first: int
+    last: int
+    start: int
+    stop: int
+    group: int
+    algorithm: Algorithm
+    state: Any
+    comm: Any  # SegmentComm
+    pending: Any = None  # pre_gradient handle in flight
+    remaining: int = 0  # gradients still to arrive in this backward pass
+    ready: threading.Event = dataclasses.field(default_factory=threading.Event)
+    started: bool = False
 
 
-class DistributedOptimizer:
-    """Run a peergrad algorithm as a ``torch.optim``-style optimizer (one worker per process).
+def _check_bucket_cap(name: str, value: Any) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if not ok or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number > 0 (megabytes), got {value!r}")
+    return float(value)
+
+
+class DistributedOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` running a peergrad algorithm (one worker per process).
 
     Args:
-        params: the parameters to train (see :func:`collect_parameters`): tensors, ``(name,
-            tensor)`` pairs or ``{"params": [...]}`` groups, all trainable leaves of one
-            floating dtype on one device.
+        params: tensors, ``(name, tensor)`` pairs, or param-group dicts (``"params"`` plus any of
+            :attr:`group_options`); leaves of one floating dtype on one device. Parameters with
+            ``requires_grad=False`` are kept in their group and left alone.
         algorithm: a registered algorithm name (``"dpsgd"``, ``"allreduce"``, ...) or an
             :class:`~peergrad.algorithms.Algorithm` instance.
         comm: a communicator holding exactly one worker: a
             :class:`~peergrad.comm.distributed.DistributedCommunicator` under torchrun, or a
             :class:`~peergrad.comm.SimulatedCommunicator` on a 1-worker topology.
-        **algorithm_options: hyper-parameters of a named algorithm (``lr``, ``momentum``, ...).
+        overlap: overlap communication with the forward/backward pass (see the module doc);
+            ``None`` (default): on for a communicator with more than one worker.
+        bucket_cap_mb: bucket size in megabytes (> 0, default 25, as DDP);
+            ``first_bucket_cap_mb`` (> 0, default 1) for the bucket of the last parameters.
+        clip_grad_norm: > 0 or None: clip the gradient the algorithm uses to this norm.
+        module: the model, for its buffers (``buffers`` one of :data:`BUFFER_MODES`, default
+            ``"local"``; ``buffers_every`` >= 1 steps, default 1).
+        **algorithm_options: hyper-parameters of a named algorithm (``lr``, ``momentum``, ...);
+            they are the defaults of every param group.
 
-    Attributes (read-only properties): ``algorithm``, ``comm``, ``state`` (the algorithm's state),
-    ``flat_params`` (``x``, ``[1, D]``, the parameters' storage), ``flat_grad`` (``g``,
-    ``[1, D]``, the gradients' storage), ``params``, ``param_names``, ``num_steps``.
+    Attributes (read-only properties): ``algorithm`` (the algorithm of the first group),
+    ``comm``, ``algorithm_state`` (the state over the whole buffer), ``flat_params`` (``x``,
+    ``[1, D]``), ``flat_grad`` (``g``, ``[1, D]``), ``params`` and ``param_names`` (trainable,
+    in x's order), ``num_steps``, ``group_options``, ``buckets`` (``(start, stop)`` column
+    ranges of x, one per segment, in processing order).
 
     Raises:
-        ValueError: invalid parameters (see :func:`collect_parameters`); options given together
-            with an algorithm instance; an unknown algorithm name or option; a communicator that
-            holds more than one worker; a topology the algorithm rejects.
-        TypeError: ``params`` entries that are not tensors.
+        ValueError (one line, before anything is registered): an empty parameter list; a
+            parameter that is not a leaf, not dense floating point, repeated, or of another
+            dtype/device than the first; a group option the algorithm cannot honour (unknown,
+            or different per group for an algorithm that is not coordinate-wise), named with
+            its group; options given with an algorithm instance; an unknown algorithm or
+            option; ``bucket_cap_mb``/``first_bucket_cap_mb``/``clip_grad_norm`` <= 0; an
+            unknown ``buffers`` mode or ``buffers_every`` < 1; ``buffers`` other than local
+            without ``module``; a communicator with more than one worker; a topology the
+            algorithm rejects.
+        TypeError: ``params`` is a single tensor, or an entry is not a tensor.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(
         self,
         params: Iterable[Any],
         algorithm: Algorithm | str,
         comm: Communicator,
+        *,
+        overlap: bool | None = None,
+        bucket_cap_mb: float = 25.0,
+        first_bucket_cap_mb: float = 1.0,
+        clip_grad_norm: float | None = None,
+        module: torch.nn.Module | None = None,
+        buffers: str = "local",
+        buffers_every: int = 1,
         **algorithm_options: Any,
     ) -> None:
+        self._built = False
         if isinstance(algorithm, str):
             algorithm = make_algorithm(algorithm, **algorithm_options)
         elif algorithm_options:
@@ -233,6 +284,18 @@ class DistributedOptimizer:
                 f"options {sorted(algorithm_options)} were given together with an algorithm "
                 "instance; set them on the instance or pass the algorithm's name"
             )
+        bucket_cap = _check_bucket_cap("bucket_cap_mb", bucket_cap_mb)
+        first_cap = _check_bucket_cap("first_bucket_cap_mb", first_bucket_cap_mb)
+        if clip_grad_norm is not None:
+            _check_bucket_cap("clip_grad_norm", clip_grad_norm)
+        if buffers not in BUFFER_MODES:
+            raise ValueError(f"buffers must be one of {', '.join(BUFFER_MODES)}; got {buffers!r}")
+        if not (isinstance(buffers_every, int) and buffers_every >= 1):
+            raise ValueError(f"buffers_every must be an integer >= 1, got {buffers_every!r}")
+        if buffers != "local" and module is None:
+            raise ValueError(f"buffers={buffers!r} needs module= (the model whose buffers to sync)")
+        if overlap not in (None, True, False):
+            raise ValueError(f"overlap must be True, False or None (auto), got {overlap!r}")
         w = int(comm.worker_ids.numel())
         if w != 1:
             raise ValueError(
@@ -241,19 +304,78 @@ class DistributedOptimizer:
                 "topology), and peergrad.train for simulated multi-worker runs"
             )
         algorithm.check_topology(comm)
-        names, tensors = collect_parameters(params)
-        algorithm = bind_run(algorithm, segments=[p.numel() for p in tensors])
-        self._algorithm = algorithm
+        if clip_grad_norm is not None and "clip_grad_norm" in algorithm.hyperparameters():
+            algorithm = dataclasses.replace(algorithm, clip_grad_norm=float(clip_grad_norm))
+            local_clip = None
+        else:
+            local_clip = None if clip_grad_norm is None else float(clip_grad_norm)
+
+        group_options = tuple(k for k in GROUP_OPTIONS if k in algorithm.hyperparameters())
+        groups = _normalise_groups(params, group_options, algorithm)
+        defaults = {k: getattr(algorithm, k) for k in group_options}
+        super().__init__(groups, defaults)
+
+        # trainable parameters, in x's order, with their group and name
+        names, tensors, group_of, frozen = _trainable(self.param_groups)
+        numels = [p.numel() for p in tensors]
+        algorithm = bind_run(algorithm, segments=numels)
+        self._base = algorithm
+        self._group_options = group_options
+        self._coordinatewise = algorithm.coordinatewise() and not algorithm.needs_closure
+        group_algorithms = self._group_algorithms()  # checks the groups' values
+
         self._comm = comm
         self._names = tuple(names)
         self._params = tuple(tensors)
+        self._frozen = tuple(frozen)
         self._shapes = tuple(tuple(p.shape) for p in tensors)
-        numels = [p.numel() for p in tensors]
         first = tensors[0]
-        self._x = torch.empty(1, sum(numels), dtype=first.dtype, device=first.device)
+        D = sum(numels)
+        self._x = torch.empty(1, D, dtype=first.dtype, device=first.device)
         self._g = torch.zeros_like(self._x)
         self._x_views = _views(self._x[0], numels, self._shapes)
         self._g_views = _views(self._g[0], numels, self._shapes)
+        self._param_index = {id(p): i for i, p in enumerate(tensors)}
+
+        auto = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
+        self._overlap = auto if overlap is None else bool(overlap)
+        self._clip = local_clip
+        self._module = module
+        self._buffers = buffers
+        self._buffers_every = buffers_every
+
+        # segments: whole groups without overlap, buckets with it; one for other algorithms
+        if not self._coordinatewise:
+            param_ranges = [(0, len(tensors))]
+        elif self._overlap:
+            param_ranges = cut(
+                numels,
+                group_of,
+                itemsize=first.element_size(),
+                first_cap_bytes=first_cap * 2**20,
+                cap_bytes=bucket_cap * 2**20,
+            )
+        else:
+            param_ranges = cut(numels, group_of, itemsize=1, first_cap_bytes=None, cap_bytes=None)[
+                ::-1
+            ]
+        starts = [0]
+        for n in numels:
+            starts.append(starts[-1] + n)
+        self._group_of = tuple(group_of)
+        self._segments: list[_Segment] = []
+        for k, (a, b) in enumerate(param_ranges):
+            grp = group_of[a]
+            seg_comm = SegmentComm(comm)
+            self._segments.append(
+                _Segment(k, a, b, starts[a], starts[b], grp, group_algorithms[grp], None, seg_comm)
+            )
+        self._order = list(self._segments)  # processing order (rank 0's traced order later)
+        self._segment_of_param = [0] * len(tensors)
+        for seg in self._segments:
+            for i in range(seg.first, seg.last):
+                self._segment_of_param[i] = seg.index
+
         with torch.no_grad():
             for p, xv, gv in zip(self._params, self._x_views, self._g_views, strict=True):
                 xv.copy_(p.detach())
@@ -264,31 +386,50 @@ class DistributedOptimizer:
         # Every worker starts from worker 0's parameters (as DistributedDataParallel does), so
         # a model seeded differently on each rank cannot silently break the methods' invariants.
         comm.broadcast(self._x, src=0)
-        self._state = algorithm.init(self._x, comm)
+        for seg in self._segments:
+            seg.state = seg.algorithm.init(self._seg_x(seg), seg.comm)
         self._steps = 0
+
+        # overlap machinery
+        self._no_sync = False
+        self._thread: CommThread | None = None
+        self._round: Any = None  # Future of the bucket steps of the current backward pass
+        self._round_mode = False  # buckets stepped from the gradient hooks
+        self._traced: list[int] | None = [] if self._overlap and self._coordinatewise else None
+        self._amp_seen = False
+        self._late: list[str] = []
+        self._grad_version: int | None = None
+        self._hooks = []
+        if self._overlap and self._coordinatewise:
+            for p in self._params:
+                self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad_ready))
+            self._reset_countdown()
+        self._built = True
+        self._post_pre_gradient()
 
     # ------------------------------------------------------------------ properties
     @property
     def algorithm(self) -> Algorithm:
-        return self._algorithm
+        return self._segments[0].algorithm if self._coordinatewise else self._base
 
     @property
     def comm(self) -> Communicator:
         return self._comm
 
     @property
-    def state(self) -> Any:
-        """The algorithm's state (replaced by every :meth:`step`)."""
-        return self._state
+    def algorithm_state(self) -> Any:
+        """The algorithm's state over the whole buffer (a new merged copy when x is cut into
+        several segments; the live state otherwise)."""
+        return merge_state([s.state for s in self._segments], self._x.shape[1], self._seg_bounds())
 
     @property
     def flat_params(self) -> Tensor:
-        """``x``, shape ``[1, D]``: the storage of every parameter (writes change the model)."""
+        """``x``, shape ``[1, D]``: the storage of every trainable parameter."""
         return self._x
 
     @property
     def flat_grad(self) -> Tensor:
-        """``g``, shape ``[1, D]``: the storage of every parameter's ``.grad``."""
+        """``g``, shape ``[1, D]``: the storage of every trainable parameter's ``.grad``."""
         return self._g
 
     @property
@@ -301,19 +442,43 @@ class DistributedOptimizer:
 
     @property
     def num_steps(self) -> int:
-        """Number of :meth:`step` calls so far (restored by :meth:`load_state_dict`)."""
+        """Number of :meth:`step` calls that updated x (restored by :meth:`load_state_dict`)."""
         return self._steps
 
     @property
+    def group_options(self) -> tuple[str, ...]:
+        """The options a param group may set for this algorithm."""
+        return self._group_options
+
+    @property
+    def buckets(self) -> list[tuple[int, int]]:
+        """Column ranges ``(start, stop)`` of x, one per segment, in processing order."""
+        return [(s.start, s.stop) for s in self._order]
+
+    @property
+    def overlapping(self) -> bool:
+        """True while buckets are stepped from the gradient hooks (from the second step on)."""
+        return self._round_mode
+
+    @property
     def algorithm_name(self) -> str:
-        return getattr(self._algorithm, "name", "") or type(self._algorithm).__name__
+        return getattr(self._base, "name", "") or type(self._base).__name__
 
     def __repr__(self) -> str:
         return (
-            f"DistributedOptimizer({self._algorithm!r}, {len(self._params)} parameters, "
-            f"D={self._x.shape[1]}, worker {int(self._comm.worker_ids[0])} of "
+            f"DistributedOptimizer({self.algorithm!r}, {len(self._params)} parameters, "
+            f"{len(self.param_groups)} groups, D={self._x.shape[1]}, "
+            f"{len(self._segments)} segments, worker {int(self._comm.worker_ids[0])} of "
             f"{self._comm.n_workers})"
         )
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if getattr(self, "_built", False):
+            raise ValueError(
+                "DistributedOptimizer cannot add a param group after construction (its flat "
+                "buffer is built once); build a new optimizer with every group"
+            )
+        super().add_param_group(param_group)
 
     # ------------------------------------------------------------------ the torch.optim API
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -326,6 +491,16 @@ class DistributedOptimizer:
         for p, gv in zip(self._params, self._g_views, strict=True):
             if p.grad is not gv:
                 p.grad = gv
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulate gradients without stepping buckets (as DDP's ``no_sync``): run every
+        ``backward()`` of a step but the last inside this block when overlap is on."""
+        previous, self._no_sync = self._no_sync, True
+        try:
+            yield
+        finally:
+            self._no_sync = previous
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One iteration of the algorithm: communicate and update the parameters in place.
@@ -341,16 +516,22 @@ class DistributedOptimizer:
             The closure's loss, or ``None`` without a closure.
 
         Gradients the user replaced (``p.grad = t``, ``set_to_none`` by ``model.zero_grad()``) are
-        copied into ``g`` and the views re-attached; a missing gradient counts as zeros.
+        copied into ``g`` and the views re-attached; a missing gradient counts as zeros. Under
+        ``GradScaler.step`` the gradient is unscaled here and the step is skipped on every
+        worker when any worker's gradient overflowed.
 
         Raises:
             ValueError: a line-search algorithm stepped without a closure (or with one that
                 returns ``None``); a parameter's storage was replaced by a tensor of another
-                shape, dtype or device (e.g. ``model.to(...)`` after the optimizer was built).
-            RuntimeError: the closure called ``backward()`` while evaluating a trial point.
+                shape, dtype or device (e.g. ``model.to(...)`` after the optimizer was built);
+                a frozen parameter got a gradient; a group option out of range or, for an
+                algorithm that is not coordinate-wise, different between groups.
+            RuntimeError: the closure called ``backward()`` while evaluating a trial point; a
+                gradient arrived for a bucket already stepped (accumulate with
+                :meth:`no_sync`); the gradients were changed after the buckets were stepped.
             peergrad.comm.PeerFailure: on the distributed engine, a peer died or stopped answering.
         """
-        line_search = getattr(self._algorithm, "needs_closure", False)
+        line_search = getattr(self._base, "needs_closure", False)
         if line_search and closure is None:
             raise ValueError(
                 f"{self.algorithm_name} runs a line search: call step(closure) with a closure "
@@ -360,59 +541,122 @@ class DistributedOptimizer:
         begin_step = getattr(self._comm, "begin_step", None)
         if begin_step is not None:
             begin_step(self._steps + 1)
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        amp = found_inf is not None
+        if amp and self._round_mode:
+            self._cancel_round()
+            raise RuntimeError(
+                "DistributedOptimizer: GradScaler.step(opt) was first used after the buckets "
+                "were already stepped from the backward pass with scaled gradients; use the "
+                "GradScaler from the first step on, or build the optimizer with overlap=False"
+            )
         loss, trial = None, None
         if closure is not None:
             rng = _RngState.capture(self._x.device)  # before the first call: trials replay it
             with torch.enable_grad():
                 loss = closure()
-            if loss is not None:
+            whole = len(self._segments) == 1
+            if loss is not None and whole:  # the closure sees all of x: one segment only
                 trial = self._trial_closure(closure, loss, rng)
             elif line_search:
                 raise ValueError(f"{self.algorithm_name}: the closure returned None, not the loss")
-        self._sync()
-        with torch.no_grad():
-            self._state = self._algorithm.step(
-                self._x, self._g, self._state, self._comm, closure=trial
-            )
+        self._check_frozen()
+        if self._round_mode:
+            self._finish_round()
+        else:
+            self._sync()
+            if amp:
+                self._amp_seen = True
+                if self._unscale_or_skip(grad_scale, found_inf):
+                    return loss
+            if self._clip is not None:
+                _clip_(self._g, self._clip)
+            self._refresh_algorithms()
+            with torch.no_grad():
+                for seg in self._order:
+                    self._run_segment(seg, trial)
+        settle([s.comm for s in self._segments], self._comm)
         self._steps += 1
+        self._sync_buffers()
+        self._after_step()
         return loss
+
+    def synchronize(self) -> None:
+        """Wait for every message in flight (the gossip of x posted at the end of ``step``).
+
+        Collective: every worker must call it at the same point. The next ``step`` sends those
+        messages again, so parameters may be changed in place between this call and the next
+        ``step`` (e.g. ``model.load_state_dict``). Call it before ``destroy_process_group``.
+        """
+        self._cancel_round()
+        for seg in self._order:
+            if seg.pending is not None:
+                pending, seg.pending = seg.pending, None
+                pending.wait(seg.comm.workspace(self._seg_x(seg), "drain"))
+                seg.comm.ops.clear()
 
     def set_options(self, **changes: Any) -> None:
         """Change hyper-parameters between steps, e.g. ``opt.set_options(lr=0.01)``.
 
-        The algorithm (a frozen dataclass) is replaced by a copy with ``changes``; the state is
-        kept. Raises ``ValueError`` for an unknown option or an invalid value.
+        The algorithm (a frozen dataclass) is replaced by a copy with ``changes`` in every group
+        (options that are group options are written into every group, where schedulers see
+        them); the state is kept. Messages in flight are drained and sent again (collective:
+        every worker must make the same change). Raises ``ValueError`` for an unknown option or
+        an invalid value.
         """
-        fields = {f.name for f in dataclasses.fields(self._algorithm)}  # type: ignore[arg-type]
+        fields = set(self._base.hyperparameters())
         unknown = sorted(set(changes) - fields)
         if unknown:
             raise ValueError(
                 f"algorithm {self.algorithm_name!r} has no option(s) {', '.join(unknown)}; its "
                 f"options are: {', '.join(sorted(fields)) or '(none)'}"
             )
-        self._algorithm = dataclasses.replace(self._algorithm, **changes)  # type: ignore[type-var]
+        base = dataclasses.replace(self._base, **changes)  # type: ignore[type-var]
+        if base.coordinatewise() != self._base.coordinatewise():
+            raise ValueError(
+                f"set_options({', '.join(sorted(changes))}) would change whether "
+                f"{self.algorithm_name} can be cut into buckets; build a new optimizer instead"
+            )
+        self.synchronize()
+        self._base = base
+        for group in self.param_groups:
+            for k in self._group_options:
+                if k in changes:
+                    group[k] = changes[k]
+        self._cached_values = None
+        self._refresh_algorithms()
+        self._post_pre_gradient()
+        self._start_round()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-exactly, as a new dict of cloned tensors.
 
-        Keys: ``format``, ``algorithm`` (name), ``options`` (hyper-parameters), ``state`` (the
-        algorithm state as a dict, tensors cloned), ``num_steps``, ``param_names``,
-        ``param_shapes`` (tuples), ``num_params``, ``flat_params`` (``[1, D]``), ``worker_ids``,
-        ``bytes_sent`` (float64 ``[1]``, bytes), ``simulated_comm_time_s`` (seconds), ``rounds``.
+        Keys: ``format``, ``algorithm`` (name), ``options`` (hyper-parameters of the first
+        group), ``state`` (the algorithm state over the whole buffer as a dict, tensors cloned),
+        ``num_steps``, ``param_names``, ``param_shapes`` (tuples), ``num_params`` (trainable
+        ones), ``flat_params`` (``[1, D]``), ``worker_ids``, ``bytes_sent`` (float64 ``[1]``,
+        bytes), ``simulated_comm_time_s`` (seconds), ``rounds``, ``param_groups`` (as torch:
+        every group's options, ``"params"`` as indices over all parameters, frozen included).
         Only plain containers, numbers, strings and tensors: loadable with
         ``torch.load(..., weights_only=True)``. Each worker saves its own.
         """
         from peergrad.train.checkpoint import to_plain  # lazy: keeps this import light
 
         self._sync()
-        state = self._state
+        state = self.algorithm_state
         payload = state_to_dict(state) if _is_dataclass_instance(state) else state
-        options = self._algorithm.options() if hasattr(self._algorithm, "options") else {}
         comm = self._comm
+        groups, index = [], 0
+        for group in self.param_groups:
+            saved = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            saved["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(saved)
         return {
             "format": STATE_DICT_FORMAT,
             "algorithm": self.algorithm_name,
-            "options": dict(options),
+            "options": dict(self._base.options()),
             "state": to_plain(payload),
             "num_steps": self._steps,
             "param_names": list(self._names),
@@ -423,19 +667,21 @@ class DistributedOptimizer:
             "bytes_sent": comm.bytes_sent.detach().clone(),
             "simulated_comm_time_s": float(getattr(comm, "simulated_comm_time_s", 0.0)),
             "rounds": int(getattr(comm, "rounds", 0)),
+            "param_groups": groups,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`: parameters (in place), state, options and counters.
-
-        Everything is checked before anything changes.
+        """Restore a :meth:`state_dict`: parameters (in place), state, options, param groups
+        and counters. Everything is checked before anything changes. Messages in flight are
+        drained and sent again with the restored x (every worker loads its own state dict).
 
         Raises:
-            ValueError: missing keys; another algorithm; a different number of parameters or
-                the first parameter whose shape differs (named); a parameter saved under another
-                name (when both sides have real names, e.g. from ``named_parameters()``); a
-                state dict saved by another worker; a state that does not fit the algorithm's
-                state type or a state tensor whose shape or dtype differs (named).
+            ValueError: missing keys or an unknown format; another algorithm; a different number
+                of parameters or the first parameter whose shape differs (named); a parameter
+                saved under another name (when both sides have real names, e.g. from
+                ``named_parameters()``); a state dict saved by another worker; a state that does
+                not fit the algorithm's state type or a state tensor whose shape or dtype
+                differs (named); param groups of other sizes.
         """
         from peergrad.train.checkpoint import restore_into  # lazy: keeps this import light
 
@@ -443,6 +689,11 @@ class DistributedOptimizer:
         missing = [k for k in _REQUIRED_KEYS if k not in sd]
         if missing:
             raise ValueError(f"not a DistributedOptimizer state dict: missing {', '.join(missing)}")
+        if sd.get("format", STATE_DICT_FORMAT) not in _FORMATS:
+            raise ValueError(
+                f"unknown state dict format {sd.get('format')!r}; this version reads "
+                f"{', '.join(_FORMATS)}"
+            )
         if sd["algorithm"] != self.algorithm_name:
             raise ValueError(
                 f"the state dict is for algorithm {sd['algorithm']!r}, but this optimizer runs "
@@ -486,11 +737,19 @@ class DistributedOptimizer:
                 f"bytes_sent has shape {tuple(bytes_sent.shape)}, expected "
                 f"{tuple(self._comm.bytes_sent.shape)}"
             )
-        algorithm = self._algorithm
+        saved_groups = sd.get("param_groups")
+        if saved_groups is not None:
+            sizes = [len(g["params"]) for g in saved_groups]
+            mine_sizes = [len(g["params"]) for g in self.param_groups]
+            if sizes != mine_sizes:
+                raise ValueError(
+                    f"the state dict has param groups of sizes {sizes}, this optimizer {mine_sizes}"
+                )
+        base = self._base
         options = dict(sd["options"])
-        if options and _is_dataclass_instance(algorithm) and options != algorithm.options():
-            algorithm = dataclasses.replace(algorithm, **options)  # type: ignore[type-var]
-        current = self._state
+        if options and _is_dataclass_instance(base) and options != base.options():
+            base = dataclasses.replace(base, **options)  # type: ignore[type-var]
+        current = self.algorithm_state
         if _is_dataclass_instance(current) and isinstance(sd["state"], dict):
             fields = dict(sd["state"])
             if "__dataclass__" not in fields:  # the top level is a dict of fields
@@ -500,6 +759,7 @@ class DistributedOptimizer:
         else:
             state = _restore_like(current, sd["state"])
 
+        self.synchronize()
         self._sync()
         with torch.no_grad():
             self._x.copy_(flat)
@@ -508,22 +768,260 @@ class DistributedOptimizer:
             self._comm.simulated_comm_time_s = float(sd["simulated_comm_time_s"])
         if "rounds" in sd and hasattr(self._comm, "rounds"):
             self._comm.rounds = int(sd["rounds"])  # type: ignore[attr-defined]
-        self._algorithm = algorithm
-        self._state = state
+        if saved_groups is not None:
+            for group, saved in zip(self.param_groups, saved_groups, strict=True):
+                for k, v in saved.items():
+                    if k not in ("params", "param_names"):
+                        group[k] = copy.deepcopy(v)
+        self._base = base
+        self._cached_values = None
+        self._refresh_algorithms()
+        parts = split_state(state, self._x.shape[1], self._seg_bounds())
+        for seg, part in zip(self._segments, parts, strict=True):
+            seg.state = part
         self._steps = int(sd["num_steps"])
+        self._post_pre_gradient()
+        self._start_round()
+
+    # ------------------------------------------------------------------ groups
+    def _group_values(self) -> list[dict[str, Any]]:
+        return [{k: group[k] for k in self._group_options} for group in self.param_groups]
+
+    def _group_algorithms(self) -> list[Algorithm]:
+        """One algorithm per param group, from the groups' current option values.
+
+        Raises ``ValueError`` naming the group: a value the algorithm rejects, or (for an
+        algorithm that is not coordinate-wise) values that differ between groups.
+        """
+        values = self._group_values()
+        self._cached_values = [tuple(v.items()) for v in values]
+        if not self._coordinatewise:
+            for k, v in enumerate(values[1:], start=1):
+                for opt in self._group_options:
+                    if v[opt] != values[0][opt]:
+                        raise ValueError(
+                            f"param group {k} sets {opt}={v[opt]!r} but group 0 has "
+                            f"{values[0][opt]!r}: {self.algorithm_name} is not coordinate-wise "
+                            "(its compressor, clipping or line search couples all coordinates), "
+                            f"so every group must use the same {opt}"
+                        )
+            values = values[:1]
+        algorithms = []
+        for k, v in enumerate(values):
+            changes = {opt: val for opt, val in v.items() if getattr(self._base, opt) != val}
+            try:
+                algorithms.append(
+                    dataclasses.replace(self._base, **changes) if changes else self._base
+                )
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"param group {k}: {exc}") from None
+        if not self._coordinatewise:
+            algorithms = algorithms * len(self.param_groups)
+        return algorithms
+
+    def _refresh_algorithms(self) -> None:
+        """Rebuild the segments' algorithms when a group's options changed (a scheduler)."""
+        current = [tuple(v.items()) for v in self._group_values()]
+        if current == getattr(self, "_cached_values", None):
+            return
+        algorithms = self._group_algorithms()
+        for seg in self._segments:
+            seg.algorithm = algorithms[seg.group]
+
+    # ------------------------------------------------------------------ segments
+    def _seg_x(self, seg: _Segment) -> Tensor:
+        return self._x[:, seg.start : seg.stop]
+
+    def _seg_g(self, seg: _Segment) -> Tensor:
+        return self._g[:, seg.start : seg.stop]
+
+    def _seg_bounds(self) -> list[tuple[int, int]]:
+        return [(s.start, s.stop) for s in self._segments]
+
+    def _run_segment(self, seg: _Segment, trial: Any = None) -> None:
+        pending, seg.pending = seg.pending, None
+        seg.state = seg.algorithm.step(
+            self._seg_x(seg), self._seg_g(seg), seg.state, seg.comm, closure=trial, pending=pending
+        )
+
+    def _post_pre_gradient(self) -> None:
+        """Post the x-only messages of the next step (overlap on): they travel during the
+        user's forward and backward pass."""
+        if not self._overlap:
+            return
+        for seg in self._order:
+            if seg.pending is None:
+                seg.pending = seg.algorithm.pre_gradient(self._seg_x(seg), seg.state, seg.comm)
+
+    def _after_step(self) -> None:
+        if self._traced is not None:  # the first step traced the order buckets became ready
+            self._adopt_traced_order()
+        self._post_pre_gradient()
+        self._start_round()
+
+    def _adopt_traced_order(self) -> None:
+        traced, self._traced = self._traced or [], None
+        order = list(dict.fromkeys(traced)) + [
+            s.index for s in self._order if s.index not in traced
+        ]
+        shared = torch.tensor([order], dtype=torch.int64, device=self._x.device)
+        self._comm.broadcast(shared, src=0)  # every worker uses worker 0's order
+        self._order = [self._segments[int(i)] for i in shared[0].tolist()]
+        allowed = (
+            self._coordinatewise
+            and self._clip is None
+            and not self._amp_seen
+            and not getattr(self._base, "needs_closure", False)
+        )
+        if allowed:
+            self._round_mode = True
+            self._thread = CommThread()
+
+    # ------------------------------------------------------------------ overlap rounds
+    def _reset_countdown(self) -> None:
+        for seg in self._segments:
+            seg.remaining = seg.last - seg.first
+            seg.started = False
+            seg.ready.clear()
+
+    def _start_round(self) -> None:
+        if not self._round_mode or self._round is not None:
+            return
+        self._reset_countdown()
+        self._late = []
+        self._grad_version = None
+        self._abort = False
+        assert self._thread is not None
+        self._round = self._thread.submit(self._run_round)
+
+    def _run_round(self) -> None:
+        """The communication thread: step the buckets in the agreed order as they get ready."""
+        refreshed = False
+        with torch.no_grad():
+            for seg in self._order:
+                seg.ready.wait()
+                if self._abort:
+                    return
+                if not refreshed:  # after the user's scheduler.step() of the previous iteration
+                    self._refresh_algorithms()
+                    refreshed = True
+                seg.started = True
+                self._run_segment(seg)
+
+    def _finish_round(self) -> None:
+        """In ``step``: step the buckets whose gradients never arrived, wait for the round."""
+        modified = self._grad_version is not None and self._g._version != self._grad_version
+        if self._late or modified:
+            self._cancel_round()
+            if self._late:
+                raise RuntimeError(
+                    f"DistributedOptimizer: parameter {self._late[0]!r} received a gradient after "
+                    "its bucket was already stepped in this iteration (several backward() calls "
+                    "per step?): run all but the last backward() inside `with opt.no_sync():`"
+                )
+            raise RuntimeError(
+                "DistributedOptimizer: the gradients were changed between backward() and step() "
+                "(e.g. clip_grad_norm_ or GradScaler.unscale_), but overlap had already stepped "
+                "the buckets with the unchanged ones; pass clip_grad_norm= to the optimizer, use "
+                "GradScaler.step(opt) without unscale_, or build it with overlap=False"
+            )
+        for seg in self._order:
+            if not seg.ready.is_set():
+                self._sync(seg.first, seg.last)
+                seg.ready.set()
+        round_, self._round = self._round, None
+        round_.result()
+
+    def _cancel_round(self) -> None:
+        if self._round is None:
+            return
+        self._abort = True
+        for seg in self._order:
+            seg.ready.set()
+        round_, self._round = self._round, None
+        try:
+            round_.result()
+        finally:
+            self._abort = False
+
+    def _on_grad_ready(self, p: Tensor) -> None:
+        """Post-accumulate-grad hook (autograd's thread): count the bucket's gradients down."""
+        i = self._param_index[id(p)]
+        gv = self._g_views[i]
+        if p.grad is not gv:
+            with torch.no_grad():
+                gv.copy_(_dense(p.grad)) if p.grad is not None else gv.zero_()
+            p.grad = gv
+        if self._no_sync:
+            return
+        seg = self._segments[self._segment_of_param[i]]
+        if self._round_mode:
+            self._grad_version = self._g._version
+            if seg.started or seg.ready.is_set():
+                self._late.append(self._names[i])
+                return
+        seg.remaining -= 1
+        if seg.remaining == 0:
+            if self._round_mode:
+                seg.ready.set()
+            elif self._traced is not None:
+                self._traced.append(seg.index)
+
+    # ------------------------------------------------------------------ amp, clipping, buffers
+    def _unscale_or_skip(self, grad_scale: Tensor | None, found_inf: Tensor) -> bool:
+        """GradScaler: True when some worker overflowed (every worker skips); else unscale g."""
+        flag = found_inf.detach().to(self._x.device, torch.float32).reshape(1, 1)
+        if float(self._comm.mean(flag, account=False)[0, 0]) > 0:
+            return True
+        if grad_scale is not None:
+            inv = grad_scale.detach().double().reciprocal().float().to(self._g.device)
+            self._g.mul_(inv)
+        return False
+
+    def _check_frozen(self) -> None:
+        for name, p in self._frozen:
+            if p.requires_grad and p.grad is not None:
+                raise ValueError(
+                    f"parameter {name!r} was frozen (requires_grad=False) when the optimizer was "
+                    "built but now has a gradient; it is not in the flat buffer, so build a new "
+                    "optimizer after changing which parameters are trainable"
+                )
+
+    def _sync_buffers(self) -> None:
+        if self._module is None or self._buffers == "local":
+            return
+        if self._steps % self._buffers_every:
+            return
+        by_dtype: dict[torch.dtype, list[Tensor]] = {}
+        for b in self._module.buffers():
+            if b.is_floating_point():
+                by_dtype.setdefault(b.dtype, []).append(b)
+        with torch.no_grad():
+            for bufs in by_dtype.values():
+                flat = torch.cat([b.reshape(-1) for b in bufs]).unsqueeze(0)
+                if self._buffers == "average":
+                    flat = self._comm.mean(flat)
+                else:
+                    self._comm.broadcast(flat, src=0)
+                offset = 0
+                for b in bufs:
+                    b.copy_(flat[0, offset : offset + b.numel()].view_as(b))
+                    offset += b.numel()
 
     # ------------------------------------------------------------------ internals
-    def _sync(self) -> None:
+    def _sync(self, first: int = 0, last: int | None = None) -> None:
         """Re-attach parameter storage and gradients that were replaced since the last call.
 
-        A parameter whose ``.data`` was replaced has its new values copied into ``x``; a
-        replaced ``.grad`` is copied into ``g``; a ``None`` gradient becomes zeros. Afterwards
-        every ``p`` is a view of ``x`` and every ``p.grad`` a view of ``g`` again.
+        For the parameters ``[first, last)`` (default all): a parameter whose ``.data`` was
+        replaced has its new values copied into ``x``; a replaced ``.grad`` is copied into
+        ``g``; a ``None`` gradient becomes zeros. Afterwards every ``p`` is a view of ``x`` and
+        every ``p.grad`` a view of ``g`` again.
         """
+        last = len(self._params) if last is None else last
         with torch.no_grad():
-            for name, p, xv, gv in zip(
-                self._names, self._params, self._x_views, self._g_views, strict=True
-            ):
+            for i in range(first, last):
+                name, p = self._names[i], self._params[i]
+                xv, gv = self._x_views[i], self._g_views[i]
                 if p.data_ptr() != xv.data_ptr():
                     new = p.detach()
                     if (tuple(new.shape), new.dtype, new.device) != (
@@ -582,6 +1080,121 @@ class DistributedOptimizer:
             return as_row(value)
 
         return LossClosure(trial, as_row(loss))
+
+
+def _normalise_groups(
+    params: Iterable[Any], group_options: tuple[str, ...], algorithm: Algorithm
+) -> list[dict[str, Any]]:
+    """Copies of the user's groups (a list of tensors or pairs becomes one group), checked.
+
+    Raises ``TypeError`` for a single tensor and ``ValueError`` for an empty list or a group
+    option the algorithm cannot take per group (named with its group).
+    """
+    if isinstance(params, Tensor):
+        raise TypeError(
+            "params must be an iterable of tensors (e.g. model.parameters()), got a single Tensor"
+        )
+    items = list(params)
+    if not items:
+        raise ValueError("DistributedOptimizer got an empty parameter list")
+    if not all(isinstance(item, dict) for item in items):
+        if any(isinstance(item, dict) for item in items):
+            raise TypeError("params mixes param-group dicts with tensors; give one kind")
+        items = [{"params": items}]
+    name = getattr(algorithm, "name", "") or type(algorithm).__name__
+    fields = set(algorithm.hyperparameters())
+    allowed = ", ".join(group_options) or "(none)"
+    groups = []
+    index = 0
+    seen: set[int] = set()
+    for k, item in enumerate(items):
+        if "params" not in item:
+            raise ValueError(f"param group {k} has no 'params' entry")
+        for key in sorted(set(item) - {"params"} - set(group_options)):
+            why = (
+                f"{name}'s option {key!r} applies to the whole model"
+                if key in fields
+                else f"{name} has no option {key!r}"
+            )
+            raise ValueError(
+                f"param group {k} sets {key!r}: {why}; a param group may set {allowed}"
+            )
+        group = dict(item)
+        tensors = group["params"]
+        group["params"] = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+        if not group["params"]:
+            raise ValueError(f"param group {k} has no parameters")
+        for entry in group["params"]:
+            named = isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)
+            label, p = (entry[0], entry[1]) if named else (f"param{index}", entry)
+            index += 1
+            if not isinstance(p, Tensor):
+                raise TypeError(f"parameter {label!r} is a {type(p).__name__}, not a torch.Tensor")
+            if id(p) in seen:
+                raise ValueError(f"parameter {label!r} appears more than once")
+            seen.add(id(p))
+            if not p.is_leaf:
+                raise ValueError(
+                    f"parameter {label!r} is not a leaf tensor (it is computed from other "
+                    "tensors); pass the model's parameters"
+                )
+        groups.append(group)
+    return groups
+
+
+def _trainable(
+    groups: list[dict[str, Any]],
+) -> tuple[list[str], list[Tensor], list[int], list[tuple[str, Tensor]]]:
+    """``(names, tensors, group index, frozen (name, tensor) pairs)`` of the groups, checked.
+
+    Raises ``ValueError``: a parameter that is not dense floating point, appears twice, or
+    differs in dtype or device from the first trainable one; no trainable parameter at all.
+    """
+    names: list[str] = []
+    tensors: list[Tensor] = []
+    group_of: list[int] = []
+    frozen: list[tuple[str, Tensor]] = []
+    seen: dict[int, str] = {}
+    index = 0
+    for k, group in enumerate(groups):
+        given = group.get("param_names")
+        for j, p in enumerate(group["params"]):
+            name = given[j] if given else f"param{index}"
+            index += 1
+            if id(p) in seen:
+                raise ValueError(
+                    f"parameter {name!r} appears more than once (also as {seen[id(p)]!r})"
+                )
+            seen[id(p)] = name
+            if p.layout != torch.strided or not p.is_floating_point():
+                raise ValueError(
+                    f"parameter {name!r} must be a dense floating-point tensor, got {p.dtype} "
+                    f"with layout {p.layout}"
+                )
+            if not p.requires_grad:
+                frozen.append((name, p))
+                continue
+            if tensors and (p.dtype != tensors[0].dtype or p.device != tensors[0].device):
+                raise ValueError(
+                    "all trainable parameters must share one dtype and device (they live in one "
+                    f"flat buffer): {names[0]!r} is {tensors[0].dtype} on {tensors[0].device} "
+                    f"but {name!r} is {p.dtype} on {p.device}"
+                )
+            names.append(name)
+            tensors.append(p)
+            group_of.append(k)
+    if not tensors:
+        raise ValueError(
+            "DistributedOptimizer got no trainable parameter (every one has requires_grad=False)"
+        )
+    return names, tensors, group_of, frozen
+
+
+def _clip_(g: Tensor, max_norm: float) -> None:
+    """Clip the flat gradient ``g`` ``[1, D]`` in place, as ``torch.nn.utils.clip_grad_norm_``."""
+    from peergrad.transforms import clip_rows
+
+    clip_rows(g, max_norm)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,15 @@ Update rule (all workers, iteration k; shapes ``[w, D]``)::
 With identical initial models all workers hold the same x forever, and the run equals
 ``torch.optim.SGD(lr, momentum, nesterov=..., weight_decay)`` on the combined batch of n·B samples.
 
-Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1) and ``weight_decay < 0``.
+With ``clip_grad_norm = c`` the averaged gradient is clipped before weight decay and momentum, as
+a DDP user does with ``torch.nn.utils.clip_grad_norm_`` between ``backward()`` (which averages)
+and ``optimizer.step()``::
+
+    g_bar <- mean_i(g_i);  g_bar <- g_bar * min(1, c / (||g_bar||_2 + 1e-6))
+    d     <- heavy_ball(buf, g_bar + weight_decay * x, momentum, nesterov);  x <- x - lr * d
+
+Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0`` and
+``clip_grad_norm <= 0``.
 """
 
 from __future__ import annotations
@@ -23,9 +31,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from peergrad.algorithms.base import Closure, MomentumState, SGDAlgorithm
+from peergrad.algorithms.base import Closure, MomentumState, SGDAlgorithm, check_positive
 from peergrad.comm.base import Communicator
-from peergrad.transforms import add_weight_decay, heavy_ball
+from peergrad.transforms import add_weight_decay, clip_rows, heavy_ball
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +46,25 @@ class AllReduceSGD(SGDAlgorithm):
     - ``momentum`` in [0, 1): heavy-ball momentum on the averaged gradient; default 0, plain
       mini-batch SGD, the reference the decentralized methods reduce to (Goyal et al.'s ImageNet
       recipe uses 0.9 with weight_decay 1e-4).
+    - ``clip_grad_norm`` > 0, or None: clip the averaged gradient to this Euclidean norm (as
+      ``torch.nn.utils.clip_grad_norm_`` after DDP's backward); default None, no clipping. The
+      global norm couples all coordinates, so with clipping the step is not cut into buckets.
     """
+
+    clip_grad_norm: float | None = None
 
     name: ClassVar[str] = "allreduce"
     paper: ClassVar[str] = "synchronous mini-batch SGD (e.g. Goyal et al. 2017, arXiv:1706.02677)"
     summary: ClassVar[str] = "centralized reference: all-reduce of gradients, then an SGD step"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.clip_grad_norm is not None:
+            check_positive("clip_grad_norm", self.clip_grad_norm)
+
+    def coordinatewise(self) -> bool:
+        """True unless ``clip_grad_norm`` is set (the global norm couples the coordinates)."""
+        return self.clip_grad_norm is None
 
     def uses_topology(self) -> bool:
         """False: the gradients are averaged exactly (all-reduce), with no topology."""
@@ -57,7 +79,11 @@ class AllReduceSGD(SGDAlgorithm):
         closure: Closure | None = None,
         pending: Any = None,
     ) -> MomentumState:
-        g_bar = comm.mean(add_weight_decay(g, x, self.weight_decay))
+        if self.clip_grad_norm is None:
+            g_bar = comm.mean(add_weight_decay(g, x, self.weight_decay))
+        else:
+            g_bar = clip_rows(comm.mean(g).clone(), self.clip_grad_norm)
+            g_bar = add_weight_decay(g_bar, x, self.weight_decay)
         d = heavy_ball(state.momentum_buffer, g_bar, self.momentum, self.nesterov)
         x.sub_(d, alpha=self.lr)
         return MomentumState(step=state.step + 1, momentum_buffer=state.momentum_buffer)

@@ -98,6 +98,19 @@ class Algorithm:
     def check_topology(self, comm: Communicator) -> None:
         """Raise ``ValueError`` when the communicator's topology does not suit the method."""
 
+    def coordinatewise(self) -> bool:
+        """Whether one step is the same computation when the buffer is cut into column ranges.
+
+        True when every coordinate's update depends only on that coordinate of ``x``, ``g`` and
+        the state, and every message is combined coordinate by coordinate (gossip, all-reduce),
+        with state tensors of shape ``[w, k*D]``. Then :class:`~peergrad.optim.DistributedOptimizer`
+        may step each bucket on its own as soon as its gradients are ready (overlap with the
+        backward pass) and give each param group its own ``lr``/``momentum``/``weight_decay``.
+        Default False (one step over the whole buffer); ``tests/test_segments.py`` checks every
+        algorithm that returns True.
+        """
+        return False
+
     def uses_topology(self) -> bool:
         """Whether the method gossips over ``comm.topology`` (default True). Methods that only
         average exactly (all-reduce, all-gather) return False: ``--topology`` does not change

@@ -130,6 +130,10 @@ class LocalAdaptiveGossip(AdaptiveAlgorithm):
 
     keeps_v_hat: ClassVar[bool] = True
 
+    def coordinatewise(self) -> bool:
+        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
+        return True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_unit_interval("b2", self.b2)

@@ -149,6 +149,10 @@ class DecentralizedAdaptive(AdaptiveAlgorithm):
     paper: ClassVar[str] = PAPER
     uses_v_raw: ClassVar[bool] = False
 
+    def coordinatewise(self) -> bool:
+        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
+        return True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("eps", self.eps)

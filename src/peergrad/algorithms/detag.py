@@ -130,6 +130,10 @@ class DeTAG(SGDAlgorithm):
         "minibatches"
     )
 
+    def coordinatewise(self) -> bool:
+        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
+        return True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.rounds, str) and self.rounds.lower() == "auto":

@@ -114,6 +114,10 @@ class GradientTracking(SGDAlgorithm):
         "gradient tracking: gossip the model and a tracker of the average gradient (fused)"
     )
 
+    def coordinatewise(self) -> bool:
+        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
+        return True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("form", self.form, ("cta", "atc"))

@@ -169,6 +169,10 @@ class LocalSGD(SGDAlgorithm):
         "local SGD: K local steps, then exact averaging (or gossip) and a block-momentum step"
     )
 
+    def coordinatewise(self) -> bool:
+        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
+        return True
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("period", "warmup_steps"):

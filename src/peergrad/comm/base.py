@@ -162,6 +162,7 @@ class Communicator(Protocol):
         message_bytes: int | None = None,
         out: Tensor | None = None,
         decode: Decode | None = None,
+        account: bool = True,
     ) -> Tensor:
         """Gossip: return ``W @ x`` over the worker axis (``x`` is ``[w, ...]``, not modified).
 
@@ -172,20 +173,44 @@ class Communicator(Protocol):
         worker's row, its own and each one received, is decoded with ``decode`` (``[m, P] ->
         [m, ...]``) before the weighted sum, so the result is ``W @ decode(x)``. Bytes are those
         of the payload row (``P * itemsize``) unless ``message_bytes`` says otherwise.
+        ``account=False`` charges nothing: the caller charges the round with
+        :meth:`account_gossip` (``mix_start`` takes the same arguments but ``out``).
         """
         ...
 
-    def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
+    def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
+        """Charge one gossip round over W of ``nbytes`` bytes per message."""
+        ...
+
+    def account_mean(self, nbytes: float) -> None:
+        """Charge one all-reduce of ``nbytes`` bytes per worker."""
+        ...
+
+    def account_all_gather(self, nbytes: float) -> None:
+        """Charge one all-gather of ``nbytes`` bytes per worker."""
+        ...
+
+    def mean(
+        self,
+        x: Tensor,
+        *,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> Tensor:
         """Exact average over all n workers, broadcast back to shape ``[w, ...]``.
 
         Read-only and short-lived: a broadcast view on the simulated engine, a buffer that the
         next ``mean`` of the same shape reuses on the distributed engine; copy what you keep.
 
-        ``account=False`` (metrics only) charges nothing to the byte and time counters.
+        ``account=False`` (metrics only) charges nothing to the byte and time counters;
+        ``record`` (default ``account``) logs the tensor in the distributed engine's wire log.
         """
         ...
 
-    def all_gather(self, payload: Tensor, *, message_bytes: int | None = None) -> Tensor:
+    def all_gather(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
         """Every worker's payload: ``[w, P] -> [w, n, P]``; row i, slot j is worker j's payload.
 
         Read-only (a broadcast view on the simulated engine); copy what you keep. Accounted as a

@@ -159,6 +159,9 @@ class DistributedCommunicator:
     ``topology.n``.
     """
 
+    #: ``mix_start`` accepts ``workspace=`` (see :class:`peergrad.segments.SegmentComm`).
+    mix_start_takes_workspace = True
+
     def __init__(
         self,
         topology: Topology,
@@ -286,10 +289,24 @@ class DistributedCommunicator:
         if self.wire_log is not None:
             self.wire_log.append(WireRecord(op, tensor.numel() * tensor.element_size(), peer))
 
-    def _account_gossip(self, W: MixingMatrix, nbytes: int) -> None:
+    # ------------------------------------------------------------------ accounting
+    def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
+        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round)."""
         deg = W.out_degrees
         self.bytes_sent += float(deg[self.rank]) * nbytes
         self.simulated_comm_time_s += self.network.gossip_time_s(float(deg.max()) * nbytes)
+        self.rounds += 1
+
+    def account_mean(self, nbytes: float) -> None:
+        """Charge one all-reduce of ``nbytes`` per worker."""
+        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
+        self.rounds += 1
+
+    def account_all_gather(self, nbytes: float) -> None:
+        """Charge one all-gather of ``nbytes`` per worker."""
+        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
         self.rounds += 1
 
     def mix_start(
@@ -299,12 +316,17 @@ class DistributedCommunicator:
         *,
         message_bytes: int | None = None,
         decode: Decode | None = None,
+        account: bool = True,
+        workspace: Workspace | None = None,
     ) -> PendingMix:
         """Post the sends and receives of one gossip round; ``x`` must not change until wait.
 
         ``x`` (``[1, P]``) is what crosses the wire; with ``decode`` it is a payload (e.g. packed
         bytes) and every row, this worker's and each received one, is decoded before the
-        weighted sum (see :meth:`peergrad.comm.base.Communicator.mix`).
+        weighted sum (see :meth:`peergrad.comm.base.Communicator.mix`). ``account=False``: the
+        round is not charged to the counters (the caller charges it, see :meth:`account_gossip`);
+        the wire log still records every tensor. ``workspace`` holds the receive buffers
+        (default: the communicator's own); rounds in flight at the same time need different ones.
         """
         self._check(x, "mix")
         if W.n != self.n_workers:
@@ -317,7 +339,7 @@ class DistributedCommunicator:
             send_peers.append(j)
             self._record("send", payload, j)
         for j, weight in W.in_neighbors(i):
-            buf = self.workspace(payload, f"recv{len(buffers)}")
+            buf = (workspace or self.workspace)(payload, f"recv{len(buffers)}")
             ops.append(dist.P2POp(dist.irecv, buf, j, self.group))
             recv_peers.append(j)
             buffers.append((j, weight, buf))
@@ -330,8 +352,8 @@ class DistributedCommunicator:
         n_send = len(send_peers)
         sends = list(zip(send_peers, works[:n_send], strict=True))
         recvs = list(zip(recv_peers, works[n_send:], strict=True))
-        nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
-        self._account_gossip(W, nbytes)
+        if account:
+            self.account_gossip(W, message_nbytes(x) if message_bytes is None else message_bytes)
         return PendingMix(self, W, x, recvs, sends, buffers, decode)
 
     def mix(
@@ -342,16 +364,27 @@ class DistributedCommunicator:
         message_bytes: int | None = None,
         out: Tensor | None = None,
         decode: Decode | None = None,
+        account: bool = True,
     ) -> Tensor:
         """``W @ x`` for this worker's row: ``W_ii x_i + sum_j W_ij x_j`` (shape ``[1, ...]``);
         with ``decode``, ``W_ii decode(x_i) + sum_j W_ij decode(x_j)``."""
-        return self.mix_start(x, W, message_bytes=message_bytes, decode=decode).wait(out)
+        pending = self.mix_start(x, W, message_bytes=message_bytes, decode=decode, account=account)
+        return pending.wait(out)
 
-    def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
+    def mean(
+        self,
+        x: Tensor,
+        *,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> Tensor:
         """All-reduce average over the n workers (shape ``[1, ...]``).
 
         The result lives in a workspace buffer that the next ``mean`` of the same shape reuses.
         ``account=False`` is for metrics: nothing is charged to the byte and time counters.
+        ``record`` (default: ``account``): log the tensor in ``wire_log``; a caller that charges
+        the all-reduce itself (:meth:`account_mean`) passes ``account=False, record=True``.
         """
         self._check(x, "mean")
         out = self.workspace(x, "mean" if account else "mean-metrics").copy_(x)
@@ -366,18 +399,19 @@ class DistributedCommunicator:
         if staged is not out:
             out.copy_(staged)
         out.div_(self.n_workers)
-        if account:
+        if account if record is None else record:
             self._record("all_reduce", staged)
-            nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
-            self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
-            self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
-            self.rounds += 1
+        if account:
+            self.account_mean(message_nbytes(x) if message_bytes is None else message_bytes)
         return out
 
-    def all_gather(self, payload: Tensor, *, message_bytes: int | None = None) -> Tensor:
+    def all_gather(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
         """``[1, P] -> [1, n, P]``: every worker's payload, in rank order.
 
-        ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``).
+        ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``);
+        ``account=False``: not charged to the counters (the wire log still records it).
         """
         self._check(payload, "all_gather")
         if payload.dim() != 2:
@@ -394,10 +428,9 @@ class DistributedCommunicator:
         self._wait(work, "all-gather", everyone)
         out = torch.cat(rows).to(payload.device).unsqueeze(0)
         self._record("all_gather", src)
-        nbytes = message_nbytes(payload) if message_bytes is None else int(message_bytes)
-        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
-        self.rounds += 1
+        if account:
+            nbytes = message_nbytes(payload) if message_bytes is None else message_bytes
+            self.account_all_gather(nbytes)
         return out
 
     def gather(self, x: Tensor) -> Tensor | None:

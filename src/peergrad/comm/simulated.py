@@ -82,14 +82,18 @@ class SimulatedCommunicator:
         *,
         message_bytes: int | None = None,
         decode: Decode | None = None,
+        account: bool = True,
     ) -> SimulatedPendingMix:
         """Start a gossip round (accounted now); ``wait(out)`` returns ``W @ x``
         (``W @ decode(x)`` with ``decode``, see :meth:`mix`).
 
         The simulated engine has nothing in flight, so the product is formed at ``wait``; ``x``
-        must not change in between (as on the distributed engine).
+        must not change in between (as on the distributed engine). ``account=False``: nothing
+        is charged (the caller accounts the round itself, see :meth:`account_gossip`).
         """
-        self._account_mix(x, W, message_bytes)
+        self._check_mix(x, W)
+        if account:
+            self.account_gossip(W, _nbytes(x, message_bytes))
         return SimulatedPendingMix(W, x, decode)
 
     def mix(
@@ -100,6 +104,7 @@ class SimulatedCommunicator:
         message_bytes: int | None = None,
         out: Tensor | None = None,
         decode: Decode | None = None,
+        account: bool = True,
     ) -> Tensor:
         """Return ``W @ x`` over the worker axis; ``x`` (``[n, ...]``) is not modified.
 
@@ -107,19 +112,36 @@ class SimulatedCommunicator:
         of one row of ``x``. ``out`` (shape of the result, not overlapping ``x``) receives the
         result instead of a new tensor. ``decode``: the rows of ``x`` are wire payloads and the
         result is ``W @ decode(x)`` (compressed gossip, see
-        :func:`peergrad.comm.compressed.compressed_mix`).
+        :func:`peergrad.comm.compressed.compressed_mix`). ``account=False``: nothing is charged.
         """
-        self._account_mix(x, W, message_bytes)
+        self._check_mix(x, W)
+        if account:
+            self.account_gossip(W, _nbytes(x, message_bytes))
         return apply_mixing(W, x if decode is None else decode(x), out)
 
-    def _account_mix(self, x: Tensor, W: MixingMatrix, message_bytes: int | None) -> None:
+    def _check_mix(self, x: Tensor, W: MixingMatrix) -> None:
         self._check(x, "mix")
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
-        nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
+
+    # ------------------------------------------------------------------ accounting
+    def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
+        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round)."""
         sent = self.out_degrees(W) * nbytes
         self.bytes_sent += sent
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
+        self.rounds += 1
+
+    def account_mean(self, nbytes: float) -> None:
+        """Charge one all-reduce of ``nbytes`` per worker."""
+        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
+        self.rounds += 1
+
+    def account_all_gather(self, nbytes: float) -> None:
+        """Charge one all-gather of ``nbytes`` per worker."""
+        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
         self.rounds += 1
 
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
@@ -133,32 +155,38 @@ class SimulatedCommunicator:
     def begin_step(self, step: int) -> None:
         """Nothing to publish on the simulated engine (kept for engine symmetry)."""
 
-    def mean(self, x: Tensor, *, message_bytes: int | None = None, account: bool = True) -> Tensor:
+    def mean(
+        self,
+        x: Tensor,
+        *,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> Tensor:
         """Exact average over workers, broadcast to ``[n, ...]`` (a read-only broadcast view).
 
         ``account=False`` is for metrics (consensus distance, evaluation of x̄): nothing is
-        charged to ``bytes_sent`` or ``simulated_comm_time_s``.
+        charged to ``bytes_sent`` or ``simulated_comm_time_s``. ``record`` is accepted for
+        symmetry with the distributed engine (there is no wire log here).
         """
         self._check(x, "mean")
         if account:
-            nbytes = message_nbytes(x) if message_bytes is None else int(message_bytes)
-            self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
-            self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
-            self.rounds += 1
+            self.account_mean(_nbytes(x, message_bytes))
         return x.mean(dim=0, keepdim=True).expand_as(x)
 
-    def all_gather(self, payload: Tensor, *, message_bytes: int | None = None) -> Tensor:
+    def all_gather(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
         """``[n, P] -> [n, n, P]``: an expanded (read-only) view, no n^2 memory.
 
-        ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``).
+        ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``);
+        ``account=False``: nothing is charged.
         """
         self._check(payload, "all_gather")
         if payload.dim() != 2:
             raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
-        nbytes = message_nbytes(payload) if message_bytes is None else int(message_bytes)
-        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
-        self.rounds += 1
+        if account:
+            self.account_all_gather(_nbytes(payload, message_bytes))
         return payload.unsqueeze(0).expand(self.n_workers, *payload.shape)
 
 
@@ -170,6 +198,10 @@ class SimulatedPendingMix:
 
     def wait(self, out: Tensor | None = None) -> Tensor:
         return apply_mixing(self.W, self.x if self.decode is None else self.decode(self.x), out)
+
+
+def _nbytes(x: Tensor, message_bytes: int | None) -> int:
+    return message_nbytes(x) if message_bytes is None else int(message_bytes)
 
 
 def apply_mixing(W: MixingMatrix, x: Tensor, out: Tensor | None = None) -> Tensor:

@@ -16,7 +16,7 @@ from peergrad.transforms.adaptive import (
     ema_second_moment,
     mixed_max,
 )
-from peergrad.transforms.basic import add_weight_decay, heavy_ball
+from peergrad.transforms.basic import add_weight_decay, clip_rows, heavy_ball
 from peergrad.transforms.generic_adam import (
     PRESETS,
     GenericAdam,
@@ -38,6 +38,7 @@ __all__ = [
     "adaptive_denominator",
     "adaptive_step",
     "add_weight_decay",
+    "clip_rows",
     "amsgrad_max",
     "ema_first_moment",
     "ema_second_moment",

@@ -15,6 +15,17 @@ def add_weight_decay(g: Tensor, x: Tensor, weight_decay: float) -> Tensor:
     return g if weight_decay == 0 else g.add(x, alpha=weight_decay)
 
 
+def clip_rows(g: Tensor, max_norm: float) -> Tensor:
+    """Clip each worker's row of ``g`` (``[w, D]``) in place to Euclidean norm ``max_norm``.
+
+    The factor is ``torch.nn.utils.clip_grad_norm_``'s: ``min(1, max_norm / (||g_i|| + 1e-6))``.
+    Returns ``g``.
+    """
+    norms = torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1)
+    factor = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+    return g.mul_(factor.reshape((-1,) + (1,) * (g.dim() - 1)))
+
+
 def heavy_ball(buf: Tensor, g: Tensor, momentum: float, nesterov: bool) -> Tensor:
     """One momentum step as ``torch.optim.SGD`` does it (dampening 0); returns the direction.
 
