@@ -9,7 +9,23 @@ At the end rank 0 prints the test accuracy of the averaged model x̄ = mean over
         --algorithm dpsgd --topology ring --steps 100
 
 The only peergrad-specific lines are the process group, the communicator and the optimizer;
-the rest is the usual ``zero_grad(); loss.backward(); step()`` loop.
+the rest is the usual PyTorch loop, with PyTorch's own pieces working on ``DistributedOptimizer``
+as on ``torch.optim.SGD``:
+
+- two param groups: weight decay (``--weight-decay``) on the weight matrices only, none on the
+  biases and the BatchNorm scales and shifts;
+- a learning-rate schedule from ``torch.optim.lr_scheduler``: ``--schedule step`` (StepLR, x0.5
+  every quarter of the run), ``cosine`` (``--warmup-steps`` of linear warm-up, then
+  CosineAnnealingLR, chained by SequentialLR) or ``constant``;
+- ``--amp``: mixed precision with ``torch.autocast`` (float16) and ``torch.amp.GradScaler``
+  (``scaler.step(opt)``: the optimizer unscales, and every worker skips a step in which any
+  worker's gradient overflowed);
+- ``module=model, buffers="average"``: the BatchNorm running statistics are averaged over the
+  workers after every step.
+
+Communication overlaps the forward and backward pass (the optimizer's default under torchrun):
+the gossip of x leaves at the end of ``step``, and gradient-dependent messages leave per bucket
+during ``backward``. ``opt.synchronize()`` before the evaluation waits for the last messages.
 """
 
 from __future__ import annotations
@@ -36,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="per worker")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="weight matrices only")
+    parser.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
+    parser.add_argument("--warmup-steps", type=int, default=10, help="cosine: linear warm-up")
+    parser.add_argument("--amp", action="store_true", help="float16 autocast + GradScaler")
     parser.add_argument("--log-every", type=int, default=20, help="steps between loss lines")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -59,19 +79,35 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     torch.manual_seed(args.seed)  # the same initial model on every worker
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    loss_fn = nn.CrossEntropyLoss()
-    opt = DistributedOptimizer(
-        model.parameters(), args.algorithm, comm, lr=args.lr, momentum=args.momentum
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10)
     )
+    loss_fn = nn.CrossEntropyLoss()
+    decay = [p for p in model.parameters() if p.ndim > 1]  # weight matrices
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # biases, BatchNorm affine
+    opt = DistributedOptimizer(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        args.algorithm,
+        comm,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        module=model,
+        buffers="average",
+    )
+    scheduler = make_scheduler(opt, args)
+    scaler = torch.amp.GradScaler("cpu", enabled=args.amp)
 
     step, loss_sum, count = 0, 0.0, 0
     while step < args.steps:
         for xb, yb in loader:
             opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
+            with torch.autocast("cpu", dtype=torch.float16, enabled=args.amp):
+                loss = loss_fn(model(xb), yb)
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # opt.step() when --amp is off
+            scaler.update()
+            scheduler.step()
             step += 1
             loss_sum, count = loss_sum + loss.item(), count + 1
             if step % args.log_every == 0 or step == args.steps:
@@ -82,21 +118,43 @@ def main(argv: list[str] | None = None) -> None:
             if step == args.steps:
                 break
 
+    opt.synchronize()  # the gossip posted by the last step is still in flight
     x = opt.flat_params  # [1, D]: this worker's parameters
     x_bar = comm.mean(x, account=False)  # the averaged model, on every worker
     consensus = comm.mean((x - x_bar).square().sum(dim=1, keepdim=True), account=False)
     bytes_sent = comm.mean(comm.bytes_sent[:, None], account=False)
     if rank == 0:
-        averaged = copy.deepcopy(model)
-        torch.nn.utils.vector_to_parameters(x_bar[0], averaged.parameters())
+        averaged = copy.deepcopy(model).eval()  # running statistics: averaged every step
+        # x is laid out group by group: split_flat gives x̄'s piece for each of opt.params
+        pieces = {id(p): piece for p, piece in zip(opt.params, opt.split_flat(x_bar), strict=True)}
         with torch.no_grad():
+            for p_avg, p in zip(averaged.parameters(), model.parameters(), strict=True):
+                p_avg.copy_(pieces[id(p)])
             accuracy = (averaged(data.x_test).argmax(dim=1) == data.y_test).float().mean()
         print(
             f"{args.algorithm} on {args.topology} ({world_size} workers), {args.steps} steps: "
             f"test accuracy of the averaged model {accuracy.item():.4f}, consensus distance "
-            f"{consensus.item():.3g}, sent per worker {bytes_sent.item() / 1e6:.2f} MB"
+            f"{consensus.item():.3g}, sent per worker {bytes_sent.item() / 1e6:.2f} MB, final "
+            f"lr {opt.param_groups[0]['lr']:.4g}"
         )
     distributed.destroy_process_group()
+
+
+def make_scheduler(
+    opt: torch.optim.Optimizer, args: argparse.Namespace
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule: PyTorch's schedulers act on DistributedOptimizer directly."""
+    sched = torch.optim.lr_scheduler
+    if args.schedule == "step":
+        return sched.StepLR(opt, step_size=max(1, args.steps // 4), gamma=0.5)
+    if args.schedule == "constant":
+        return sched.ConstantLR(opt, factor=1.0)
+    warmup = min(args.warmup_steps, args.steps - 1)
+    if warmup <= 0:
+        return sched.CosineAnnealingLR(opt, T_max=args.steps)
+    ramp = sched.LambdaLR(opt, lambda k: (k + 1) / (warmup + 1))
+    cosine = sched.CosineAnnealingLR(opt, T_max=args.steps - warmup)
+    return sched.SequentialLR(opt, [ramp, cosine], milestones=[warmup])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ sys.path.insert(0, sys.argv[2])
 from _overlap_cases import CASES, STEPS, Case  # noqa: E402
 
 # Tiny buckets: the 4-layer model below is cut into several buckets.
-BUCKETS = {"first_bucket_cap_mb": 200 / 2**20, "bucket_cap_mb": 600 / 2**20}
+BUCKETS = {"first_bucket_cap_mb": 100 / 2**20, "bucket_cap_mb": 300 / 2**20}
 
 
 def make_model(dtype: torch.dtype) -> nn.Module:
@@ -85,6 +85,33 @@ def gather(comm: Any, t: torch.Tensor) -> torch.Tensor | None:
     return comm.gather(t.detach().clone())
 
 
+def buffer_modes() -> dict[str, Any]:
+    """BatchNorm running statistics of every worker after ``steps`` steps of D-PSGD, per
+    ``(buffers, buffers_every, steps)``: ``[n, features]`` running means (rank 0; None
+    elsewhere)."""
+    out = {}
+    for mode, every, steps in [
+        ("local", 1, 3),
+        ("average", 1, 3),
+        ("broadcast", 1, 3),
+        ("average", 2, 3),
+        ("average", 2, 4),
+    ]:
+        comm = distributed.DistributedCommunicator(make_topology("ring", 4))
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
+        opt = DistributedOptimizer(
+            model.parameters(), "dpsgd", comm, module=model, buffers=mode, buffers_every=every
+        )
+        for xb, yb in batches(comm.rank, torch.float32)[:steps]:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+        opt.synchronize()
+        out[(mode, every, steps)] = comm.gather(model[1].running_mean[None].clone())
+    return out
+
+
 def main() -> None:
     distributed.init_process_group(timeout_s=60)
     results = {}
@@ -131,6 +158,7 @@ def main() -> None:
         }
         if plain_comm.rank == 0:
             results[case.key] = row
+    results["buffers"] = buffer_modes()
     if distributed.dist.get_rank() == 0:
         torch.save(results, sys.argv[1])
     distributed.destroy_process_group()

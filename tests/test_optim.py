@@ -614,10 +614,24 @@ def test_invalid_setup_raises() -> None:
 
 
 # ---------------------------------------------------------------- real processes (gloo)
-def test_example_runs_on_four_gloo_processes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "final_lr"),
+    [
+        # linear warm-up then cosine (SequentialLR), float16 autocast + GradScaler
+        (["--algorithm", "dpsgd", "--schedule", "cosine", "--warmup-steps", "5", "--amp"], 0.0),
+        # StepLR: x0.5 every 5 steps, 4 times in 20 steps
+        (["--algorithm", "allreduce", "--schedule", "step"], 0.1 * 0.5**4),
+    ],
+    ids=["dpsgd-cosine-warmup-amp", "allreduce-steplr"],
+)
+def test_example_runs_on_four_gloo_processes(
+    tmp_path: Path, extra: list[str], final_lr: float
+) -> None:
+    """examples/train_own_loop.py: two param groups (no weight decay on biases and BatchNorm),
+    a torch lr_scheduler, GradScaler, averaged BatchNorm buffers, overlap on: 4 gloo processes."""
     world = 4
     argv = [str(REPO / "examples" / "train_own_loop.py")]
-    argv += ["--algorithm", "dpsgd", "--topology", "ring", "--steps", "20", "--log-every", "10"]
+    argv += ["--topology", "ring", "--steps", "20", "--log-every", "10", *extra]
     procs = start_workers(argv, world, cwd=tmp_path, log_dir=tmp_path)
     codes = wait_all(procs, timeout_s=90)
     outputs = [
@@ -628,5 +642,7 @@ def test_example_runs_on_four_gloo_processes(tmp_path: Path) -> None:
     assert "step   20" in outputs[0]
     match = re.search(r"test accuracy of the averaged model (\d\.\d+)", outputs[0])
     assert match is not None, outputs[0]
-    assert float(match.group(1)) > 0.5  # 20 steps of D-PSGD on digits: far above chance (0.1)
+    assert float(match.group(1)) > 0.5  # 20 steps on digits: far above chance (0.1)
+    lr = re.search(r"final lr (\S+)", outputs[0])
+    assert lr is not None and float(lr.group(1)) == pytest.approx(final_lr, rel=1e-3, abs=1e-12)
     assert all("test accuracy" not in out for out in outputs[1:])  # rank 0 only

@@ -69,5 +69,23 @@ def test_resumed_overlapped_run_is_bit_exact(case: Case, results: dict) -> None:
     assert torch.equal(row["resumed"], row["overlap"])
 
 
+@pytest.mark.parametrize(
+    ("key", "equal"),
+    [
+        (("local", 1, 3), False),  # each worker keeps its own running statistics
+        (("average", 1, 3), True),
+        (("broadcast", 1, 3), True),
+        (("average", 2, 3), False),  # averaged at step 2, then one local update
+        (("average", 2, 4), True),
+    ],
+    ids=lambda v: str(v),
+)
+def test_module_buffers_local_averaged_or_broadcast(key: tuple, equal: bool, results: dict) -> None:
+    """``module=, buffers=, buffers_every=``: BatchNorm running means of the 4 workers."""
+    means = results["buffers"][key]
+    same = all(torch.equal(means[0], row) for row in means[1:])
+    assert same == equal, means
+
+
 def test_cases_cover_the_whole_registry() -> None:
     assert {c.algorithm for c in CASES} == set(REGISTRY)

@@ -472,6 +472,19 @@ class DistributedOptimizer(torch.optim.Optimizer):
             f"{self._comm.n_workers})"
         )
 
+    def split_flat(self, flat: Tensor) -> tuple[Tensor, ...]:
+        """Views of ``flat`` (``[D]`` or ``[1, D]``, laid out as ``x``) shaped like :attr:`params`
+        (same order), e.g. to load the averaged model x̄ into a copy of the model.
+
+        Raises ``ValueError`` when ``flat`` does not hold D values.
+        """
+        row = flat.reshape(-1)
+        if row.numel() != self._x.shape[1]:
+            raise ValueError(
+                f"flat must hold D = {self._x.shape[1]} values, got shape {tuple(flat.shape)}"
+            )
+        return _views(row, [p.numel() for p in self._params], self._shapes)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if getattr(self, "_built", False):
             raise ValueError(

@@ -296,25 +296,26 @@ def cut(
     first_cap_bytes: float | None,
     cap_bytes: float | None,
 ) -> list[tuple[int, int]]:
-    """Cut consecutive parameters into segments, in reverse order (as DDP's buckets).
+    """Cut consecutive parameters into segments, in reverse order, with DDP's bucket rule.
 
     ``sizes``: numel of each parameter in flat-buffer order; ``keys``: a segment never holds two
     parameters with different keys (their param groups). Walking from the last parameter to the
-    first, a segment is closed when adding the next parameter would exceed its cap
-    (``first_cap_bytes`` for the first segment, ``cap_bytes`` for the others; ``None``: no cap).
-    A parameter larger than the cap gets a segment of its own. Returns ``(start_param,
-    stop_param)`` index ranges in flat-buffer order, listed from the last segment to the first.
+    first, parameters are added to the current segment, which is closed as soon as it holds at
+    least its cap (``first_cap_bytes`` for the first segment, ``cap_bytes`` for the others;
+    ``None``: no cap), as DDP closes a bucket. Returns ``(start_param, stop_param)`` index ranges
+    in flat-buffer order, listed from the last segment to the first.
     """
     out: list[tuple[int, int]] = []
     stop = len(sizes)
     used = 0
     for i in range(len(sizes) - 1, -1, -1):
-        cap = first_cap_bytes if not out else cap_bytes
-        nbytes = sizes[i] * itemsize
-        full = cap is not None and used > 0 and used + nbytes > cap
-        if i + 1 < stop and (keys[i] != keys[i + 1] or full):
+        if i + 1 < stop and keys[i] != keys[i + 1]:
             out.append((i + 1, stop))
             stop, used = i + 1, 0
-        used += nbytes
+        used += sizes[i] * itemsize
+        cap = first_cap_bytes if not out else cap_bytes
+        if cap is not None and used >= cap and i > 0:
+            out.append((i, stop))
+            stop, used = i, 0
     out.append((0, stop))
     return out
