@@ -36,8 +36,10 @@ may set the options in :attr:`DistributedOptimizer.group_options` of the algorit
 ``weight_decay`` and ``momentum`` where the algorithm has them (for the Adam family ``momentum``
 is β₁). ``param_groups`` is a real list of dicts: ``torch.optim.lr_scheduler`` schedulers
 (StepLR, CosineAnnealingLR, OneCycleLR, LambdaLR, SequentialLR for warm-up, ...) change
-``group["lr"]`` and the algorithm uses the new value at the next step. How per-group values are
-honoured:
+``group["lr"]`` and the algorithm uses the new value at the next step; as in torch.optim a group's
+``lr`` may be 0 (a warm-up from 0, a cosine schedule ending at 0: that step leaves x to the
+communication alone), although the algorithms' own ``lr`` option must be > 0. How per-group
+values are honoured:
 
 - *coordinate-wise* algorithms (:meth:`~peergrad.algorithms.Algorithm.coordinatewise`: D-PSGD,
   all-reduce, D², gradient tracking, DeTAG, the adaptive methods, local SGD, distributed Adam)
@@ -155,6 +157,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from peergrad.algorithms.allreduce import AllReduceSGD
 from peergrad.algorithms.base import (
     Algorithm,
     LossClosure,
@@ -164,7 +167,16 @@ from peergrad.algorithms.base import (
 )
 from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm.base import Communicator
-from peergrad.segments import CommThread, SegmentComm, cut, merge_state, settle, split_state
+from peergrad.segments import (
+    CommThread,
+    PreAveraged,
+    SegmentComm,
+    cut,
+    merge_state,
+    settle,
+    split_state,
+)
+from peergrad.transforms import clip_rows
 
 __all__ = ["STATE_DICT_FORMAT", "DistributedOptimizer", "GROUP_OPTIONS", "BUFFER_MODES"]
 
@@ -211,10 +223,10 @@ class _Segment:
     started: bool = False
 
 
-def _check_bucket_cap(name: str, value: Any) -> float:
+def _check_positive(name: str, value: Any, unit: str = "") -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
     if not ok or value != value or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number > 0 (megabytes), got {value!r}")
+        raise ValueError(f"{name} must be a finite number > 0{unit}, got {value!r}")
     return float(value)
 
 
@@ -284,10 +296,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 f"options {sorted(algorithm_options)} were given together with an algorithm "
                 "instance; set them on the instance or pass the algorithm's name"
             )
-        bucket_cap = _check_bucket_cap("bucket_cap_mb", bucket_cap_mb)
-        first_cap = _check_bucket_cap("first_bucket_cap_mb", first_bucket_cap_mb)
+        bucket_cap = _check_positive("bucket_cap_mb", bucket_cap_mb, " (megabytes)")
+        first_cap = _check_positive("first_bucket_cap_mb", first_bucket_cap_mb, " (megabytes)")
         if clip_grad_norm is not None:
-            _check_bucket_cap("clip_grad_norm", clip_grad_norm)
+            clip_grad_norm = _check_positive("clip_grad_norm", clip_grad_norm)
         if buffers not in BUFFER_MODES:
             raise ValueError(f"buffers must be one of {', '.join(BUFFER_MODES)}; got {buffers!r}")
         if not (isinstance(buffers_every, int) and buffers_every >= 1):
@@ -304,11 +316,11 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 "topology), and peergrad.train for simulated multi-worker runs"
             )
         algorithm.check_topology(comm)
-        if clip_grad_norm is not None and "clip_grad_norm" in algorithm.hyperparameters():
-            algorithm = dataclasses.replace(algorithm, clip_grad_norm=float(clip_grad_norm))
-            local_clip = None
-        else:
-            local_clip = None if clip_grad_norm is None else float(clip_grad_norm)
+        # allreduce clips the averaged gradient: the optimizer averages g (one all-reduce),
+        # clips it and steps the buckets with a communicator whose mean is the identity
+        averaged = isinstance(algorithm, AllReduceSGD)
+        self._clip = clip_grad_norm
+        self._clip_mode = None if clip_grad_norm is None else "averaged" if averaged else "local"
 
         group_options = tuple(k for k in GROUP_OPTIONS if k in algorithm.hyperparameters())
         groups = _normalise_groups(params, group_options, algorithm)
@@ -339,7 +351,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
         auto = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
         self._overlap = auto if overlap is None else bool(overlap)
-        self._clip = local_clip
         self._module = module
         self._buffers = buffers
         self._buffers_every = buffers_every
@@ -366,7 +377,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._segments: list[_Segment] = []
         for k, (a, b) in enumerate(param_ranges):
             grp = group_of[a]
-            seg_comm = SegmentComm(comm)
+            seg_comm = PreAveraged(comm) if self._clip_mode == "averaged" else SegmentComm(comm)
             self._segments.append(
                 _Segment(k, a, b, starts[a], starts[b], grp, group_algorithms[grp], None, seg_comm)
             )
@@ -410,7 +421,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------ properties
     @property
     def algorithm(self) -> Algorithm:
-        return self._segments[0].algorithm if self._coordinatewise else self._base
+        """The algorithm with the current options of the first trainable parameter's group."""
+        return min(self._segments, key=lambda s: s.start).algorithm
 
     @property
     def comm(self) -> Communicator:
@@ -574,7 +586,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 trial = self._trial_closure(closure, loss, rng)
             elif line_search:
                 raise ValueError(f"{self.algorithm_name}: the closure returned None, not the loss")
-        self._check_frozen()
+        try:
+            self._check_frozen()
+        except ValueError:
+            if self._round_mode:  # the buckets stepped in this backward pass cannot be undone
+                self._cancel_round()
+                self._start_round()
+            raise
         if self._round_mode:
             self._finish_round()
         else:
@@ -583,8 +601,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 self._amp_seen = True
                 if self._unscale_or_skip(grad_scale, found_inf):
                     return loss
-            if self._clip is not None:
-                _clip_(self._g, self._clip)
+            if self._clip_mode == "local":
+                clip_rows(self._g, self._clip)
+            elif self._clip_mode == "averaged":
+                self._g.copy_(clip_rows(self._comm.mean(self._g).clone(), self._clip))
             self._refresh_algorithms()
             with torch.no_grad():
                 for seg in self._order:
@@ -822,12 +842,18 @@ class DistributedOptimizer(torch.optim.Optimizer):
         algorithms = []
         for k, v in enumerate(values):
             changes = {opt: val for opt, val in v.items() if getattr(self._base, opt) != val}
+            # lr = 0 is a valid torch.optim value (warm-up from 0, cosine to 0): the step is x
+            zero_lr = "lr" in changes and changes["lr"] == 0 and not isinstance(changes["lr"], bool)
+            if zero_lr:
+                changes["lr"] = self._base.lr  # type: ignore[attr-defined]
             try:
-                algorithms.append(
-                    dataclasses.replace(self._base, **changes) if changes else self._base
-                )
+                algorithm = dataclasses.replace(self._base, **changes) if changes else self._base
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"param group {k}: {exc}") from None
+            if zero_lr:
+                algorithm = copy.copy(algorithm)
+                object.__setattr__(algorithm, "lr", 0.0)
+            algorithms.append(algorithm)
         if not self._coordinatewise:
             algorithms = algorithms * len(self.param_groups)
         return algorithms
@@ -882,7 +908,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._order = [self._segments[int(i)] for i in shared[0].tolist()]
         allowed = (
             self._coordinatewise
-            and self._clip is None
+            and self._clip_mode is None
             and not self._amp_seen
             and not getattr(self._base, "needs_closure", False)
         )
@@ -1201,13 +1227,6 @@ def _trainable(
             "DistributedOptimizer got no trainable parameter (every one has requires_grad=False)"
         )
     return names, tensors, group_of, frozen
-
-
-def _clip_(g: Tensor, max_norm: float) -> None:
-    """Clip the flat gradient ``g`` ``[1, D]`` in place, as ``torch.nn.utils.clip_grad_norm_``."""
-    from peergrad.transforms import clip_rows
-
-    clip_rows(g, max_norm)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -151,6 +151,23 @@ class SegmentComm:
         self.ops.append(Op("all_gather", float(nbytes)))
 
 
+class PreAveraged(SegmentComm):
+    """A :class:`SegmentComm` for buckets whose gradient was already averaged over the workers
+    (``DistributedOptimizer`` with ``allreduce`` and ``clip_grad_norm``: it all-reduces and clips
+    g itself): ``mean`` returns its input, uncharged, since every worker holds the same value
+    (the averaged g, and x, which all-reduce SGD keeps identical on every worker)."""
+
+    def mean(
+        self,
+        x: Tensor,
+        *,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> Tensor:
+        return x
+
+
 def _takes_workspace(comm: Communicator) -> bool:
     return bool(getattr(comm, "mix_start_takes_workspace", False))
 
