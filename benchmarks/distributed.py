@@ -288,22 +288,38 @@ def make_ddp(
     c = Contender(
         "ddp", lambda k: None, lambda: 2.0 * (n - 1) / n * dim * 4, params=flat_params(module)
     )
+    c.run_step = plain_loop_step(c, ddp, opt, batches, clock, comm_phase=0.0)
+    return c
+
+
+def plain_loop_step(
+    c: Contender,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    batches: list[tuple[Tensor, Tensor]],
+    clock: Clock,
+    comm_phase: float,
+    after: Callable[[], None] | None = None,
+) -> Callable[[int], None]:
+    """The usual ``zero_grad(); loss.backward(); step()`` step, timed by phase (``comm_phase``
+    goes in the comm column: 0 for DDP, whose all-reduce is inside backward; NaN when unknown)."""
 
     def run_step(k: int) -> None:
         xb, yb = batches[k]
         t0 = clock.phase()
         opt.zero_grad()
         t1 = clock.phase()
-        loss = F.cross_entropy(ddp(xb), yb)
+        loss = F.cross_entropy(model(xb), yb)
         t2 = clock.phase()
         loss.backward()
         t3 = clock.phase()
         opt.step()
         t4 = clock.end()
-        c.phase_times.append([t1 - t0, t2 - t1, t3 - t2, 0.0, t4 - t3])
+        if after is not None:
+            after()
+        c.phase_times.append([t1 - t0, t2 - t1, t3 - t2, comm_phase, t4 - t3])
 
-    c.run_step = run_step
-    return c
+    return run_step
 
 
 def make_peergrad(
@@ -385,21 +401,10 @@ def make_optimizer(
 
     c = Contender(name, lambda k: None, bytes_per_step, params=flat_params(module))
 
-    def run_step(k: int) -> None:
-        xb, yb = batches[k]
-        t0 = clock.phase()
-        opt.zero_grad()
-        t1 = clock.phase()
-        loss = F.cross_entropy(module(xb), yb)
-        t2 = clock.phase()
-        loss.backward()
-        t3 = clock.phase()
-        opt.step()
-        t4 = clock.end()
+    def count() -> None:
         step_no[0] += 1
-        c.phase_times.append([t1 - t0, t2 - t1, t3 - t2, math.nan, t4 - t3])
 
-    c.run_step = run_step
+    c.run_step = plain_loop_step(c, module, opt, batches, clock, math.nan, after=count)
     return c
 
 

@@ -701,3 +701,25 @@ def test_a_scheduler_may_set_lr_to_zero_as_in_torch(which: str) -> None:
     opt = DistributedOptimizer(two_groups(model), "allreduce", one_worker_comm())
     assert train(opt, model, batches, make_sched(opt)) == expected_used
     assert_close_rel(flat(model), flat(ref))
+
+
+@pytest.mark.parametrize(("name", "options"), OVERLAP_CASES, ids=[c[0] for c in OVERLAP_CASES])
+def test_synchronize_and_close_mid_training_keep_the_iterates(
+    name: str, options: dict[str, Any]
+) -> None:
+    """``synchronize()`` (drain the gossip in flight) and ``close()`` (hooks and thread gone)
+    between steps: training goes on, bit-identical to the run without overlap."""
+    batches = make_batches(8)
+    plain_model, model = make_model(0), make_model(0)
+    plain = overlap_opt(plain_model, name, options, overlap=False)
+    opt = overlap_opt(model, name, options, overlap=True)
+    train(plain, plain_model, batches)
+    train(opt, model, batches[:3])
+    opt.synchronize()
+    train(opt, model, batches[3:6])
+    assert opt.overlapping
+    opt.close()
+    assert not opt.overlapping
+    train(opt, model, batches[6:])
+    assert torch.equal(flat(model), flat(plain_model))
+    assert opt.num_steps == 8

@@ -593,7 +593,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 self._cancel_round()
                 self._start_round()
             raise
-        if self._round_mode:
+        if self._round_mode and self._round is not None:
             self._finish_round()
         else:
             self._sync()
@@ -628,6 +628,22 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 pending, seg.pending = seg.pending, None
                 pending.wait(seg.comm.workspace(self._seg_x(seg), "drain"))
                 seg.comm.ops.clear()
+        self._start_round()
+
+    def close(self) -> None:
+        """Drain the messages in flight (:meth:`synchronize`), remove the gradient hooks and
+        stop the communication thread; the optimizer then steps without overlap. Collective."""
+        self.synchronize()
+        self._cancel_round()
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        self._round_mode = False
+        self._traced = None
+        self._overlap = False
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None
 
     def set_options(self, **changes: Any) -> None:
         """Change hyper-parameters between steps, e.g. ``opt.set_options(lr=0.01)``.

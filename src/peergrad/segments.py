@@ -62,30 +62,12 @@ class SegmentComm:
         self.ops: list[Op] = []
         self.workspace = Workspace()
 
-    # attributes the algorithms read
-    @property
-    def topology(self) -> Any:
-        return self.base.topology
-
-    @property
-    def n_workers(self) -> int:
-        return self.base.n_workers
-
-    @property
-    def network(self) -> Any:
-        return self.base.network
-
-    @property
-    def worker_ids(self) -> Tensor:
-        return self.base.worker_ids
-
-    @property
-    def bytes_sent(self) -> Tensor:
-        return self.base.bytes_sent
-
-    @property
-    def simulated_comm_time_s(self) -> float:
-        return self.base.simulated_comm_time_s
+    def __getattr__(self, name: str) -> Any:
+        """Everything else (``topology``, ``n_workers``, ``network``, ``worker_ids``, the
+        counters) is the real communicator's."""
+        if name == "base":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.base, name)
 
     def mix_start(
         self,

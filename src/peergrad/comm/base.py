@@ -106,6 +106,29 @@ def allgather_bytes(message_bytes: float, n: int) -> float:
     return 0.0 if n <= 1 else float(n - 1) * message_bytes
 
 
+class AllReduceAccounting:
+    """The byte, time and round counters of the all-reduce and the all-gather, shared by both
+    engines (their counters are per local worker: ``bytes_sent`` ``[w]``)."""
+
+    n_workers: int
+    network: NetworkModel
+    bytes_sent: Tensor
+    simulated_comm_time_s: float
+    rounds: int
+
+    def account_mean(self, nbytes: float) -> None:
+        """Charge one all-reduce of ``nbytes`` per worker."""
+        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
+        self.rounds += 1
+
+    def account_all_gather(self, nbytes: float) -> None:
+        """Charge one all-gather of ``nbytes`` per worker."""
+        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
+        self.rounds += 1
+
+
 class PeerFailure(RuntimeError):
     """A peer died or stopped answering; the message names the step and the peer(s)."""
 

@@ -36,12 +36,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from peergrad.comm.base import (
+    AllReduceAccounting,
     Decode,
     NetworkModel,
     PeerFailure,
     Workspace,
-    allgather_bytes,
-    allreduce_bytes,
     message_nbytes,
 )
 from peergrad.topology import MixingMatrix, Topology
@@ -144,7 +143,7 @@ class PendingMix:
         return out
 
 
-class DistributedCommunicator:
+class DistributedCommunicator(AllReduceAccounting):
     """Communicator of the distributed engine (worker axis of size 1; this process is ``rank``).
 
     Args:
@@ -295,18 +294,6 @@ class DistributedCommunicator:
         deg = W.out_degrees
         self.bytes_sent += float(deg[self.rank]) * nbytes
         self.simulated_comm_time_s += self.network.gossip_time_s(float(deg.max()) * nbytes)
-        self.rounds += 1
-
-    def account_mean(self, nbytes: float) -> None:
-        """Charge one all-reduce of ``nbytes`` per worker."""
-        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
-        self.rounds += 1
-
-    def account_all_gather(self, nbytes: float) -> None:
-        """Charge one all-gather of ``nbytes`` per worker."""
-        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
         self.rounds += 1
 
     def mix_start(

@@ -18,11 +18,10 @@ import torch
 from torch import Tensor
 
 from peergrad.comm.base import (
+    AllReduceAccounting,
     Decode,
     NetworkModel,
     Workspace,
-    allgather_bytes,
-    allreduce_bytes,
     message_nbytes,
 )
 from peergrad.topology import MixingMatrix, Topology
@@ -30,7 +29,7 @@ from peergrad.topology import MixingMatrix, Topology
 DENSE_MAX_WORKERS = 32
 
 
-class SimulatedCommunicator:
+class SimulatedCommunicator(AllReduceAccounting):
     """Communicator for the simulated engine (worker axis of size ``n``).
 
     Args:
@@ -130,18 +129,6 @@ class SimulatedCommunicator:
         sent = self.out_degrees(W) * nbytes
         self.bytes_sent += sent
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
-        self.rounds += 1
-
-    def account_mean(self, nbytes: float) -> None:
-        """Charge one all-reduce of ``nbytes`` per worker."""
-        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
-        self.rounds += 1
-
-    def account_all_gather(self, nbytes: float) -> None:
-        """Charge one all-gather of ``nbytes`` per worker."""
-        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
         self.rounds += 1
 
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
