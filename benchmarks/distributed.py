@@ -125,7 +125,11 @@ Usage::
     pip install decent-dp        # optional: the Decent-DP contender (benchmark only)
     torchrun --standalone --nproc-per-node 4 benchmarks/distributed.py \
         [--steps 50] [--warmup 10] [--block 5] [--lead-in 1] [--repeats 3] [--check-step 60] \
-        [--device cpu|cuda] [--batch-size 32] [--threads N] [--seed 0]
+        [--device cpu|cuda] [--batch-size 32] [--threads N] [--seed 0] [--hooks]
+
+``--hooks`` adds ``optimizer allreduce +hooks`` and ``optimizer dpsgd one-peer +hooks``: the
+public optimizer with ``overlap=True``, i.e. buckets stepped on a background thread from the
+gradient hooks, which ``overlap=None`` turns on only on accelerators.
 
 ``--steps`` timed steps per contender per repeat. torchrun sets ``OMP_NUM_THREADS=1`` by
 default; with 4 processes on a 2-core machine one thread per process is the sane setting
@@ -388,11 +392,14 @@ def make_optimizer(
     batches: list[tuple[Tensor, Tensor]],
     device: torch.device,
     n: int,
+    overlap: bool | None = None,
 ) -> Contender:
     """The public ``DistributedOptimizer`` in a plain loop (constructor, zero_grad, step only)."""
     module = copy.deepcopy(model)
     comm = pgdist.DistributedCommunicator(make_topology(topology, n))
-    opt = DistributedOptimizer(module.parameters(), algorithm, comm, lr=LR, momentum=MOMENTUM)
+    opt = DistributedOptimizer(
+        module.parameters(), algorithm, comm, lr=LR, momentum=MOMENTUM, overlap=overlap
+    )
     clock = Clock(device)
     step_no = [0]
 
@@ -578,6 +585,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads per process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--hooks",
+        action="store_true",
+        help="add the public optimizer with overlap=True (gradient hooks on, also on the CPU)",
+    )
     args = p.parse_args()
     for key in ("steps", "block", "batch_size", "repeats", "check_step"):
         if getattr(args, key) < 1:
@@ -641,6 +653,22 @@ def main() -> None:
         ),
         make_optimizer("optimizer dpsgd one-peer", "dpsgd", ONE_PEER, model, batches, device, n),
     ]
+    if args.hooks:  # the optimizer with its gradient hooks forced on (default: accelerators only)
+        contenders += [
+            make_optimizer(
+                "optimizer allreduce +hooks", "allreduce", "ring", model, batches, device, n, True
+            ),
+            make_optimizer(
+                "optimizer dpsgd one-peer +hooks",
+                "dpsgd",
+                ONE_PEER,
+                model,
+                batches,
+                device,
+                n,
+                True,
+            ),
+        ]
     if wrapper_cls is not None:
         contenders.append(make_decent_dp(wrapper_cls, model, batches, device))
     contenders.append(make_peergrad(FLOOR, None, "ring", model, batches, device, n))

@@ -24,8 +24,9 @@ as on ``torch.optim.SGD``:
   workers after every step.
 
 Communication overlaps the forward and backward pass (the optimizer's default under torchrun):
-the gossip of x leaves at the end of ``step``, and gradient-dependent messages leave per bucket
-during ``backward``. ``opt.synchronize()`` before the evaluation waits for the last messages.
+the gossip of x leaves at the end of ``step`` (on a GPU, or with ``overlap=True``, the
+gradient-dependent messages also leave per bucket during ``backward``). ``opt.synchronize()``
+before the evaluation waits for the last messages.
 """
 
 from __future__ import annotations

@@ -58,23 +58,33 @@ what is trainable.
 Overlap (``overlap``). Messages that depend only on x (the combine-then-adapt gossip of D-PSGD,
 gradient tracking, DeTAG, the adaptive methods: ``Algorithm.pre_gradient``) are posted at the end
 of ``step``, so they travel during the user's next forward and backward pass and ``step`` waits
-only for what is still in flight. For coordinate-wise algorithms the buffer is cut into buckets
+only for what is still in flight. Messages that depend on the gradient can overlap the backward
+pass too (*gradient hooks*): for coordinate-wise algorithms the buffer is cut into buckets
 (``bucket_cap_mb``, default 25 MB as DDP, the first one ``first_bucket_cap_mb`` = 1 MB, cut in
-reverse parameter order as DDP's and never across param groups); from the second step on, a
-bucket is stepped on a background thread as soon as the backward pass has accumulated its last
+reverse parameter order with DDP's rule and never across param groups); from the second step on,
+a bucket is stepped on a background thread as soon as the backward pass has accumulated its last
 gradient (``register_post_accumulate_grad_hook``): its gradient-dependent messages (the
 all-reduce of g, the ATC gossip, the tracker's gossip) leave while the backward pass computes the
 earlier layers' gradients. The first step traces the order in which buckets become ready (worker
 0's order is used by all, so the messages match). The iterates are exactly those of the
 algorithm on the whole buffer: the test suite checks this for every registered algorithm on 4
 gloo processes (float64 bit-exact except for the all-reduce's summation order; float32 within
-1e-6 relative). Overlap of gradient-dependent messages is off (the bucket steps run inside
-``step``, x-only messages still overlap) when the algorithm is not coordinate-wise, when
-``clip_grad_norm`` is set (the global norm needs every gradient first), for line-search
-algorithms, and once a ``GradScaler`` is seen (an overflow anywhere must skip the whole step). On
-the simulated engine (one process) ``overlap=None`` means off.
+1e-6 relative).
 
-Consequences of overlap that a plain ``torch.optim`` user must know:
+- ``overlap=None`` (default): x-only messages early whenever the communicator has more than one
+  worker; gradient hooks only when the parameters are on an accelerator (CUDA, with NCCL's own
+  streams). On the CPU the communication thread and gloo's loopback transfers compete with the
+  backward pass for the same cores, and the hooks measured slower than stepping the whole
+  buffer in ``step`` (``benchmarks/distributed.py``: 4 processes on 2 cores); without hooks
+  there is one segment per param group, i.e. one message per neighbour per group.
+- ``overlap=True``: both, on any device. ``overlap=False``: neither (``step`` does everything).
+
+Gradient hooks are not used (the bucket steps run inside ``step``; x-only messages still
+overlap) when the algorithm is not coordinate-wise, when ``clip_grad_norm`` is set (the global
+norm needs every gradient first), for line-search algorithms, and once a ``GradScaler`` is seen
+(an overflow anywhere must skip the whole step).
+
+Consequences of overlap (gradient hooks) that a plain ``torch.optim`` user must know:
 
 - Gradient accumulation over several ``backward()`` calls must run the earlier ones inside
   ``with opt.no_sync():`` (as with DDP), else the bucket is stepped at the first backward;
@@ -242,8 +252,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
         comm: a communicator holding exactly one worker: a
             :class:`~peergrad.comm.distributed.DistributedCommunicator` under torchrun, or a
             :class:`~peergrad.comm.SimulatedCommunicator` on a 1-worker topology.
-        overlap: overlap communication with the forward/backward pass (see the module doc);
-            ``None`` (default): on for a communicator with more than one worker.
+        overlap: overlap communication with the forward/backward pass (see the module doc):
+            ``None`` (default) posts x-only messages early when the communicator has more than
+            one worker and adds the gradient hooks on accelerators; ``True`` both, anywhere;
+            ``False`` neither.
         bucket_cap_mb: bucket size in megabytes (> 0, default 25, as DDP);
             ``first_bucket_cap_mb`` (> 0, default 1) for the bucket of the last parameters.
         clip_grad_norm: > 0 or None: clip the gradient the algorithm uses to this norm.
@@ -349,8 +361,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._g_views = _views(self._g[0], numels, self._shapes)
         self._param_index = {id(p): i for i, p in enumerate(tensors)}
 
-        auto = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
-        self._overlap = auto if overlap is None else bool(overlap)
+        # x-only messages leave at the end of step (overlap on, or auto with an asynchronous
+        # communicator); buckets stepped from the gradient hooks need overlap=True, or auto on
+        # an accelerator (on the CPU the communication thread competes with the backward pass
+        # for the same cores: see the README's benchmark)
+        asynchronous = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
+        self._overlap = asynchronous if overlap is None else bool(overlap)
+        accelerator = first.device.type != "cpu"
+        hooks = bool(overlap) if overlap is not None else asynchronous and accelerator
+        self._use_hooks = hooks and self._coordinatewise
         self._module = module
         self._buffers = buffers
         self._buffers_every = buffers_every
@@ -358,7 +377,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # segments: whole groups without overlap, buckets with it; one for other algorithms
         if not self._coordinatewise:
             param_ranges = [(0, len(tensors))]
-        elif self._overlap:
+        elif self._use_hooks:
             param_ranges = cut(
                 numels,
                 group_of,
@@ -406,12 +425,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._thread: CommThread | None = None
         self._round: Any = None  # Future of the bucket steps of the current backward pass
         self._round_mode = False  # buckets stepped from the gradient hooks
-        self._traced: list[int] | None = [] if self._overlap and self._coordinatewise else None
+        self._traced: list[int] | None = [] if self._use_hooks else None
         self._amp_seen = False
         self._late: list[str] = []
         self._grad_version: int | None = None
         self._hooks = []
-        if self._overlap and self._coordinatewise:
+        if self._use_hooks:
             for p in self._params:
                 self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad_ready))
             self._reset_countdown()
@@ -641,6 +660,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._round_mode = False
         self._traced = None
         self._overlap = False
+        self._use_hooks = False
         if self._thread is not None:
             self._thread.close()
             self._thread = None
