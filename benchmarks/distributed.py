@@ -188,6 +188,8 @@ PROBE_OF = {
     "dpsgd ring": "comm: gossip ring",
     "dpsgd one-peer": "comm: gossip one-peer",
     "optimizer dpsgd one-peer": "comm: gossip one-peer",
+    "optimizer allreduce +hooks": "comm: peergrad mean",
+    "optimizer dpsgd one-peer +hooks": "comm: gossip one-peer",
     DECENT_DP: "comm: pair all-reduce",
 }
 INSTALL_HINT = "pip install decent-dp"
