@@ -633,7 +633,7 @@ def test_example_runs_on_four_gloo_processes(
     argv = [str(REPO / "examples" / "train_own_loop.py")]
     argv += ["--topology", "ring", "--steps", "20", "--log-every", "10", *extra]
     procs = start_workers(argv, world, cwd=tmp_path, log_dir=tmp_path)
-    codes = wait_all(procs, timeout_s=90)
+    codes = wait_all(procs, timeout_s=240)
     outputs = [
         (tmp_path / f"rank{r}.out").read_text() + (tmp_path / f"rank{r}.err").read_text()
         for r in range(world)
