@@ -41,6 +41,10 @@ CASES: list[Case] = [
     Case("detag", "float64", "one-peer-exponential", {"eta": "0"}),
     Case("d2", "float64", "torus"),
     Case("ef-sgd", "float64", "ring", {"layerwise": "true", "compressor": "randomk"}),
+    # random-k averaged by one all-reduce of its k values (exchange=auto); TernGrad (all-gather,
+    # per-worker draws) with error feedback as C / (1 + ω)
+    Case("ef-sgd", "float32", "ring", {"compressor": "randomk"}),
+    Case("ef-sgd", "float64", "ring", {"compressor": "terngrad"}),
     Case("choco-sgd", "float32", "ring", {"layerwise": "true"}),
     Case("distributed-adam", "float64", "complete", {"preset": "adam", "theta": "zou:0.5"}),
     # local-sgd: the default case syncs at steps 8 and 16 with block momentum 1 - 1/n; these add

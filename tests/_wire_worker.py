@@ -32,7 +32,18 @@ CASES: list[tuple[str, dict[str, object], str]] = [
     ),
     ("ef-sgd", {"compressor": "randomk", "ratio": 0.1}, "ring"),
     ("ef-sgd", {"compressor": "identity"}, "ring"),
+    # linear compressors: one all-reduce of the k values (exchange=auto), or the all-gather forced
+    ("ef-sgd", {"compressor": "randomk", "ratio": 0.1, "exchange": "allgather"}, "ring"),
+    (
+        "ef-sgd",
+        {"compressor": "randomk", "ratio": 0.2, "layerwise": True, "segments": (10, 30)},
+        "ring",
+    ),
+    ("ef-sgd", {"compressor": "terngrad"}, "ring"),
     ("armijo-csgd", {"compressor": "topk", "ratio": 0.1, "agree_step": "min"}, "ring"),
+    # PowerSGD: plain all-reduce for 2 steps, then the uncompressed tensors, P and Q
+    ("powersgd", {"rank": 1, "start_iter": 2, "shapes": ((5, 6), (10,))}, "ring"),
+    ("powersgd", {"rank": 2, "min_compression_rate": 0.0, "shapes": ((4, 2, 3), (16,))}, "ring"),
 ]
 
 

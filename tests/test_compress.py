@@ -16,6 +16,7 @@ from peergrad.compress import (
     Layerwise,
     RandomK,
     Sign,
+    TernGrad,
     TopK,
     for_error_feedback,
     make_compressor,
@@ -51,6 +52,10 @@ def test_byte_formulas() -> None:
     assert QSGD(levels=1).nbytes(d, torch.float32) == 4 + math.ceil(d * 2 / 8)
     assert QSGD(levels=16).nbytes(7, torch.float32) == 4 + math.ceil(7 * 6 / 8)
     assert TopK(ratio=0.01).nbytes(2**20, torch.float32) == math.ceil(0.01 * 2**20) * 8
+    # TernGrad: the scale s in the values' dtype + 2 bits per coordinate (spec: 2d + 32 bits)
+    for d, packed in ((1, 1), (7, 2), (1000, 250), (2**20, 2**18)):
+        assert TernGrad().nbytes(d, torch.float32) == 4 + packed
+        assert TernGrad().nbytes(d, F64) == 8 + packed
 
 
 @pytest.mark.parametrize("name", ["topk", "randomk", "randomk-unscaled"])
@@ -84,7 +89,7 @@ def test_scaled_sign_error_is_exact() -> None:
     assert torch.allclose(err, expected, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("c", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1)])
+@pytest.mark.parametrize("c", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1), TernGrad()])
 def test_unbiased_compressors_by_monte_carlo(c) -> None:
     d, m = 20, 10_000
     x = _x(1, d)
@@ -96,7 +101,7 @@ def test_unbiased_compressors_by_monte_carlo(c) -> None:
     assert ratio <= c.omega(d) * 1.05
 
 
-@pytest.mark.parametrize("inner", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1)])
+@pytest.mark.parametrize("inner", [RandomK(ratio=0.2), QSGD(levels=2), QSGD(levels=1), TernGrad()])
 def test_unbiased_divided_by_one_plus_omega_is_a_contraction_by_monte_carlo(inner) -> None:
     """Spec §2.1: C / (1 + ω) is a δ-contraction with δ = 1/(1 + ω), E‖C'(x) − x‖² ≤ (1 − δ)‖x‖²
     (what error feedback needs; C itself only has E‖C(x) − x‖² ≤ ω‖x‖², and ω ≥ 1 here)."""
@@ -130,6 +135,8 @@ def test_for_error_feedback_wraps_exactly_the_unbiased_compressors() -> None:
         assert for_error_feedback(c) is c
     assert for_error_feedback(make_compressor("randomk")) == Contraction(RandomK(ratio=0.01))
     assert for_error_feedback(QSGD(levels=4)) == Contraction(QSGD(levels=4))
+    assert for_error_feedback(make_compressor("terngrad")) == Contraction(TernGrad())
+    assert TernGrad().delta(20) is None and TernGrad().unbiased
     lw = for_error_feedback(Layerwise(QSGD(levels=2), (4, 16)))  # each layer its own ω
     assert lw == Layerwise(Contraction(QSGD(levels=2)), (4, 16))
     assert lw.delta(20) == min(1 / (1 + QSGD(levels=2).omega(s)) for s in (4, 16))
@@ -155,7 +162,7 @@ def test_same_generator_state_gives_same_message(name: str) -> None:
 def test_per_worker_draws_do_not_depend_on_the_engine() -> None:
     """All rows at once (simulated) equals one row per call (distributed), row by row."""
     x = _x(4, 25)
-    for c in (QSGD(levels=3), RandomK(ratio=0.2)):
+    for c in (QSGD(levels=3), RandomK(ratio=0.2), TernGrad()):
         ids = torch.arange(4)
         full = c.decompress(
             c.compress(x, torch.Generator().manual_seed(3), worker_ids=ids, n_workers=4)
@@ -228,3 +235,103 @@ def test_layerwise_rejects_bad_layouts() -> None:
         Layerwise(TopK(), (3, 0))
     with pytest.raises(ValueError, match="segments sum to 50"):
         Layerwise(TopK(), SEGMENTS).compress(_x(1, 49))
+
+
+# ------------------------------------------------------------------- TernGrad (Wen et al. 2017)
+def _terngrad_variance(x: torch.Tensor) -> torch.Tensor:
+    """Exact E‖C(x) − x‖² per row: s‖x‖₁ − ‖x‖² with s = ‖x‖_∞."""
+    return x.abs().amax(dim=1) * x.abs().sum(dim=1) - (x**2).sum(dim=1)
+
+
+def test_terngrad_is_ternary_with_the_max_norm_scale_and_the_signs_of_x() -> None:
+    x = _x(4, 300)
+    y = TernGrad()(x, torch.Generator().manual_seed(2))
+    s = x.abs().amax(dim=1, keepdim=True)
+    assert bool(((y == 0) | (y == s) | (y == -s)).all())
+    assert bool((torch.sign(y[y != 0]) == torch.sign(x[y != 0])).all())
+    spike = torch.zeros(1, 9, dtype=F64)
+    spike[0, 4] = -3.0  # |x_i| = s: kept with probability 1; zeros never kept
+    assert torch.equal(TernGrad()(spike, torch.Generator().manual_seed(0)), spike)
+    one = torch.tensor([[-0.7], [2.5]], dtype=F64)  # D = 1: C(x) = x, ω = 0
+    assert torch.equal(TernGrad()(one, torch.Generator().manual_seed(0)), one)
+    assert TernGrad().omega(1) == 0.0
+
+
+def test_terngrad_pack_uses_two_bits_per_coordinate_and_round_trips() -> None:
+    c = TernGrad()
+    x = _x(3, 13).to(torch.float32)
+    msg = c.compress(x, torch.Generator().manual_seed(1))
+    payload = c.pack(msg)
+    assert payload.shape == (3, 4 + 4)  # float32 scale + ceil(26 / 8) bytes
+    back = c.unpack(payload, 13, torch.float32)
+    assert torch.equal(back.scale, msg.scale) and torch.equal(back.levels, msg.levels)
+    assert torch.equal(back.signs, msg.signs) and torch.equal(c.decompress(back), c.decompress(msg))
+    code = (payload[:, 4:].to(torch.int64).unsqueeze(-1) >> torch.arange(8)) & 1
+    pairs = code.reshape(3, -1)[:, :26].reshape(3, 13, 2)  # LSB first: (kept, negative)
+    assert torch.equal(pairs[..., 0], msg.levels) and torch.equal(pairs[..., 1].bool(), msg.signs)
+    assert not bool((pairs[..., 1] & (1 - pairs[..., 0])).any())  # codes 0, 1 (+s), 3 (−s)
+
+
+def test_terngrad_variance_is_exact_and_bounded_by_its_tight_omega() -> None:
+    """E‖C(x) − x‖² = s‖x‖₁ − ‖x‖² (checked by Monte Carlo within 5 standard errors) and
+    ≤ ω‖x‖² with ω = (√D − 1)/2 on many random vectors (Gaussian, sparse, heavy-tailed,
+    constant), with equality at x = (1, a, …, a), a = 1/(√D + 1); the spec's √D − 1 is twice it."""
+    d, m = 20, 10_000
+    x = _x(1, d, seed=3)
+    gen = torch.Generator().manual_seed(9)
+    errs = torch.stack([((TernGrad()(x, gen) - x) ** 2).sum() for _ in range(m)])
+    exact = float(_terngrad_variance(x)[0])
+    assert abs(float(errs.mean()) - exact) <= 5 * float(errs.std()) / math.sqrt(m)
+    g = torch.Generator().manual_seed(4)
+    for D in (2, 5, 20, 1000):
+        omega = TernGrad().omega(D)
+        assert omega == pytest.approx((math.sqrt(D) - 1) / 2, rel=1e-15)
+        gauss = torch.randn(500, D, generator=g, dtype=F64)
+        sparse = gauss * (torch.rand(500, D, generator=g, dtype=F64) < 0.1)
+        heavy = torch.randn(500, D, generator=g, dtype=F64) ** 5
+        for xs in (gauss, sparse, heavy, torch.ones(1, D, dtype=F64)):
+            xs = xs[(xs != 0).any(dim=1)]
+            ratio = _terngrad_variance(xs) / (xs**2).sum(dim=1)
+            assert bool((ratio <= omega * (1 + 1e-12)).all()), (D, float(ratio.max()))
+        worst = torch.full((1, D), 1 / (math.sqrt(D) + 1), dtype=F64)
+        worst[0, 0] = 1.0
+        ratio = float(_terngrad_variance(worst)[0] / (worst**2).sum())
+        assert ratio == pytest.approx(omega, rel=1e-12) and ratio < math.sqrt(D) - 1
+
+
+# ------------------------------------------------------------------- linear compressors
+def test_linear_is_declared_for_exactly_the_shared_support_compressors() -> None:
+    linear = {"identity", "randomk", "randomk-unscaled"}
+    for name in COMPRESSORS:
+        c = make_compressor(name, ratio=0.1)
+        assert c.linear == (name in linear), name
+        assert Layerwise(c, SEGMENTS).linear == c.linear
+        assert for_error_feedback(c).linear == c.linear
+    assert Contraction(RandomK(ratio=0.1)).linear and not Contraction(TernGrad()).linear
+    with pytest.raises(ValueError, match="'topk' is not linear"):
+        TopK().linear_values(TopK().compress(_x()))
+
+
+@pytest.mark.parametrize(
+    "c",
+    [
+        Identity(),
+        RandomK(ratio=0.1),
+        RandomK(ratio=0.1, scaled=False),
+        Contraction(RandomK(ratio=0.1)),
+        Layerwise(RandomK(ratio=0.1), SEGMENTS),
+        Layerwise(Contraction(RandomK(ratio=0.2)), SEGMENTS),
+    ],
+    ids=lambda c: c.name if not isinstance(c, Layerwise) else f"layerwise-{c.inner.name}",
+)
+def test_linear_decode_of_the_values_is_decompress(c) -> None:
+    """``decompress(msg) == linear_decode(msg, linear_values(msg))`` bit for bit, and decoding
+    the workers' mean values equals the mean of the decoded messages (up to summation order)."""
+    x = _x(5, sum(SEGMENTS))
+    msg = c.compress(x, torch.Generator().manual_seed(6), worker_ids=torch.arange(5), n_workers=5)
+    values = c.linear_values(msg)
+    assert values.shape[0] == 5 and values.shape[1] <= sum(SEGMENTS)
+    assert torch.equal(c.linear_decode(msg, values), c.decompress(msg))
+    mean = c.linear_decode(msg, values.mean(dim=0, keepdim=True))
+    dense = c.decompress(msg).mean(dim=0, keepdim=True)  # entries up to ~30 (D/k scaling)
+    torch.testing.assert_close(mean, dense, rtol=0, atol=1e-13)  # a few ulps: summation order

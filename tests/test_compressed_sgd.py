@@ -32,7 +32,9 @@ def test_ef_sgd_with_identity_compressor_equals_allreduce(momentum: float) -> No
     assert torch.equal(ca.bytes_sent, cb.bytes_sent)
 
 
-@pytest.mark.parametrize("compressor", ["topk", "randomk", "scaled-sign", "qsgd", "sign"])
+@pytest.mark.parametrize(
+    "compressor", ["topk", "randomk", "scaled-sign", "qsgd", "sign", "terngrad"]
+)
 def test_error_feedback_loses_nothing_virtual_sequence(compressor: str) -> None:
     """x - mean(e) follows uncompressed SGD on the averaged gradient (taken at x) exactly."""
     alg = EFSGD(lr=0.05, compressor=compressor, ratio=0.2, levels=2)
@@ -65,6 +67,19 @@ def test_error_feedback_with_an_unbiased_compressor_converges(
     same order as top-k's 0.065."""
     x, problem, _ = run_quadratics(EFSGD(lr=0.05, compressor=compressor, **options), steps=1000)
     assert problem.error(x) < 0.5
+
+
+def test_error_feedback_with_terngrad_converges_like_top_k() -> None:
+    """TernGrad (ω = (√D − 1)/2) inside error feedback is used as C / (1 + ω). On the test
+    quadratics (n = 8, D = 5, lr 0.05, 1000 steps) the distance to x* is 0.055, top-k's (k = 1)
+    0.065; compressed-sgd with TernGrad (unbiased, no memory) stalls at 0.18."""
+    x, problem, comm = run_quadratics(EFSGD(lr=0.05, compressor="terngrad"), steps=1000)
+    assert problem.error(x) < 0.1
+    x_plain, _, _ = run_quadratics(CompressedSGD(lr=0.05, compressor="terngrad"), steps=1000)
+    assert problem.error(x_plain) > 0.1
+    per_step = 7 * make_compressor("terngrad").nbytes(5, torch.float64)  # all-gather of 8 + 2
+    assert per_step == 7 * 10
+    assert torch.equal(comm.bytes_sent, torch.full((8,), 1000.0 * per_step, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("name", ["ef-sgd", "compressed-sgd", "armijo-csgd"])

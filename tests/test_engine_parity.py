@@ -1,10 +1,11 @@
 """Backend parity: the simulated engine and 4 gloo processes give the same trajectory and bytes.
 
 Every algorithm of the registry is covered (``_parity_cases.CASES`` is built from it): 20 steps
-from the same seed; parameters equal within 1e-5 relative in float32 and 1e-10 in float64, and
-identical per-worker byte counts and modelled communication time. Two cases train a user's
-module with BatchNorm (``tests/_task_models.py``, given as ``--model _task_models:bn_only``),
-buffers kept local and averaged: the workers' running statistics agree too.
+from the same seed; parameters equal within 1e-5 relative in float32 (``LOOSER``: PowerSGD's
+1e-4) and 1e-10 in float64, and identical per-worker byte counts and modelled communication
+time. Two cases train a user's module with BatchNorm (``tests/_task_models.py``, given as
+``--model _task_models:bn_only``), buffers kept local and averaged: the workers' running
+statistics agree too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from peergrad.train import train
 
 HERE = Path(__file__).parent
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
+#: cases whose rounding differences grow faster than the others', measured on this test's run
+LOOSER = {
+    # PowerSGD's warm-started rank-2 power iteration amplifies float32 rounding (the second
+    # direction of a nearly rank-1 gradient is ill-determined): 5e-7 after 10 steps, 1.5e-5
+    # after 20; with rank=1 or warm_start=false it stays near 2e-7, float64 agrees within 1e-10,
+    # and tests/test_powersgd.py checks rank 2 against PyTorch's hook (float64: within 1e-12)
+    "powersgd[ring;float32;]": 1e-4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +51,7 @@ def test_simulated_and_distributed_engines_agree(case: Case, distributed_results
     x_sim, x_dist = sim.x, dist["x"]
     assert x_dist.shape == x_sim.shape and x_dist.dtype == x_sim.dtype
     rel = float((x_dist - x_sim).abs().max() / x_sim.abs().max())
-    assert rel <= TOLERANCE[case.dtype], f"max relative difference {rel:.3g}"
+    assert rel <= LOOSER.get(case.key, TOLERANCE[case.dtype]), f"max relative difference {rel:.3g}"
     assert torch.equal(dist["bytes"], sim.comm.bytes_sent), (dist["bytes"], sim.comm.bytes_sent)
     assert dist["bytes"].min() > 0
     assert dist["comm_time"] == pytest.approx(sim.comm.simulated_comm_time_s, rel=1e-12)

@@ -342,7 +342,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # trainable parameters, in x's order, with their group and name
         names, tensors, group_of, frozen = _trainable(self.param_groups)
         numels = [p.numel() for p in tensors]
-        algorithm = bind_run(algorithm, segments=numels)
+        algorithm = bind_run(algorithm, segments=numels, shapes=[tuple(p.shape) for p in tensors])
         self._base = algorithm
         self._group_options = group_options
         self._coordinatewise = algorithm.coordinatewise() and not algorithm.needs_closure

@@ -33,6 +33,7 @@ from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD, EFState
 from peergrad.algorithms.gradient_tracking import GradientTracking, GTState
 from peergrad.algorithms.local_sgd import LocalSGD, LocalSGDState
+from peergrad.algorithms.powersgd import PowerSGD, PowerSGDState
 from peergrad.algorithms.registry import (
     ALGORITHMS,
     REGISTRY,
@@ -72,6 +73,8 @@ __all__ = [
     "LocalAdaptiveGossip",
     "LocalSGD",
     "LocalSGDState",
+    "PowerSGD",
+    "PowerSGDState",
     "Algorithm",
     "AllReduceSGD",
     "MomentumState",

@@ -58,6 +58,7 @@ when no closure is given.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -79,7 +80,10 @@ from peergrad.compress import Compressor, load_generator, new_generator_state
 class ArmijoState:
     """``step``; ``momentum_buffer``, ``error`` ``[w, D]``; ``eta``: last accepted unscaled step
     ``[w]`` (float64, without the schedule's factor); ``rng``: uint8 generator state shared by
-    all workers; ``lr0``: ``lr`` at ``init``, the base a schedule's ``lr`` is divided by."""
+    all workers; ``lr0``: ``lr`` at ``init``, the base a schedule's ``lr`` is divided by;
+    ``step_norm``: ``||s||`` of the last step taken ``[w]`` (float64; the unit of the lag of
+    ``scale_rule="lag"``); ``delta``: the last measured contraction ``[w]`` (float64; the worst
+    case δ before the first step; the divisor of ``scale_rule="contraction"``)."""
 
     step: int
     momentum_buffer: Tensor
@@ -87,6 +91,8 @@ class ArmijoState:
     eta: Tensor
     rng: Tensor
     lr0: float
+    step_norm: Tensor
+    delta: Tensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +116,16 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
     - ``momentum`` in [0, 1): search along the heavy-ball direction; default 0: off, as in the
       paper.
     - ``memory`` true or false: error feedback; default true (the journal version's).
-    - ``scale`` > 0, or None: a, the divisor of the Armijo step; None: 1/δ of the compressor
-      (1 without a δ), the spec's default.
+    - ``scale`` > 0, or None: a fixed divisor a of the Armijo step (then ``scale_rule`` is not
+      used); None (default): a from ``scale_rule``.
+    - ``scale_rule`` one of lag, contraction, worst-case: how a is chosen at every step when
+      ``scale`` is None. lag (default): the delayed-gradient bound, a = clamp(η·L_m·(1 + τ),
+      1, 1/δ) with τ = ||e|| / ||s_prev|| the memory's lag in steps and L_m the minibatch
+      loss's curvature along the memory (one extra forward pass at x - e per step); a = 1
+      while the memory is 0. contraction: a = 1/δ_t, the contraction the compressor achieved
+      on the previous step, δ_t = 1 - ||p - C(p)||² / ||p||² (at least δ). worst-case: a = 1/δ,
+      the compressor's guaranteed contraction (the rule before issue 16). All per worker, no
+      communication; a = 1 under every rule for a compressor without a δ.
     - ``c`` in (0, 1): the Armijo sufficient-decrease constant; default 0.1 (Vaswani et al.).
     - ``beta_b`` in (0, 1): the backtracking factor; default 0.9 (sls).
     - ``eta_max`` > 0: the cap of the trial step; default 10 (sls).
@@ -132,6 +146,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
     lr: float = 1.0
     memory: bool = True
     scale: float | None = None
+    scale_rule: str = "lag"
     c: float = 0.1
     beta_b: float = 0.9
     eta_max: float = 10.0
@@ -153,6 +168,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         super().__post_init__()
         if self.scale is not None:
             check_positive("scale", self.scale)
+        check_choice("scale_rule", self.scale_rule, ("lag", "contraction", "worst-case"))
         for name in ("eta_max", "gamma_reset", "fail_step"):
             check_positive(name, getattr(self, name))
         for name in ("c", "beta_b"):
@@ -170,13 +186,41 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         check_choice("agree_step", self.agree_step, ("none", "min", "mean"))
 
     def scale_for(self, D: int, C: Compressor | None = None) -> float:
-        """The divisor a: ``scale`` if given, else 1/δ of the compressor ``C`` (by default the
-        one these hyper-parameters select for width ``D``, as C / (1 + ω) for an unbiased one
-        with ``memory``; 1 without a δ)."""
+        """The fixed divisor a: ``scale`` if given, else the worst case 1/δ of the compressor
+        ``C`` (by default the one these hyper-parameters select for width ``D``, as C / (1 + ω)
+        for an unbiased one with ``memory``; 1 without a δ). It is also the largest a the
+        adaptive rules take."""
         if self.scale is not None:
             return float(self.scale)
         delta = (C or self.compressor_for(D, error_feedback=self.memory)).delta(D)
         return 1.0 / delta if delta else 1.0
+
+    def adaptive_rule(self, D: int, C: Compressor | None = None) -> str | None:
+        """``"lag"`` or ``"contraction"`` when a is chosen per step (``scale`` None, that
+        ``scale_rule``, a compressor with a δ); None when a is the fixed :meth:`scale_for`."""
+        if self.scale is not None or self.scale_rule == "worst-case":
+            return None
+        C = C or self.compressor_for(D, error_feedback=self.memory)
+        return self.scale_rule if C.delta(D) is not None else None
+
+    @staticmethod
+    def lag_scale(eta: Tensor, curvature: Tensor, lag: Tensor, cap: float) -> Tensor:
+        """``clamp(eta * curvature * (1 + lag), 1, cap)`` ``[w]`` (float64): the a with which the
+        step eta / a meets the delayed-gradient bound 1 / (L (1 + τ)). A negative curvature
+        counts as 0, a non-finite product as ``cap``."""
+        need = eta * curvature.clamp(min=0.0) * (1.0 + lag)
+        need = torch.where(torch.isnan(need), torch.full_like(need, math.inf), need)
+        return need.clamp(min=1.0, max=cap)
+
+    @staticmethod
+    def measured_contraction(p: Tensor, residual: Tensor, floor: float, prev: Tensor) -> Tensor:
+        """``clamp(1 - ||residual||² / ||p||², floor, 1)`` per worker ``[w]`` (float64), for
+        ``p`` the vector that was compressed and ``residual = p - C(p)``; ``prev`` where p = 0
+        or the ratio is not finite."""
+        pp = worker_dot(p, p).to(torch.float64)
+        raw = 1.0 - worker_dot(residual, residual).to(torch.float64) / pp
+        ok = (pp > 0) & torch.isfinite(raw)
+        return torch.where(ok, raw.clamp(min=floor, max=1.0), prev)
 
     def uses_topology(self) -> bool:
         """False: the compressed messages are all-gathered, with no topology."""
@@ -184,13 +228,21 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
 
     def init(self, x: Tensor, comm: Communicator) -> ArmijoState:
         w = x.shape[0]
+        C = self.compressor_for(x.shape[1], error_feedback=self.memory)
+        worst = C.delta(x.shape[1]) or 1.0
+
+        def per_worker(value: float) -> Tensor:
+            return torch.full((w,), float(value), dtype=torch.float64, device=x.device)
+
         return ArmijoState(
             step=0,
             momentum_buffer=torch.zeros_like(x),
             error=torch.zeros_like(x),
-            eta=torch.full((w,), float(self.lr), dtype=torch.float64, device=x.device),
+            eta=per_worker(self.lr),
             rng=new_generator_state(self.seed),
             lr0=float(self.lr),
+            step_norm=per_worker(0.0),
+            delta=per_worker(worst),
         )
 
     def trial_step(self, state: ArmijoState) -> Tensor:
@@ -217,8 +269,9 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
                 "minibatch loss at a trial point (peergrad train passes one; with "
                 "DistributedOptimizer call step(closure))"
             )
-        C = self.compressor_for(x.shape[1], error_feedback=self.memory)
-        a = self.scale_for(x.shape[1], C)
+        D, f64 = x.shape[1], torch.float64
+        C = self.compressor_for(D, error_feedback=self.memory)
+        rule, cap = self.adaptive_rule(D, C), self.scale_for(D, C)
         g_wd = g + self.weight_decay * x if self.weight_decay else g
         d = self.direction(x, g, state)  # weight decay folded in, momentum buffer updated
         eta = self.trial_step(state)
@@ -227,26 +280,45 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
 
         def objective(value: Tensor, xt: Tensor) -> Tensor:
             """The searched loss: the minibatch loss at ``xt`` plus the weight-decay term."""
-            out = value.to(eta.device, torch.float64)
+            out = value.to(eta.device, f64)
             if self.weight_decay:
-                out = out + 0.5 * self.weight_decay * worker_norm(xt).to(torch.float64) ** 2
+                out = out + 0.5 * self.weight_decay * worker_norm(xt).to(f64) ** 2
             return out
 
+        ell = objective(loss_at_current(closure, x), x)
+        curvature = lag = None
+        if rule == "lag":  # L_m and τ of the memory; none while every memory is 0
+            mm = worker_dot(memory, memory).to(f64)
+            curvature, lag = torch.zeros_like(mm), torch.zeros_like(mm)
+            if bool((mm > 0).any()):
+                virtual = x - memory
+                rise = objective(closure(virtual), virtual) - ell + worker_dot(g_wd, memory).to(f64)
+                curvature = torch.where(mm > 0, 2.0 * rise / mm, curvature)
+                lag = torch.where(mm > 0, mm.sqrt() / state.step_norm, lag)
+
+        def divisor(step: Tensor) -> float | Tensor:
+            """a for the unscaled step ``step``: a float, or ``[w]`` in x's dtype."""
+            if rule == "lag":
+                a = self.lag_scale(step, curvature, lag, cap)
+            elif rule == "contraction":
+                a = 1.0 / state.delta
+            else:
+                return cap
+            return a.to(x.device, x.dtype)
+
         def trial(step: Tensor) -> Tensor:
-            s = step.to(x.device, x.dtype)[:, None]
+            s = step.to(x.device, x.dtype)
             if self.search_on == "uncompressed":
-                return x - s * d
+                return x - s[:, None] * d
             gen = load_generator(rng0)
             ids, n = comm.worker_ids, comm.n_workers
-            return x - C.decompress(
-                C.compress(memory + s / a * d, gen, worker_ids=ids, n_workers=n)
-            )
+            p = (s / divisor(step))[:, None] * d
+            return x - C.decompress(C.compress(memory + p, gen, worker_ids=ids, n_workers=n))
 
         active = torch.ones_like(eta, dtype=torch.bool)
         if self.skip_tol is not None:
-            active &= worker_norm(g_wd).to(torch.float64) >= self.skip_tol
-        ell = objective(loss_at_current(closure, x), x)
-        slope = self.c * worker_dot(g_wd, d).to(torch.float64)
+            active &= worker_norm(g_wd).to(f64) >= self.skip_tol
+        slope = self.c * worker_dot(g_wd, d).to(f64)
         for j in range(self.max_backtracks + 1):
             if not bool(active.any()):
                 break
@@ -259,21 +331,34 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
                 eta = torch.where(active, eta * self.beta_b, eta)
 
         if self.agree_step != "none":
-            everyone = comm.all_gather(eta.to(x.dtype)[:, None])[0, :, 0].to(torch.float64)
+            everyone = comm.all_gather(eta.to(x.dtype)[:, None])[0, :, 0].to(f64)
             agreed = everyone.min() if self.agree_step == "min" else everyone.mean()
             eta = agreed.expand_as(eta).clone()
 
         # the schedule's factor lr / lr0 (exactly 1.0 without one) multiplies the step taken,
-        # not the searched and stored eta
+        # not the searched and stored eta; a is chosen for the unscheduled eta
         taken = eta * (self.lr / state.lr0)
-        p = (taken.to(x.device, x.dtype) / a)[:, None] * d
+        scaled = taken.to(x.device, x.dtype) / divisor(eta)
+        p = scaled[:, None] * d
+        step_norm = scaled.to(f64) * worker_norm(d).to(f64)
         if self.memory:
             p.add_(state.error)
         gen = load_generator(rng0)
         msg = C.compress(p, gen, worker_ids=comm.worker_ids, n_workers=comm.n_workers)
         if self.memory:
             torch.sub(p, C.decompress(msg), out=state.error)
-        x.sub_(compressed_mean(comm, C, msg))
+        delta = state.delta
+        if rule == "contraction":
+            residual = state.error if self.memory else p - C.decompress(msg)
+            delta = self.measured_contraction(p, residual, C.delta(D), delta)
+        x.sub_(compressed_mean(comm, C, msg, exchange=self.exchange))
         return ArmijoState(
-            state.step + 1, state.momentum_buffer, state.error, eta, gen.get_state(), state.lr0
+            state.step + 1,
+            state.momentum_buffer,
+            state.error,
+            eta,
+            gen.get_state(),
+            state.lr0,
+            step_norm,
+            delta,
         )

@@ -190,11 +190,14 @@ def bind_run(
     algorithm: Algorithm,
     *,
     segments: Sequence[int] | None = None,
+    shapes: Sequence[Sequence[int]] | None = None,
     batches_per_epoch: float | None = None,
 ) -> Algorithm:
     """``algorithm`` with the run-dependent hyper-parameters it left as ``None`` filled in.
 
     ``segments`` (the model's parameter-tensor sizes) go to methods with ``layerwise=True``;
+    ``shapes`` (the parameter tensors' shapes, in buffer order) to methods with a ``shapes``
+    field (PowerSGD's matrices; binding them may raise the method's ``ValueError``);
     ``batches_per_epoch`` (each worker's minibatches per epoch, rounded, at least 1) to methods
     with that field (the Armijo reset rule). Values the user set are kept. The engines call this
     once the model and the data are known; other algorithms are returned unchanged.
@@ -203,6 +206,9 @@ def bind_run(
     if segments is not None and getattr(algorithm, "layerwise", False):
         if "segments" in fields and algorithm.segments is None:  # type: ignore[attr-defined]
             changes["segments"] = tuple(int(s) for s in segments)
+    if shapes is not None and "shapes" in fields:
+        if algorithm.shapes is None:  # type: ignore[attr-defined]
+            changes["shapes"] = tuple(tuple(int(d) for d in s) for s in shapes)
     if batches_per_epoch is not None and "batches_per_epoch" in fields:
         if algorithm.batches_per_epoch is None:  # type: ignore[attr-defined]
             changes["batches_per_epoch"] = max(1, round(batches_per_epoch))

@@ -12,6 +12,15 @@ flat-buffer order), which ``peergrad train`` and :class:`peergrad.optim.Distribu
 fill from the model (:func:`peergrad.algorithms.base.bind_run`); code that calls ``step``
 itself passes ``segments=(...)``. Without ``layerwise`` the whole model is one vector (the default).
 
+Exchange (``exchange``, for the methods that average the messages over all workers: ``ef-sgd``,
+``compressed-sgd``, ``armijo-csgd``): a linear compressor (identity, ``randomk``,
+``randomk-unscaled``: a support shared by all workers) is averaged by one all-reduce of its
+values, ``2 (n - 1) / n * k * itemsize`` bytes per worker, the others by an all-gather of their
+packed messages, ``(n - 1) * nbytes`` (:func:`peergrad.comm.compressed.compressed_mean`).
+``allgather`` forces the all-gather for every compressor (the identity's packed values, too);
+``allreduce`` with a non-linear compressor is a ``ValueError`` at construction. Methods that
+gossip (``choco-sgd``, whose ``uses_topology()`` is true) accept only ``auto``.
+
 Error feedback: methods with a memory (``ef-sgd``, ``armijo-csgd`` with ``memory=True``) use an
 unbiased compressor C (``randomk``, ``qsgd``) as ``C / (1 + ω)`` (spec §2.1/§3.3; see
 :meth:`CompressedSGDAlgorithm.compressor_for`). The message and its bytes are unchanged.
@@ -22,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 from peergrad.algorithms.base import SGDAlgorithm
+from peergrad.comm.compressed import check_exchange
 from peergrad.compress import (
     Compressor,
     Identity,
@@ -38,14 +48,20 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
     Options:
 
     - ``compressor`` a name of peergrad.compress.COMPRESSORS: the compressor of the messages
-      (identity, topk, randomk, randomk-unscaled, sign, scaled-sign, qsgd); default topk, the
-      spec's top-k with k = 1%.
+      (identity, topk, randomk, randomk-unscaled, sign, scaled-sign, qsgd, terngrad); default
+      topk, the spec's top-k with k = 1%.
     - ``ratio`` in (0, 1]: the kept fraction of top-k and random-k; default 0.01.
     - ``levels`` integer >= 1: QSGD's quantisation levels s; default 16.
     - ``seed`` integer: seed of the generator of the random compressors (shared by all workers).
     - ``layerwise`` true or false: compress every parameter tensor separately (needs segments).
     - ``segments`` tuple of integers, or None: the parameter tensors' sizes for layerwise;
       None: filled from the model by peergrad train and DistributedOptimizer.
+    - ``exchange`` one of auto, allreduce, allgather: how methods that average the messages over
+      all workers (ef-sgd, compressed-sgd, armijo-csgd) exchange them; allreduce: one
+      all-reduce of the values of a linear compressor (identity, randomk, randomk-unscaled,
+      whose support is shared), 2(n-1)/n k itemsize bytes; allgather: all-gather of the packed
+      messages, (n-1) nbytes; auto (default): allreduce for linear compressors, else allgather.
+      Gossip methods (choco-sgd) accept only auto.
     """
 
     compressor: str = "topk"
@@ -54,12 +70,18 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
     seed: int = 0
     layerwise: bool = False
     segments: tuple[int, ...] | None = None
+    exchange: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.segments is not None:
             object.__setattr__(self, "segments", tuple(self.segments))  # JSON gives a list
-        self.make_compressor()
+        check_exchange(self.exchange, self.make_compressor())
+        if self.exchange != "auto" and self.uses_topology():
+            raise ValueError(
+                f"exchange={self.exchange!r} applies to methods that average over all workers; "
+                f"{self.name} gossips its messages over the topology (use exchange='auto')"
+            )
 
     def make_compressor(self) -> Compressor:
         """The compressor these hyper-parameters select (a small frozen dataclass); with

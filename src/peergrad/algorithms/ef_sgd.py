@@ -12,13 +12,18 @@ divided by 1 + ω when it is unbiased with variance ω and ``memory=True``: see 
     p     <- lr * d + e                  (memory=True;  p <- lr * d when memory=False)
     Delta <- C(p)                        (the message; random compressors draw from ``rng``)
     e     <- p - Delta                   (memory=True; e stays 0 otherwise)
-    x     <- x - mean_i Delta_i          (all-gather of the packed messages; all-reduce for
-                                          the identity compressor)
+    x     <- x - mean_i Delta_i          (``exchange``: all-reduce of the values of a linear
+                                          compressor, all-gather of the packed messages else)
 
 Invariants (tested): with the identity compressor it is all-reduce SGD; the virtual iterate
 ``x - mean_i e_i`` follows plain SGD with the averaged gradient exactly (error feedback loses
 nothing). Bytes per worker and step: ``(n - 1) * C.nbytes(D, dtype)`` (ring all-gather), or
-``2 (n - 1) / n * D * itemsize`` for the identity compressor.
+``2 (n - 1) / n * k * itemsize`` (ring all-reduce of the k values) for a linear compressor
+(identity: k = D; ``randomk``, ``randomk-unscaled``: the k kept values, with the index set drawn
+by every worker from the shared generator) under ``exchange="auto"`` (default) or
+``"allreduce"``; ``exchange="allgather"`` all-gathers every compressor's packed message. With
+memory, ``randomk`` is used as ``C / (1 + ω)``, still linear: every worker divides its values by
+1 + ω before the all-reduce.
 
 Unbiased compressors (``randomk``, ``qsgd``) are not contractions, and error feedback with them
 diverges (scaled random-k reaches 1e155 in 1000 steps on the test quadratics). With
@@ -80,10 +85,10 @@ class EFSGD(CompressedSGDAlgorithm):
     paper: ClassVar[str] = (
         "Stich et al. 2018, arXiv:1809.07599; Karimireddy et al. 2019, arXiv:1901.09847"
     )
-    summary: ClassVar[str] = "compressed SGD with error feedback: all-gather of compressed updates"
+    summary: ClassVar[str] = "compressed SGD with error feedback: averaged compressed updates"
 
     def uses_topology(self) -> bool:
-        """False: the compressed messages are all-gathered, with no topology."""
+        """False: the compressed messages are averaged over all workers, with no topology."""
         return False
 
     def init(self, x: Tensor, comm: Communicator) -> EFState:
@@ -112,7 +117,7 @@ class EFSGD(CompressedSGDAlgorithm):
         msg = C.compress(p, gen, worker_ids=comm.worker_ids, n_workers=comm.n_workers)
         if self.memory:
             torch.sub(p, C.decompress(msg), out=state.error)
-        x.sub_(compressed_mean(comm, C, msg))
+        x.sub_(compressed_mean(comm, C, msg, exchange=self.exchange))
         return EFState(state.step + 1, state.momentum_buffer, state.error, gen.get_state())
 
 

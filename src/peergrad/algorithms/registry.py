@@ -27,6 +27,7 @@ from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
 from peergrad.algorithms.local_sgd import LocalSGD
+from peergrad.algorithms.powersgd import PowerSGD
 
 ALGORITHMS: tuple[type[Algorithm], ...] = (
     AllReduceSGD,
@@ -43,6 +44,7 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     EFSGD,
     CompressedSGD,
     ArmijoCSGD,
+    PowerSGD,
     ChocoSGD,
     DistributedAdam,
     LocalSGD,

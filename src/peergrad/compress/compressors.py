@@ -9,14 +9,28 @@ Every compressor is a small frozen dataclass working on the worker axis, ``x: [w
   ``comm.all_gather``);
 - ``nbytes(D, dtype) -> int``: exact bytes of ONE worker's message;
 - ``delta(D)``: the contraction δ (E‖C(x) − x‖² ≤ (1 − δ)‖x‖²) where one holds for every x,
-  else ``None``; ``omega(D)``: the variance parameter of unbiased compressors, else ``None``.
+  else ``None``; ``omega(D)``: the variance parameter of unbiased compressors, else ``None``;
+- ``linear``: whether the messages of all workers can be averaged by ONE all-reduce of their
+  values (below); then ``linear_values(msg) -> [w, m]`` and ``linear_decode(msg, v) -> [w, D]``.
+
+Linear compressors (``linear`` True: ``identity``, ``randomk``, ``randomk-unscaled``, and
+:class:`Layerwise` / :class:`Contraction` of them) satisfy two conditions at every call: (1) the
+support is shared: everything in the message but its values (random-k's index set, drawn from
+the seed of the generator that every worker holds in the same state) is the same on all workers,
+so it need not travel; (2) decoding is linear in the values: ``linear_decode(msg, v)`` is a fixed
+linear map of ``v`` (a scatter into the shared support, times a constant for
+:class:`Contraction`), and ``decompress(msg) == linear_decode(msg, linear_values(msg))``. Hence
+``mean_j decompress(msg_j) == linear_decode(msg, mean_j linear_values(msg_j))``: one all-reduce
+of the ``[w, m]`` values (``m = k`` for random-k) replaces the all-gather of packed messages
+(:func:`peergrad.comm.compressed.compressed_mean`). Top-k (worker-specific support), sign,
+scaled sign, QSGD and TernGrad (per-worker scales, non-linear codes) are not linear.
 
 Randomness comes from an explicit ``torch.Generator`` (CPU). With ``worker_ids`` and
 ``n_workers`` (the engine-independent form the algorithms use) a compressor that draws per-worker
 noise first draws ``n_workers`` seeds from ``generator`` and seeds worker i's draws with seed
 ``worker_ids[i]``; the simulated engine (all rows) and the distributed engine (one row) then make
 identical draws. Random-k draws ONE index set per call, shared by all workers, from a 64-bit seed
-that is sent instead of the indices.
+that is sent instead of the indices (in an all-gather; an all-reduce sends the values only).
 
 Compressors (names of :data:`COMPRESSORS`), with bytes per worker (``b`` = itemsize of the
 values' dtype, ``k = min(D, max(1, ceil(ratio * D)))``):
@@ -32,24 +46,40 @@ sign            sign(x), with sign(0) sent as +1 (1 bit per entry)     ``ceil(D 
 scaled-sign     (‖x‖₁/D) * sign(x): δ(x) = ‖x‖₁²/(D‖x‖²) ≥ 1/D          ``ceil(D / 8) + b``
 qsgd            ‖x‖ sign(x_i) ξ_i(x, s) (Alistarh et al., arXiv          ``b + ceil(D (1 +
                 1610.02132): unbiased, ω = min(D/s², √D/s)              ceil(log2(s+1))) / 8)``
+terngrad        s sign(x_i) b_i, s = max_i |x_i|, b_i ~ Bernoulli(|x_i|   ``b + ceil(D / 4)``
+                / s) (Wen et al., arXiv 1705.07878): unbiased,
+                ω = (√D − 1)/2
 ==============  =====================================================  =========================
 
 QSGD encoding: dense fixed width; the norm in the values' dtype, then per coordinate one sign bit
 and the level l ∈ {0..s} in ``ceil(log2(s + 1))`` bits, all bits packed LSB first into bytes.
 
+TernGrad encoding: the scale s = ‖x‖_∞ in the values' dtype, then 2 bits per coordinate, packed
+LSB first: bit 0 is b_i (the coordinate is kept), bit 1 its sign (set only when kept, so the
+codes are 0 (0), 1 (+s) and 3 (−s)). Its variance is exactly E‖C(x) − x‖² = s‖x‖₁ − ‖x‖²
+(E‖C(x)‖² = Σ s²·|x_i|/s). The spec's bound s‖x‖₁ ≤ √D‖x‖² gives ω ≤ √D − 1, but the two
+inequalities behind it (s ≤ ‖x‖, ‖x‖₁ ≤ √D‖x‖) are never tight together: with s = 1 and the
+other entries summing to L, ‖x‖² ≥ 1 + L²/(D − 1), so s‖x‖₁/‖x‖² ≤ (1 + L)/(1 + L²/(D − 1)),
+whose maximum over L is (√D + 1)/2, attained at x = (1, a, …, a) with a = 1/(√D + 1). Hence the
+smallest valid ω is (√D − 1)/2, which :meth:`TernGrad.omega` returns (tight; 0 for D = 1, where
+C(x) = x). Randomness: one uniform per coordinate, drawn per worker like QSGD's.
+
 Deviations from the spec's table: scales and norms are sent in the values' dtype (4 bytes for
 float32, 8 for float64) so that float64 runs stay exact; top-k always uses int32 index coding
 (the bitmap ``ceil(D/8) + k*b`` is not offered); plain ``sign`` cannot send sign(0) = 0 in one bit
-and decodes exact zeros as +1 (so C(0) ≠ 0 for it).
+and decodes exact zeros as +1 (so C(0) ≠ 0 for it); TernGrad's ω is the tight (√D − 1)/2 rather
+than the spec's bound √D − 1 (see above), its codes use 2 bits (no base-3 packing), and the
+paper's gradient clipping and scale sharing across workers are not applied (per worker, per
+message, per segment under :class:`Layerwise`).
 
 Layer-wise selection: :class:`Layerwise` applies a compressor to each segment of ``D`` (one per
 parameter tensor) separately, e.g. top-k keeps ``ceil(ratio * D_l)`` entries of every layer l;
 its message is the concatenation of the segments' messages (``nbytes = Σ_l nbytes(D_l)``).
 
 Error feedback: :func:`for_error_feedback` gives the compressor to use inside an error-feedback
-memory, :class:`Contraction` ``C / (1 + ω)`` for the unbiased ones (``randomk``, ``qsgd``;
-spec §2.1): error feedback needs a δ-contraction, and with the unscaled unbiased compressor the
-memory grows without bound.
+memory, :class:`Contraction` ``C / (1 + ω)`` for the unbiased ones (``randomk``, ``qsgd``,
+``terngrad``; spec §2.1): error feedback needs a δ-contraction, and with the unscaled unbiased
+compressor the memory grows without bound.
 
 Raises ``ValueError`` (naming the argument) for ``ratio`` outside (0, 1], ``levels < 1`` and
 unknown names.
@@ -72,7 +102,8 @@ class Message:
 
     ``values``: ``[w, k]`` (or ``[w, D]``) kept values; ``indices``: int64 ``[w, k]`` (top-k) or
     ``[k]`` (random-k, shared); ``seed``: int64 ``[1]`` (random-k); ``signs``: bool ``[w, D]``
-    (True = negative); ``levels``: int64 ``[w, D]`` (QSGD); ``scale``: ``[w]`` (norm / scale);
+    (True = negative); ``levels``: int64 ``[w, D]`` (QSGD's levels; TernGrad's b_i in {0, 1});
+    ``scale``: ``[w]`` (norm / scale);
     ``parts``: one message per segment (:class:`Layerwise`).
     """
 
@@ -136,12 +167,35 @@ def _worker_generators(
     return [torch.Generator().manual_seed(int(seeds[int(i)])) for i in worker_ids]
 
 
+def _uniforms(
+    x: Tensor,
+    generator: torch.Generator | None,
+    worker_ids: Tensor | None,
+    n_workers: int | None,
+) -> Tensor:
+    """U[0, 1) draws of ``x``'s shape and dtype on its device: one ``[w, D]`` draw from
+    ``generator``, or with ``worker_ids`` and ``n_workers`` row i from worker i's own generator
+    (:func:`_worker_generators`: identical draws on both engines)."""
+    w, D = x.shape
+    if worker_ids is None or n_workers is None:
+        return torch.rand(w, D, generator=generator, dtype=x.dtype).to(x.device)
+    gens = _worker_generators(generator, w, worker_ids, n_workers)
+    return torch.stack([torch.rand(D, generator=g, dtype=x.dtype) for g in gens]).to(x.device)
+
+
 @dataclasses.dataclass(frozen=True)
 class Compressor:
-    """Base class; see the module docstring for the protocol."""
+    """Base class; see the module docstring for the protocol.
+
+    ``linear`` (default False) declares that the workers' messages can be averaged by one
+    all-reduce of :meth:`linear_values`: the support (everything but the values) is the same on
+    every worker at a call, and :meth:`linear_decode` is linear in the values. A linear
+    compressor keeps its values in ``Message.values`` and implements both methods.
+    """
 
     name: ClassVar[str] = ""
     unbiased: ClassVar[bool] = False
+    linear: ClassVar[bool] = False
 
     def compress(
         self,
@@ -171,6 +225,16 @@ class Compressor:
     def omega(self, D: int) -> float | None:
         return None
 
+    def linear_values(self, msg: Message) -> Tensor:
+        """The ``[w, m]`` values whose mean over the workers, decoded by :meth:`linear_decode`,
+        is the mean of the decoded messages (linear compressors only; ``ValueError`` else)."""
+        raise ValueError(f"compressor {self.name!r} is not linear (no shared support)")
+
+    def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
+        """``[w', m]`` values (e.g. averaged over the workers) -> dense ``[w', D]``, decoded on
+        ``msg``'s shared support; ``decompress(msg) == linear_decode(msg, linear_values(msg))``."""
+        raise ValueError(f"compressor {self.name!r} is not linear (no shared support)")
+
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``decompress(compress(x, generator))``."""
         return self.decompress(self.compress(x, generator))
@@ -184,6 +248,7 @@ def _itemsize(dtype: torch.dtype) -> int:
 class Identity(Compressor):
     name: ClassVar[str] = "identity"
     unbiased: ClassVar[bool] = True
+    linear: ClassVar[bool] = True
 
     def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
         _check_x(x)
@@ -191,6 +256,12 @@ class Identity(Compressor):
 
     def decompress(self, msg: Message) -> Tensor:
         return msg.values
+
+    def linear_values(self, msg: Message) -> Tensor:
+        return msg.values
+
+    def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
+        return values
 
     def pack(self, msg: Message) -> Tensor:
         return _bytes_of(msg.values)
@@ -244,11 +315,13 @@ class TopK(Compressor):
 @dataclasses.dataclass(frozen=True)
 class RandomK(Compressor):
     """Keep k coordinates chosen uniformly without replacement (one set shared by all workers,
-    drawn from a 64-bit seed); ``scaled=True`` multiplies by D/k (unbiased)."""
+    drawn from a 64-bit seed); ``scaled=True`` multiplies by D/k (unbiased). Linear: the shared
+    index set is the support, so the k values of all workers can be all-reduced."""
 
     ratio: float = 0.01
     scaled: bool = True
     name: ClassVar[str] = "randomk"
+    linear: ClassVar[bool] = True
 
     @property
     def unbiased(self) -> bool:  # type: ignore[override]
@@ -271,8 +344,14 @@ class RandomK(Compressor):
         return Message(D=D, dtype=x.dtype, values=values, indices=idx, seed=seed)
 
     def decompress(self, msg: Message) -> Tensor:
-        out = msg.values.new_zeros(msg.values.shape[0], msg.D)
-        out[:, msg.indices] = msg.values
+        return self.linear_decode(msg, msg.values)
+
+    def linear_values(self, msg: Message) -> Tensor:
+        return msg.values
+
+    def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
+        out = values.new_zeros(values.shape[0], msg.D)
+        out[:, msg.indices.to(values.device)] = values
         return out
 
     def pack(self, msg: Message) -> Tensor:
@@ -356,12 +435,7 @@ class QSGD(Compressor):
         safe = torch.where(norm > 0, norm, torch.ones_like(norm))
         r = x.abs() / safe[:, None] * self.levels
         low = r.floor().clamp(max=self.levels)
-        if worker_ids is None or n_workers is None:
-            u = torch.rand(w, D, generator=generator, dtype=x.dtype).to(x.device)
-        else:
-            gens = _worker_generators(generator, w, worker_ids, n_workers)
-            u = torch.stack([torch.rand(D, generator=g, dtype=x.dtype) for g in gens])
-            u = u.to(x.device)
+        u = _uniforms(x, generator, worker_ids, n_workers)
         lev = (low + (u < (r - low)).to(x.dtype)).clamp(max=self.levels).to(torch.int64)
         return Message(D=D, dtype=x.dtype, signs=x < 0, levels=lev, scale=norm)
 
@@ -389,6 +463,46 @@ class QSGD(Compressor):
 
 
 @dataclasses.dataclass(frozen=True)
+class TernGrad(Compressor):
+    """TernGrad (Wen et al., NeurIPS 2017, arXiv 1705.07878): ``C(x)_i = s sign(x_i) b_i`` with
+    ``s = max_i |x_i|`` (per worker) and ``b_i ~ Bernoulli(|x_i| / s)``; unbiased, with
+    ``E‖C(x) − x‖² = s‖x‖₁ − ‖x‖² ≤ ω‖x‖²`` for ω = (√D − 1)/2 (tight; see the module
+    docstring). Wire: s in the values' dtype, then 2 bits per coordinate."""
+
+    name: ClassVar[str] = "terngrad"
+    unbiased: ClassVar[bool] = True
+
+    def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
+        _check_x(x)
+        scale = x.abs().amax(dim=1)
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))  # C(0) = 0
+        keep = _uniforms(x, generator, worker_ids, n_workers) < x.abs() / safe[:, None]
+        return Message(
+            D=x.shape[1], dtype=x.dtype, signs=keep & (x < 0), levels=keep.long(), scale=scale
+        )
+
+    def decompress(self, msg: Message) -> Tensor:
+        mag = msg.levels.to(msg.dtype) * msg.scale[:, None]
+        return torch.where(msg.signs, -mag, mag)
+
+    def pack(self, msg: Message) -> Tensor:
+        code = msg.levels | (msg.signs.to(torch.int64) << 1)
+        return torch.cat([_bytes_of(msg.scale[:, None]), _pack_bits(code, 2)], dim=1)
+
+    def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
+        b = _itemsize(dtype)
+        code = _unpack_bits(payload[:, b:], 2, D)
+        scale = _from_bytes(payload[:, :b], dtype, 1)[:, 0]
+        return Message(D=D, dtype=dtype, signs=(code >> 1).bool(), levels=code & 1, scale=scale)
+
+    def nbytes(self, D: int, dtype: torch.dtype) -> int:
+        return _itemsize(dtype) + math.ceil(2 * D / 8)
+
+    def omega(self, D: int) -> float:
+        return (math.sqrt(D) - 1) / 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Layerwise(Compressor):
     """Layer-wise selection: ``inner`` applied separately to consecutive segments of ``D``.
 
@@ -396,8 +510,10 @@ class Layerwise(Compressor):
     in flat-buffer order). Segment messages are made in order from the same ``generator``, and
     packed one after the other, so ``nbytes(D) = Σ_l inner.nbytes(D_l)``. ``delta`` is the
     smallest segment δ (a contraction of every segment is one of the whole vector with the worst
-    δ), ``omega`` the largest segment ω. Raises ``ValueError`` for empty or non-positive segments,
-    a nested ``Layerwise`` inner compressor, or an ``x`` whose width is not ``sum(segments)``.
+    δ), ``omega`` the largest segment ω. ``linear`` iff ``inner`` is: :meth:`linear_values`
+    concatenates the segments' values (one all-reduce for the whole message). Raises
+    ``ValueError`` for empty or non-positive segments, a nested ``Layerwise`` inner compressor,
+    or an ``x`` whose width is not ``sum(segments)``.
     """
 
     inner: Compressor
@@ -415,6 +531,10 @@ class Layerwise(Compressor):
     @property
     def unbiased(self) -> bool:  # type: ignore[override]
         return self.inner.unbiased
+
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return self.inner.linear
 
     def _check_width(self, D: int) -> None:
         if D != sum(self.segments):
@@ -438,6 +558,15 @@ class Layerwise(Compressor):
 
     def decompress(self, msg: Message) -> Tensor:
         return torch.cat([self.inner.decompress(p) for p in msg.parts], dim=1)
+
+    def linear_values(self, msg: Message) -> Tensor:
+        return torch.cat([self.inner.linear_values(p) for p in msg.parts], dim=1)
+
+    def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
+        chunks = torch.split(values, [p.values.shape[1] for p in msg.parts], dim=1)
+        return torch.cat(
+            [self.inner.linear_decode(p, v) for p, v in zip(msg.parts, chunks, strict=True)], dim=1
+        )
 
     def pack(self, msg: Message) -> Tensor:
         return torch.cat([self.inner.pack(p) for p in msg.parts], dim=1)
@@ -476,6 +605,9 @@ class Contraction(Compressor):
     The message and its wire format are those of ``inner`` (same ``pack``/``unpack``/``nbytes``);
     only :meth:`decompress` divides by ``1 + ω(D)``, on the sender (for its memory) and on every
     receiver alike. For scaled random-k, ω = D/k − 1 and ``C / (1 + ω)`` is unscaled random-k.
+    ``linear`` iff ``inner`` is (a scaled linear map): :meth:`linear_values` are the inner values
+    divided by ``1 + ω`` on every worker before the all-reduce, elementwise as in
+    :meth:`decompress`, so both exchanges decode the same numbers.
 
     Raises ``ValueError`` when ``inner`` has no ω (it is not an unbiased compressor).
     """
@@ -485,7 +617,7 @@ class Contraction(Compressor):
     def __post_init__(self) -> None:
         if isinstance(self.inner, Contraction | Layerwise) or not self.inner.unbiased:
             raise ValueError(
-                f"inner must be an unbiased compressor (identity, randomk, qsgd), got "
+                f"inner must be an unbiased compressor (identity, randomk, qsgd, terngrad), got "
                 f"{self.inner.name!r}"
             )
 
@@ -493,11 +625,21 @@ class Contraction(Compressor):
     def name(self) -> str:  # type: ignore[override]
         return f"{self.inner.name}/(1+omega)"
 
+    @property
+    def linear(self) -> bool:  # type: ignore[override]
+        return self.inner.linear
+
     def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
         return self.inner.compress(x, generator, worker_ids=worker_ids, n_workers=n_workers)
 
     def decompress(self, msg: Message) -> Tensor:
         return self.inner.decompress(msg) / (1.0 + self.inner.omega(msg.D))
+
+    def linear_values(self, msg: Message) -> Tensor:
+        return self.inner.linear_values(msg) / (1.0 + self.inner.omega(msg.D))
+
+    def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
+        return self.inner.linear_decode(msg, values)
 
     def pack(self, msg: Message) -> Tensor:
         return self.inner.pack(msg)
@@ -533,6 +675,7 @@ COMPRESSORS: tuple[str, ...] = (
     "sign",
     "scaled-sign",
     "qsgd",
+    "terngrad",
 )
 
 
@@ -560,6 +703,8 @@ def make_compressor(name: str, ratio: float = 0.01, levels: int = 16) -> Compres
         return Sign(scaled=True)
     if name == "qsgd":
         return QSGD(levels=levels)
+    if name == "terngrad":
+        return TernGrad()
     raise ValueError(f"compressor must be one of {', '.join(COMPRESSORS)}; got {name!r}")
 
 

@@ -376,7 +376,12 @@ def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
     )
     n_train = len(built.train)
     per_epoch = n_train / (config.workers * config.batch_size)
-    algorithm = bind_run(algorithm, segments=built.layout.numels, batches_per_epoch=per_epoch)
+    algorithm = bind_run(
+        algorithm,
+        segments=built.layout.numels,
+        shapes=built.layout.shapes,
+        batches_per_epoch=per_epoch,
+    )
     sampler = ShardSampler(built.shards, config.batch_size, config.seed, worker_ids)
     first = built.shards[worker_ids[0]][: config.batch_size]
     built.model.check(*built.train.read(first.tolist()))
