@@ -14,6 +14,7 @@ from _helpers import run_quadratics
 from peergrad.algorithms import EFSGD, AllReduceSGD, ArmijoCSGD, CompressedSGD, make_algorithm
 from peergrad.algorithms.base import LossClosure
 from peergrad.comm import SimulatedCommunicator
+from peergrad.comm.base import worker_dot
 from peergrad.compress import Layerwise, load_generator, make_compressor
 from peergrad.problems import heterogeneous_quadratics
 from peergrad.topology import make_topology
@@ -90,7 +91,8 @@ def test_unbiased_compressor_is_divided_by_one_plus_omega_exactly_when_there_is_
     update written out: p = step * g, Δ_i = QSGD(p_i) / (1 + ω) with memory (e <- p - Δ),
     Δ_i = QSGD(p_i) without (compressed-sgd), x <- x - mean_i Δ_i; the same generator draws."""
     n, d, levels, seed = 4, 9, 2, 3
-    alg = make_algorithm(name, compressor="qsgd", levels=levels, seed=seed, lr=0.05)
+    extra = {"scale_rule": "worst-case"} if name == "armijo-csgd" else {}  # a = 1/δ = 1 + ω
+    alg = make_algorithm(name, compressor="qsgd", levels=levels, seed=seed, lr=0.05, **extra)
     comm = SimulatedCommunicator(make_topology("ring", n))
     gen = torch.Generator().manual_seed(11)
     target = torch.randn(n, d, generator=gen, dtype=torch.float64)
@@ -101,7 +103,7 @@ def test_unbiased_compressor_is_divided_by_one_plus_omega_exactly_when_there_is_
     )
 
     memory = getattr(alg, "memory", True)
-    if name == "armijo-csgd":  # the default a = 1/δ = 1 + ω with memory
+    if name == "armijo-csgd":  # the worst-case a = 1/δ = 1 + ω with memory
         assert alg.scale_for(d) == pytest.approx(2.5)
         step = state.eta / 2.5
     else:
@@ -182,7 +184,8 @@ def _run_armijo(alg: ArmijoCSGD, seed: int, steps: int, callback=None) -> tuple[
     return f0, float(f(x))
 
 
-def _spec_alg(ratio: float, a: float, **kw) -> ArmijoCSGD:
+def _spec_alg(ratio: float, a: float | None, **kw) -> ArmijoCSGD:
+    """The §3.8 test-6 method; ``a=None``: the library's default scale rule."""
     return ArmijoCSGD(
         compressor="topk", ratio=ratio, scale=a, c=0.1, beta_b=0.5, eta_max=10.0, reset="max", **kw
     )
@@ -258,11 +261,14 @@ def test_armijo_step_bound_on_an_isotropic_quadratic() -> None:
 
 def test_armijo_fails_without_scaling_fast() -> None:
     """Test 6 on seed 0 (the full 10-seed version is marked slow). Measured: a = 1 ends at
-    f_T = 1.2e10 (f_0 = 119); a = 10 at 2.6e-29; k = d, a = 1 at 1.3e-29."""
+    f_T = 1.2e10 (f_0 = 119); a = 10 at 2.6e-29; k = d, a = 1 at 1.3e-29; the default scale
+    rule (lag, no a given) at 3.2e-30."""
     f0, f_a1 = _run_armijo(_spec_alg(0.1, 1.0), 0, 3000)
     assert f_a1 > 1e6 * f0
     assert _run_armijo(_spec_alg(0.1, 10.0), 0, 3000)[1] < 1e-20
     assert _run_armijo(_spec_alg(1.0, 1.0), 0, 3000)[1] < 1e-20
+    assert ArmijoCSGD().scale is None and ArmijoCSGD().scale_rule == "lag"
+    assert _run_armijo(_spec_alg(0.1, None), 0, 3000)[1] < 1e-20
 
 
 @pytest.mark.slow
@@ -271,6 +277,7 @@ def test_armijo_fails_without_scaling_all_seeds(seed: int) -> None:
     f0, f_a1 = _run_armijo(_spec_alg(0.1, 1.0), seed, 3000)
     assert f_a1 > 1e6 * f0
     assert _run_armijo(_spec_alg(0.1, 10.0), seed, 3000)[1] < 1e-20
+    assert _run_armijo(_spec_alg(0.1, None), seed, 3000)[1] < 1e-20  # the default rule
     if seed < 3:
         assert _run_armijo(_spec_alg(1.0, 1.0), seed, 3000)[1] < 1e-20
 
@@ -472,7 +479,28 @@ _SCHEDULED_ARMIJO = {
         "momentum": 0.5,
     },
     "identity": {"compressor": "identity"},
+    "topk-memory-contraction": {"compressor": "topk", "ratio": 0.25, "scale_rule": "contraction"},
+    "topk-memory-worst-case": {"compressor": "topk", "ratio": 0.25, "scale_rule": "worst-case"},
 }
+
+
+def _divisor_written_out(
+    alg: ArmijoCSGD, C: Any, x: torch.Tensor, e: torch.Tensor, before: Any, eta, f, grad
+) -> Any:
+    """The scale a of one step written out from the state before it (module docstring): the
+    fixed a, 1/δ_(t-1) (contraction), or clamp(η L_m (1 + τ), 1, 1/δ) with L_m = 2 (f(x - e) -
+    f(x) + <g, e>) / ||e||² and τ = ||e|| / ||s_(t-1)|| (lag; L_m = τ = 0 where e = 0)."""
+    rule = alg.adaptive_rule(16, C)
+    if rule is None:
+        return alg.scale_for(16, C)
+    if rule == "contraction":
+        return (1.0 / before.delta).to(x.dtype)
+    mm = worker_dot(e, e)
+    zero = torch.zeros_like(mm)
+    rise = f(x - e) - f(x) + worker_dot(grad(x), e)
+    curvature = torch.where(mm > 0, 2.0 * rise / mm, zero)
+    lag = torch.where(mm > 0, mm.sqrt() / before.step_norm, zero)
+    return ArmijoCSGD.lag_scale(eta, curvature, lag, alg.scale_for(16, C)).to(x.dtype)
 
 
 @pytest.mark.parametrize("case", sorted(_SCHEDULED_ARMIJO))
@@ -482,6 +510,8 @@ def test_armijo_schedule_factor_one_keeps_the_iterates_bit_for_bit(case: str, lr
     algorithms, with a constant schedule and with step:5,0.5 over its first 5 steps, equal bit
     for bit those of the plain algorithm, and those equal the update of the unscheduled rule
     written out here, p = e + (eta / a) d, x -= mean_i C(p_i) (before the schedule existed)."""
+    import copy
+
     from peergrad.train.schedules import LRSchedule
 
     n, steps = 3, 5
@@ -501,10 +531,12 @@ def test_armijo_schedule_factor_one_keeps_the_iterates_bit_for_bit(case: str, lr
         for k in range(1, steps + 1):
             stepped = alg if schedule is None else schedule.apply(alg, k)
             x_before, error, rng = x.clone(), state.error.clone(), state.rng.clone()
+            before = copy.deepcopy(state)
             state = stepped.step(x, grad(x_before), state, comm, closure=f)
             if schedule is None and alg.momentum == 0:  # the pre-schedule rule, d = g
                 C = alg.compressor_for(16, error_feedback=alg.memory)
-                p = (state.eta.to(x.dtype) / alg.scale_for(16, C))[:, None] * grad(x_before)
+                a = _divisor_written_out(alg, C, x_before, error, before, state.eta, f, grad)
+                p = (state.eta.to(x.dtype) / a)[:, None] * grad(x_before)
                 if alg.memory:
                     p = error + p
                 msg = C.compress(p, load_generator(rng), worker_ids=comm.worker_ids, n_workers=n)
