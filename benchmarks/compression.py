@@ -96,7 +96,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-from _timing import timed
+from _timing import rank_device, timed
 from torch import Tensor
 
 from peergrad.algorithms import make_algorithm
@@ -469,17 +469,7 @@ def simulated_part(args: argparse.Namespace) -> None:
 
 def distributed_part(args: argparse.Namespace) -> int:
     """The distributed part (under torchrun); returns this process's rank."""
-    if args.device == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
-            raise SystemExit(
-                f"--device cuda: local rank {local_rank} needs cuda:{local_rank}, but this "
-                f"machine has {torch.cuda.device_count()} CUDA device(s) (NCCL needs one per rank)"
-            )
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    device = rank_device(args.device)
     pgdist.init_process_group(device=device, timeout_s=TIMEOUT_S)
     rank, n = dist.get_rank(), dist.get_world_size()
     backend = dist.get_backend()

@@ -150,6 +150,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from _timing import rank_device
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -615,17 +616,7 @@ def main() -> None:
         )
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
-            raise SystemExit(
-                f"--device cuda: local rank {local_rank} needs cuda:{local_rank}, but this "
-                f"machine has {torch.cuda.device_count()} CUDA device(s) (NCCL needs one per rank)"
-            )
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    device = rank_device(args.device)
     pgdist.init_process_group(device=device)
     rank, n = dist.get_rank(), dist.get_world_size()
 
