@@ -106,7 +106,7 @@ class Algorithm:
         with state tensors of shape ``[w, k*D]``. Then :class:`~peergrad.optim.DistributedOptimizer`
         may step each bucket on its own as soon as its gradients are ready (overlap with the
         backward pass) and give each param group its own ``lr``/``momentum``/``weight_decay``.
-        Default False (one step over the whole buffer); ``tests/test_segments.py`` checks every
+        Default False (one step over the whole buffer); ``tests/test_optim_overlap.py`` checks every
         algorithm that returns True.
         """
         return False
