@@ -481,12 +481,18 @@ def overlap_opt(model: nn.Module, name: str, options: dict[str, Any], overlap: b
     )
 
 
+def overlap_pair(name: str, options: dict[str, Any]) -> tuple[Any, nn.Module, Any, nn.Module]:
+    """``(plain, plain_model, opt, model)``: the same model and algorithm without and with
+    overlap."""
+    plain_model, model = make_model(0), make_model(0)
+    plain = overlap_opt(plain_model, name, options, overlap=False)
+    return plain, plain_model, overlap_opt(model, name, options, overlap=True), model
+
+
 @pytest.mark.parametrize(("name", "options"), OVERLAP_CASES, ids=[c[0] for c in OVERLAP_CASES])
 def test_overlap_on_one_process_is_bit_identical(name: str, options: dict[str, Any]) -> None:
     batches = make_batches(6)
-    plain_model, model = make_model(0), make_model(0)
-    plain = overlap_opt(plain_model, name, options, overlap=False)
-    opt = overlap_opt(model, name, options, overlap=True)
+    plain, plain_model, opt, model = overlap_pair(name, options)
     assert len(opt.buckets) > 1 and len(plain.buckets) == 1
     assert not opt.overlapping
     for k, batch in enumerate(batches):
@@ -515,9 +521,7 @@ def accumulate(
 @pytest.mark.parametrize(("name", "options"), OVERLAP_CASES, ids=[c[0] for c in OVERLAP_CASES])
 def test_accumulation_inside_no_sync_equals_no_overlap(name: str, options: dict[str, Any]) -> None:
     batches = make_batches(6)
-    plain_model, model = make_model(0), make_model(0)
-    plain = overlap_opt(plain_model, name, options, overlap=False)
-    opt = overlap_opt(model, name, options, overlap=True)
+    plain, plain_model, opt, model = overlap_pair(name, options)
     for batch in batches:
         accumulate(plain, plain_model, batch, no_sync=True)
         accumulate(opt, model, batch, no_sync=True)
@@ -710,9 +714,7 @@ def test_synchronize_and_close_mid_training_keep_the_iterates(
     """``synchronize()`` (drain the gossip in flight) and ``close()`` (hooks and thread gone)
     between steps: training goes on, bit-identical to the run without overlap."""
     batches = make_batches(8)
-    plain_model, model = make_model(0), make_model(0)
-    plain = overlap_opt(plain_model, name, options, overlap=False)
-    opt = overlap_opt(model, name, options, overlap=True)
+    plain, plain_model, opt, model = overlap_pair(name, options)
     train(plain, plain_model, batches)
     train(opt, model, batches[:3])
     opt.synchronize()

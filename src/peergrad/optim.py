@@ -1067,21 +1067,24 @@ class DistributedOptimizer(torch.optim.Optimizer):
             return
         if self._steps % self._buffers_every:
             return
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        for b in self._module.buffers():
-            if b.is_floating_point():
-                by_dtype.setdefault(b.dtype, []).append(b)
+        from peergrad.train.params import average_buffers  # lazy: keeps this import light
+
+        rows = {name: b.unsqueeze(0) for name, b in self._module.named_buffers()}  # [1, ...]
         with torch.no_grad():
+            if self._buffers == "average":
+                average_buffers(rows, self._comm)  # one accounted all-reduce per dtype
+                return
+            by_dtype: dict[torch.dtype, list[Tensor]] = {}
+            for b in rows.values():
+                if b.is_floating_point():
+                    by_dtype.setdefault(b.dtype, []).append(b)
             for bufs in by_dtype.values():
-                flat = torch.cat([b.reshape(-1) for b in bufs]).unsqueeze(0)
-                if self._buffers == "average":
-                    flat = self._comm.mean(flat)
-                else:
-                    self._comm.broadcast(flat, src=0)
+                flat = torch.cat([b.reshape(1, -1) for b in bufs], dim=1)
+                self._comm.broadcast(flat, src=0)
                 offset = 0
                 for b in bufs:
-                    b.copy_(flat[0, offset : offset + b.numel()].view_as(b))
-                    offset += b.numel()
+                    b.copy_(flat[:, offset : offset + b[0].numel()].view_as(b))
+                    offset += b[0].numel()
 
     # ------------------------------------------------------------------ internals
     def _sync(self, first: int = 0, last: int | None = None) -> None:
@@ -1222,25 +1225,20 @@ def _trainable(
 ) -> tuple[list[str], list[Tensor], list[int], list[tuple[str, Tensor]]]:
     """``(names, tensors, group index, frozen (name, tensor) pairs)`` of the groups, checked.
 
-    Raises ``ValueError``: a parameter that is not dense floating point, appears twice, or
-    differs in dtype or device from the first trainable one; no trainable parameter at all.
+    Raises ``ValueError``: a parameter that is not dense floating point or differs in dtype or
+    device from the first trainable one; no trainable parameter at all (repeated parameters are
+    caught by :func:`_normalise_groups`).
     """
     names: list[str] = []
     tensors: list[Tensor] = []
     group_of: list[int] = []
     frozen: list[tuple[str, Tensor]] = []
-    seen: dict[int, str] = {}
     index = 0
     for k, group in enumerate(groups):
         given = group.get("param_names")
         for j, p in enumerate(group["params"]):
             name = given[j] if given else f"param{index}"
             index += 1
-            if id(p) in seen:
-                raise ValueError(
-                    f"parameter {name!r} appears more than once (also as {seen[id(p)]!r})"
-                )
-            seen[id(p)] = name
             if p.layout != torch.strided or not p.is_floating_point():
                 raise ValueError(
                     f"parameter {name!r} must be a dense floating-point tensor, got {p.dtype} "

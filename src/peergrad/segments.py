@@ -28,8 +28,10 @@ block by block; ints, floats and ``None`` are shared.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from torch import Tensor
@@ -251,16 +253,12 @@ class CommThread:
     for a bucket that never comes does not keep the interpreter alive."""
 
     def __init__(self) -> None:
-        import queue
-        from concurrent.futures import Future
-
-        self._future_type = Future
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="peergrad-comm", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Any) -> Any:
-        future = self._future_type()
+        future: Future[Any] = Future()
         self._queue.put((fn, future))
         return future
 
@@ -276,15 +274,6 @@ class CommThread:
 
     def close(self) -> None:
         self._queue.put((None, None))
-
-
-def flat_bounds(numels: Sequence[int]) -> list[tuple[int, int]]:
-    """``[(start, stop)]`` of consecutive pieces of the given sizes."""
-    out, start = [], 0
-    for n in numels:
-        out.append((start, start + int(n)))
-        start += int(n)
-    return out
 
 
 def cut(
