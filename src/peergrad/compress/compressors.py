@@ -705,6 +705,14 @@ def make_compressor(name: str, ratio: float = 0.01, levels: int = 16) -> Compres
         return QSGD(levels=levels)
     if name == "terngrad":
         return TernGrad()
+    if name == "powersgd":
+        raise ValueError(
+            "compressor 'powersgd' is not available to the compressed methods: PowerSGD's rank-r "
+            "approximation is biased (a contraction only with its own error feedback and a Q "
+            "warm-started across steps), so without that memory (compressed-sgd, memory=false) it "
+            "does not converge and choco-sgd/ef-sgd cannot rebuild its state; use "
+            f"--algorithm powersgd (set rank=r); compressor must be one of {', '.join(COMPRESSORS)}"
+        )
     raise ValueError(f"compressor must be one of {', '.join(COMPRESSORS)}; got {name!r}")
 
 
