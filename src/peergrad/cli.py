@@ -1,5 +1,5 @@
-"""The ``peergrad`` command: ``train``, ``compare``, ``topology``, ``algorithms``, ``check-adam``
-and ``counterexample``.
+"""The ``peergrad`` command: ``train``, ``compare``, ``topology``, ``algorithms``, ``plot``,
+``check-adam`` and ``counterexample``.
 
 Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
 (repeatable), so a new algorithm needs no CLI change; ``--lr``, ``--momentum`` and
@@ -290,12 +290,27 @@ def add_train_arguments(
         help="DataLoader worker processes reading a map-style --dataset (0: in this process)",
     )
     add(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold F in [0, 0.5] of the training data out as a fixed validation split (the same "
+        "for every seed and algorithm; records val_loss and val_accuracy); default 0 (none), "
+        "and 0.1 in `peergrad compare` when a learning-rate grid is given",
+    )
+    add(
         "--checkpoint-every",
         type=int,
         default=d.checkpoint_every,
         metavar="N",
         help="save a checkpoint into the run folder every N steps and after the last one "
         "(resume with --resume RUN_DIR; default: never)",
+    )
+    add(
+        "--tensorboard",
+        action="store_true",
+        help="also write every record as TensorBoard scalars into RUN_DIR/tensorboard/ "
+        "(needs pip install 'peergrad[tensorboard]')",
     )
     return actions
 
@@ -309,7 +324,10 @@ def config_from_args(args: argparse.Namespace, *, skip: Collection[str] = ()) ->
             continue
         if name in KEY_VALUE_FIELDS:
             values[name] = parse_set(getattr(args, name), flag=KEY_VALUE_FIELDS[name])
-        else:
+        elif (
+            getattr(args, name) is not None
+            or TrainConfig.__dataclass_fields__[name].default is None
+        ):
             values[name] = getattr(args, name)
     return TrainConfig(**values)
 
@@ -460,23 +478,57 @@ def parse_set_for(items: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from peergrad.comm import PeerFailure
-    from peergrad.train.compare import PER_ENTRY_FIELDS, CompareEntry, build_entries, compare
+    from peergrad.train.compare import (
+        PER_ENTRY_FIELDS,
+        CompareEntry,
+        build_entries,
+        compare,
+        load_plan,
+        parse_lr_grid,
+        parse_seeds,
+    )
     from peergrad.train.loop import ALGORITHM_FIELDS, TrainingInterrupted
 
-    base = dataclasses.replace(
-        config_from_args(args, skip=PER_ENTRY_FIELDS), progress=args.progress
-    )
-    check_config(base)
-    common = parse_set(args.options)
-    for key in ALGORITHM_FIELDS:
-        value = getattr(args, key)
-        if value is not None and key in common:
-            flag = "--" + key.replace("_", "-")
+    if args.resume is not None:
+        given = explicit_fields(_command_argv(args)) - {"progress", "resume"}
+        if given:
             raise ValueError(
-                f"--set {key}={common[key]} and {flag} {value} both set {key}; give only one of "
-                f"them (--set-for LABEL:{key}=... changes it for one run)"
+                f"--resume {args.resume} continues the comparison as it was planned (its "
+                f"compare.json); do not give other options ({', '.join(sorted(given))})"
             )
-    entries = build_entries(args.algorithms, common, parse_set_for(args.set_for))
+        plan = load_plan(args.resume)
+        base = dataclasses.replace(plan["config"], progress=args.progress)
+        entries, seeds, lr_grid = plan["entries"], plan["seeds"], plan["lr_grid"]
+        args.out, args.target_accuracy = args.resume, plan["target_accuracy"]
+    else:
+        if not args.algorithms:
+            raise ValueError("compare needs --algorithms LABEL[,LABEL...] (or --resume DIR)")
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+        lr_grid = parse_lr_grid(args.lr_grid) if args.lr_grid is not None else None
+        base = dataclasses.replace(
+            config_from_args(args, skip=PER_ENTRY_FIELDS), progress=args.progress
+        )
+        check_config(base)
+        common = parse_set(args.options)
+        for key in ALGORITHM_FIELDS:
+            value = getattr(args, key)
+            if value is not None and key in common:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(
+                    f"--set {key}={common[key]} and {flag} {value} both set {key}; give only one "
+                    f"of them (--set-for LABEL:{key}=... changes it for one run)"
+                )
+        if lr_grid is not None and "lr" in common:
+            raise ValueError("--set lr and --lr-grid both set the learning rate; give one")
+        entries = build_entries(args.algorithms, common, parse_set_for(args.set_for))
+        tuned = lr_grid is not None or any(e.lr_grid is not None for e in entries)
+        if args.val_fraction is None and tuned:
+            base = dataclasses.replace(base, val_fraction=0.1)
+        elif tuned and not (0 < base.val_fraction <= 0.5):
+            raise ValueError(
+                f"--val-fraction must be in (0, 0.5] with a learning-rate grid, got "
+                f"{base.val_fraction!r}"
+            )
     is_main = _is_main_process(base)
     current: list[tuple[int, CompareEntry, TrainConfig]] = []
 
@@ -500,7 +552,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             args.target_accuracy,
             on_run=announce,
             overwrite=args.overwrite,
-            topology_given="topology" in explicit_fields(_command_argv(args)),
+            topology_given=None
+            if args.resume is not None
+            else "topology" in explicit_fields(_command_argv(args)),
+            seeds=seeds,
+            lr_grid=lr_grid,
+            resume=args.resume is not None,
         )
     except TrainingInterrupted as exc:
         if is_main and current:
@@ -612,6 +669,15 @@ def _describe_algorithm(name: str, *, as_json: bool) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``peergrad plot PATH...``: see :func:`peergrad.train.plotting_io.plot_folders`."""
+    from peergrad.train.plotting_io import plot_folders
+
+    for path in plot_folders(args.paths, args.out, args.x, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def _algorithm_names() -> list[str]:
     from peergrad.algorithms import REGISTRY
 
@@ -656,7 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_cmp.add_argument(
         "--algorithms",
-        required=True,
+        default=None,
         metavar="LABEL[,LABEL...]",
         help="comma-separated run labels: an algorithm name, optionally followed by @name to "
         "run one algorithm several times, e.g. dpsgd,allreduce,dpsgd@atc "
@@ -679,8 +745,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="LABEL:KEY=VALUE",
-        help="hyper-parameter of one run, overriding --set, e.g. --set-for dpsgd@atc:form=atc; "
-        "repeatable",
+        help="option of one label, overriding --set: an algorithm hyper-parameter (--set-for "
+        "dpsgd@atc:form=atc), a task option of `peergrad train` (topology, workers, batch-size, "
+        "lr-schedule, partition, epochs ...: --set-for dpsgd@exp:topology=exponential) or its "
+        "lr-grid (--set-for detag:lr-grid=0.1,0.3); repeatable",
+    )
+    p_cmp.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S[,S...]",
+        help="run every label once per seed (integers >= 0, no repeats); the tables give mean ± "
+        "std over the seeds and the plots a ±1 std band (default: one run at --seed)",
+    )
+    p_cmp.add_argument(
+        "--lr-grid",
+        default=None,
+        metavar="LR[,LR...]",
+        help="run every label that has an lr at each of these values (> 0, no repeats; "
+        "--set-for LABEL:lr-grid=... for one label, --set-for LABEL:lr=... to fix it) and keep, "
+        "per label, the value with the best seed-mean final validation accuracy (validation "
+        "loss without a metric) on the --val-fraction split, never the test set",
+    )
+    p_cmp.add_argument(
+        "--resume",
+        default=None,
+        metavar="DIR",
+        help="continue the interrupted comparison in DIR: finished runs are kept, a run with a "
+        "checkpoint continues from it, others start again (no other options)",
     )
     p_cmp.add_argument(
         "--target-accuracy",
@@ -741,8 +832,45 @@ def build_parser() -> argparse.ArgumentParser:
     p_alg.add_argument("--json", action="store_true", help="print JSON")
     p_alg.set_defaults(func=cmd_algorithms)
 
+    add_plot_command(sub)
     add_generic_adam_commands(sub)
     return parser
+
+
+def add_plot_command(sub: Any) -> None:
+    """``peergrad plot PATH... [--x AXES] [--out DIR] [--overwrite]``."""
+    from peergrad.train.plots import PLOT_AXES
+
+    p_plot = sub.add_parser(
+        "plot",
+        formatter_class=HelpFormatter,
+        help="redraw the plots of run and compare folders (against any x axis)",
+        description="Read run folders (metrics.jsonl) and compare folders (compare.json) and "
+        "write plot_vs_<axis>.png (train loss and test accuracy of x̄) for each axis of --x. One "
+        "folder: its curves (a label with several seeds: mean ± std band). Several folders: "
+        "overlaid, labelled by folder name. No other file is touched.",
+    )
+    p_plot.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a run folder or a compare folder (repeatable)"
+    )
+    p_plot.add_argument(
+        "--x",
+        default=None,
+        metavar="AXES",
+        help=f"comma-separated x axes among {', '.join(PLOT_AXES)} (default: all of them)",
+    )
+    p_plot.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder of the plots (default: the PATH itself; required with several PATHs)",
+    )
+    p_plot.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing plot_vs_<axis>.png files in the output folder instead of refusing",
+    )
+    p_plot.set_defaults(func=cmd_plot)
 
 
 # ---------------------------------------------------------------- generic Adam (issue 8)

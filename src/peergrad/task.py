@@ -175,6 +175,7 @@ class BuiltTask:
     train: TensorData | MapData
     test: TensorData | MapData | None
     shards: list[Tensor]
+    val: TensorData | MapData | None = None  # the validation split (config.val_fraction > 0)
 
     @property
     def layout(self) -> Any:
@@ -207,6 +208,10 @@ def build_task(
 ) -> BuiltTask:
     """Check the data and build the module, shards and :class:`WorkerModel` for ``config``.
 
+    With ``config.val_fraction > 0`` the training data is first cut by
+    :func:`peergrad.data.validation_split` (fixed, seed-independent); the shards are drawn from
+    the rest and the held-out part is ``val``.
+
     Shards: :func:`peergrad.data.partition` of the train labels (``iid`` needs only the number of
     samples; ``sorted`` and ``dirichlet`` need integer class labels: a Dataset's ``targets``, or
     one pass reading every item). Then the module (:meth:`Task.make_module` with
@@ -223,6 +228,12 @@ def build_task(
     test = None
     if task.test_data is not None:
         test = as_data(task.test_data, what="test_data", loader_workers=workers)
+    val = None
+    if config.val_fraction:
+        from peergrad.data import validation_split
+
+        keep, held_out = validation_split(len(train), config.val_fraction)
+        train, val = train.subset(keep), train.subset(held_out)
     n_train = len(train)
     if config.workers * config.batch_size > n_train:
         source = (
@@ -261,4 +272,5 @@ def build_task(
         train.to(device, dtype),
         test.to(device, dtype) if test is not None else None,
         shards,
+        val.to(device, dtype) if val is not None else None,
     )

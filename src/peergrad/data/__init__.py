@@ -19,7 +19,14 @@ from .datasets import (
     load_dataset,
 )
 from .formats import download_cifar, download_mnist_idx, read_cifar_arrays, read_idx
-from .partition import PARTITIONS, label_histogram, partition, shard_sizes
+from .partition import (
+    PARTITIONS,
+    VALIDATION_SEED,
+    label_histogram,
+    partition,
+    shard_sizes,
+    validation_split,
+)
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -31,6 +38,7 @@ __all__ = [
     "MNIST_STD",
     "PARTITIONS",
     "SPLIT_SEED",
+    "VALIDATION_SEED",
     "Dataset",
     "download_cifar",
     "download_mnist_idx",
@@ -40,4 +48,5 @@ __all__ = [
     "read_cifar_arrays",
     "read_idx",
     "shard_sizes",
+    "validation_split",
 ]

@@ -22,12 +22,42 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["PARTITIONS", "label_histogram", "partition", "shard_sizes"]
+__all__ = [
+    "PARTITIONS",
+    "VALIDATION_SEED",
+    "label_histogram",
+    "partition",
+    "shard_sizes",
+    "validation_split",
+]
 
 #: Schemes accepted by :func:`partition`.
 PARTITIONS: tuple[str, ...] = ("iid", "sorted", "dirichlet")
 
 _DIRICHLET_MAX_TRIES = 100
+
+#: Seed of the permutation that picks the validation split (:func:`validation_split`); fixed, so
+#: the split is the same for every run, seed, algorithm and label of a comparison.
+VALIDATION_SEED = 20_211_115
+
+
+def validation_split(n: int, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train_indices, val_indices)`` of a training set of ``n`` samples: ``ceil(fraction *
+    n)`` samples held out for validation, chosen by a permutation under the fixed
+    :data:`VALIDATION_SEED` (never the run's ``--seed``: every run and label of a comparison
+    sees the same split); both index tensors are CPU int64 in ascending order, so a label-sorted
+    training set stays sorted. ``fraction`` in (0, 0.5] (``ValueError`` naming
+    ``--val-fraction`` otherwise, or when a side would be empty)."""
+    if not (isinstance(fraction, int | float) and 0 < fraction <= 0.5):
+        raise ValueError(f"--val-fraction must be in (0, 0.5], got {fraction!r}")
+    n_val = math.ceil(fraction * n)
+    if n_val < 1 or n - n_val < 1:
+        raise ValueError(
+            f"--val-fraction {fraction}: {n} training samples cannot be split into a "
+            "non-empty training and validation part"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
 def _labels_numpy(labels: torch.Tensor) -> np.ndarray:

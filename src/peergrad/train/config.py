@@ -53,7 +53,12 @@ class TrainConfig:
     ones by their mean over the workers after every step in which the algorithm communicated
     (one extra all-reduce, counted in the bytes); x̄ is always evaluated with the mean buffers.
     ``loader_workers`` is the DataLoader ``num_workers`` for map-style datasets
-    (0 = read in-process).
+    (0 = read in-process). ``val_fraction`` (in [0, 0.5]; 0 = none) holds that fraction of the
+    training data out as a validation split (:func:`peergrad.data.validation_split`: a fixed
+    split, the same for every seed and algorithm): the run trains on the rest and records
+    ``val_loss`` / ``val_accuracy`` of x̄; ``peergrad compare --lr-grid`` selects on them.
+    ``tensorboard`` also writes every record's numbers as TensorBoard scalars into the run
+    folder's ``tensorboard/`` (needs the ``tensorboard`` package: ``peergrad[tensorboard]``).
     """
 
     engine: str = "simulated"
@@ -92,6 +97,8 @@ class TrainConfig:
     warmup_steps: int = 0
     buffers: str = "local"
     loader_workers: int = 0
+    val_fraction: float = 0.0
+    tensorboard: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict (what ``config.json`` holds besides :data:`RECORDED_KEYS`)."""

@@ -16,15 +16,18 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-#: What a run writes into its folder (``checkpoints`` is a folder).
+#: What a run writes into its folder (``checkpoints`` and ``tensorboard`` are folders; the
+#: latter only with ``--tensorboard``).
 RUN_FILES: tuple[str, ...] = (
     "config.json",
     "metrics.jsonl",
+    "metrics.csv",
     "summary.json",
     "loss_accuracy_vs_steps.png",
     "loss_accuracy_vs_bytes.png",
     "checkpoint.json",
     "checkpoints",
+    "tensorboard",
 )
 
 
@@ -68,10 +71,20 @@ def clear_run_files(folder: str | Path) -> None:
 
 
 def run_subfolders(folder: Path) -> list[Path]:
-    """The sub-folders of ``folder`` that hold a run (any of :data:`RUN_FILES`)."""
+    """The sub-folders of ``folder`` that hold a run (any of :data:`RUN_FILES`), one or two
+    levels down (``LABEL/`` of a plain comparison, ``LABEL/lr0.1-seed0/`` with seeds or a
+    learning-rate grid)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and existing(p, RUN_FILES))
+    found = []
+    for p in folder.iterdir():
+        if not p.is_dir():
+            continue
+        if existing(p, RUN_FILES):
+            found.append(p)
+        else:
+            found += [q for q in p.iterdir() if q.is_dir() and existing(q, RUN_FILES)]
+    return sorted(found)
 
 
 def check_compare_folder(
@@ -103,6 +116,8 @@ def clear_compare_files(folder: str | Path, output_files: Iterable[str]) -> None
         clear_run_files(sub)
         if not any(sub.iterdir()):
             sub.rmdir()
+            if sub.parent != folder and not any(sub.parent.iterdir()):
+                sub.parent.rmdir()  # the label folder of LABEL/lr0.1-seed0/
 
 
 def _remove_outputs(folder: Path, names: Iterable[str]) -> None:

@@ -163,6 +163,9 @@ def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
         raise ValueError(f"--epochs must be > 0, got {config.epochs!r}")
     if config.steps is not None and config.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {config.steps!r}")
+    vf = config.val_fraction
+    if not (isinstance(vf, int | float) and not isinstance(vf, bool) and 0 <= vf <= 0.5):
+        raise ValueError(f"--val-fraction must be in [0, 0.5] (0: no validation split), got {vf!r}")
     if config.eval_every is not None and config.eval_every < 1:
         raise ValueError(f"--eval-every must be >= 1, got {config.eval_every!r}")
     if config.eval_workers < 1:
@@ -538,7 +541,7 @@ def train(
     label = built.task.name if task is not None else None
     out_dir = run_dir_for(config, algorithm, label) if write and is_main else None
     ckpt_dir = Path(config.out) if config.out else out_dir
-    evaluator = Evaluator(model, built.train, built.test, config.eval_workers, n)
+    evaluator = Evaluator(model, built.train, built.test, config.eval_workers, n, val=built.val)
     recorder = Recorder(
         config,
         session,

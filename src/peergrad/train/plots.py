@@ -1,57 +1,133 @@
-"""PNG plots of a run's (or several runs') metrics, drawn with matplotlib's Agg backend."""
+"""PNG plots of a run's (or several runs') metrics, drawn with matplotlib's Agg backend.
+
+A curve's label maps to one run (its list of records) or to several runs of the same setting,
+e.g. seeds: those are drawn as the mean over the runs with a shaded band of ±1 standard
+deviation (:func:`band` computes it).
+"""
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # noqa: E402  (headless backend, chosen before pyplot is imported)
 import matplotlib.pyplot as plt  # noqa: E402
 
+#: Record fields that can be an x axis -> the axis label.
 X_AXES = {
     "step": "step",
     "samples_seen": "samples seen (all workers)",
     "bytes_sent_per_worker": "bytes sent per worker",
     "comm_rounds": "communication rounds",
     "simulated_comm_time_s": "simulated communication time (s)",
+    "wall_time_s": "wall time (s)",
+    "epoch": "epochs",
 }
 LOG_X = frozenset({"bytes_sent_per_worker"})  # compressed and dense runs differ by decades
 PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
 
+Records: TypeAlias = Sequence[Mapping[str, Any]]
+#: What a curve's label maps to: one run's records, or several runs' (a band).
+Runs: TypeAlias = Records | Sequence[Records]
+
+
+def as_runs(value: Runs) -> list[Records]:
+    """A label's runs: a list of records (dicts) is one run; a list of such lists is several.
+    An empty list is no run."""
+    items = list(value)
+    if not items:
+        return []
+    if isinstance(items[0], Mapping):
+        return [items]  # type: ignore[list-item]
+    return [list(run) for run in items]  # type: ignore[arg-type]
+
+
+def band(
+    runs: Sequence[Records], x_key: str, y_key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The curve of several runs of one setting (e.g. seeds): ``(x, mean, std, n)``.
+
+    In each run only the records that have both ``x_key`` and ``y_key`` (not ``None``) count;
+    the runs are aligned by position among those records (runs of one setting share the
+    evaluation schedule; when their lengths differ, the common prefix is used). ``x`` is the mean
+    of the runs' x values, ``mean`` and ``std`` the mean and standard deviation (``ddof=1``; 0
+    for a single run) of their y values, all float64 arrays of the common length; ``n`` is the
+    number of runs. Raises ``ValueError`` for no runs.
+    """
+    if not runs:
+        raise ValueError("band() needs at least one run")
+    points = [
+        [
+            (float(r[x_key]), float(r[y_key]))
+            for r in run
+            if r.get(x_key) is not None and r.get(y_key) is not None
+        ]
+        for run in runs
+    ]
+    m = min(len(p) for p in points)
+    arr = np.array([p[:m] for p in points], dtype=np.float64).reshape(len(runs), m, 2)
+    xs, ys = arr[..., 0], arr[..., 1]
+    n = len(runs)
+    std = ys.std(axis=0, ddof=1) if n > 1 else np.zeros(m)
+    return xs.mean(axis=0), ys.mean(axis=0), std, n
+
+
+def _visible(run: Records, x_key: str) -> list[Mapping[str, Any]]:
+    """The records drawn against ``x_key``: with its value, and > 0 on a log axis."""
+    return [
+        r
+        for r in run
+        if r.get(x_key) is not None and (x_key not in LOG_X or r[x_key] > 0)  # type: ignore[operator]
+    ]
+
 
 def plot_curves(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    runs: Mapping[str, Runs],
     x_key: str,
     path: str | Path,
     title: str = "",
     *,
     target_accuracy: float | None = None,
 ) -> Path:
-    """One figure with train loss and test accuracy against ``x_key``, one curve per run.
+    """One figure with train loss and test accuracy against ``x_key`` (a key of
+    :data:`X_AXES`), one curve per label.
 
-    ``target_accuracy`` (optional) is drawn as a dashed horizontal line on the accuracy panel.
-    Bytes are drawn on a log axis (records at 0 bytes, i.e. before any communication, are left
-    out of that plot).
+    ``runs`` maps a label to one run's records, or to a list of several runs' records (seeds):
+    those are drawn as their mean with a shaded ±1 standard deviation band (:func:`band`; the
+    legend says ``n``). ``target_accuracy`` (optional) is drawn as a dashed horizontal line on
+    the accuracy panel. Bytes are drawn on a log axis (records at 0 bytes, i.e. before any
+    communication, are left out of that plot). Raises ``ValueError`` for an unknown ``x_key``.
     """
     if x_key not in X_AXES:
         raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
     fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 4))
     # the default cycle has 10 colours; more runs would share them
     colors = plt.get_cmap("tab20").colors if len(runs) > 10 else [None] * len(runs)
+    groups = [
+        (name, [_visible(run, x_key) for run in as_runs(value)]) for name, value in runs.items()
+    ]
     for ax, (key, label, log) in zip(axes, PANELS, strict=True):
-        for color, (name, records) in zip(colors, runs.items(), strict=False):
-            pts = [
-                (r[x_key], r[key])
-                for r in records
-                if r.get(key) is not None and (x_key not in LOG_X or r[x_key] > 0)
-            ]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, marker=".", label=name, color=color)
+        for color, (name, group) in zip(colors, groups, strict=False):
+            if not group:
+                continue
+            xs, mean, std, n = band(group, x_key, key)
+            if not len(xs):
+                continue
+            if n == 1:
+                ax.plot(xs, mean, marker=".", label=name, color=color)
+                continue
+            (line,) = ax.plot(
+                xs, mean, marker=".", label=f"{name} (mean ± std, n={n})", color=color
+            )
+            low, high = mean - std, mean + std
+            if log:  # a band reaching 0 or below cannot be drawn on a log axis: clip it
+                low = np.maximum(low, mean / 10)
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if key == "test_accuracy" and target_accuracy is not None:
             ax.axhline(
                 target_accuracy,
@@ -101,13 +177,15 @@ COMPARE_AXES = {
 
 
 def plot_comparison(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    runs: Mapping[str, Runs],
     out_dir: str | Path,
     title: str = "",
     *,
     target_accuracy: float | None = None,
 ) -> list[Path]:
-    """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve each."""
+    """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve per
+    label; a label mapping to several runs (seeds) is drawn as mean ± std (see
+    :func:`plot_curves`)."""
     out_dir = Path(out_dir)
     return [
         plot_curves(
@@ -119,3 +197,15 @@ def plot_comparison(
         )
         for suffix, x_key in COMPARE_AXES.items()
     ]
+
+
+#: ``peergrad plot --x`` names -> record fields; each gives ``plot_vs_<name>.png``.
+PLOT_AXES = {
+    "steps": "step",
+    "samples": "samples_seen",
+    "bytes": "bytes_sent_per_worker",
+    "rounds": "comm_rounds",
+    "simulated_time": "simulated_comm_time_s",
+    "wall_time": "wall_time_s",
+    "epochs": "epoch",
+}

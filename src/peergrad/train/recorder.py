@@ -2,9 +2,11 @@
 
 The :class:`Recorder` sits beside the step loop (:mod:`peergrad.train.steps`): after every step
 it runs the NaN/Inf guard (:mod:`peergrad.train.guard`), accumulates the minibatch losses, every
-``eval_every`` steps appends one record to ``metrics.jsonl`` (fields: :data:`METRIC_FIELDS`),
-saves checkpoints every ``checkpoint_every`` steps (:mod:`peergrad.train.checkpoint`) and moves
-the progress bar. :meth:`Recorder.resume` restores a run from its last checkpoint.
+``eval_every`` steps appends one record to ``metrics.jsonl`` (fields: :data:`METRIC_FIELDS`;
+the same records go to ``metrics.csv`` and, with ``--tensorboard``, to TensorBoard event files in
+``tensorboard/``: :mod:`peergrad.train.logs`), saves checkpoints every ``checkpoint_every``
+steps (:mod:`peergrad.train.checkpoint`) and moves the progress bar. :meth:`Recorder.resume`
+restores a run from its last checkpoint.
 
 Evaluation (:class:`Evaluator`) is of the averaged model x̄ = mean of the workers' parameters,
 with the mean of the workers' floating-point buffers (BatchNorm running statistics; integer
@@ -35,6 +37,7 @@ from peergrad.train.guard import (
     describe_nonfinite,
     nonfinite_codes,
 )
+from peergrad.train.logs import TENSORBOARD_DIR, TensorBoardLog, write_metrics_csv
 from peergrad.train.params import mean_buffers
 from peergrad.train.plots import plot_run
 
@@ -65,6 +68,10 @@ METRIC_FIELDS: dict[str, str] = {
     "test_loss": "loss of x̄ on the test set (None without test data)",
     "test_accuracy": "accuracy (or the task's metric) of x̄ on the test set, in [0, 1] for "
     "accuracy; None without a metric or test data",
+    "val_loss": "loss of x̄ on the validation split held out from the training data "
+    "(--val-fraction; None without one)",
+    "val_accuracy": "accuracy (or the task's metric) of x̄ on the validation split; None without "
+    "a split or a metric",
     "worker_test_loss": "mean over (up to eval_workers) workers' own models of their test loss",
     "worker_test_accuracy": "mean over (up to eval_workers) workers' own models of test accuracy",
     "consensus_distance": "(1/n) sum_i ||x_i - x̄||^2",
@@ -95,9 +102,12 @@ class Evaluator:
         eval_workers: int,
         n_workers: int,
         chunk: int = 2048,
+        *,
+        val: TensorData | MapData | None = None,
     ) -> None:
         self.model = model
         self.test = test
+        self.val = val
         keep = train_eval_indices(len(train))
         self.train = train.subset(keep)
         m = min(eval_workers, n_workers)
@@ -159,6 +169,12 @@ class Evaluator:
             out["worker_test_accuracy"] = (
                 float(totals[1] / totals[2]) if out["test_accuracy"] is not None else None
             )
+        if self.val is None:
+            out.update(val_loss=None, val_accuracy=None)
+        else:
+            [(val_loss, val_metric)] = self._stats([(x_bar, b_bar)], self.val)
+            out["val_loss"] = float(val_loss[0])
+            out["val_accuracy"] = float(val_metric[0]) if val_metric is not None else None
         out["consensus_distance"] = float(consensus)
         return out
 
@@ -221,6 +237,11 @@ class Recorder:
         self.first_bad: list[tuple[int, int]] = []  # distributed: this worker's first bad step
         self.bar: Any = None
         self.reached = 0  # the last step done (for the Ctrl-C message)
+        self.tensorboard = (
+            TensorBoardLog(out_dir / TENSORBOARD_DIR)
+            if config.tensorboard and out_dir is not None
+            else None
+        )
 
     # ------------------------------------------------------------------ resume
     def resume(self) -> int:
@@ -267,13 +288,17 @@ class Recorder:
         self.loss_sum.copy_(loop["loss_sum"])
         self.lines = list(saved["metrics_lines"])
         self.records = [json.loads(line) for line in self.lines]
+        self.write_csv()  # drop the rows recorded after the checkpoint, as metrics.jsonl
+        if self.tensorboard is not None:  # hide the scalars recorded after the checkpoint
+            self.tensorboard.purge_step = start + 1
         self.last_saved = start
         self.reached = start
         return start
 
     # ------------------------------------------------------------------ records
     def record(self, step: int) -> dict[str, Any]:
-        """Evaluate, append one record to ``metrics.jsonl`` and return it."""
+        """Evaluate, append one record to ``metrics.jsonl`` (rewrite ``metrics.csv``, add it to
+        the TensorBoard log) and return it."""
         s, config, n = self.session, self.config, self.n
         comm = s.comm
         rec: dict[str, Any] = {
@@ -299,6 +324,9 @@ class Recorder:
         if self.out_dir is not None:
             with open(self.out_dir / "metrics.jsonl", "a") as fh:
                 fh.write(line)
+            self.write_csv()
+        if self.tensorboard is not None:
+            self.tensorboard.add(rec)
         if self.on_record is not None:
             self.on_record(rec)
         return rec
@@ -419,6 +447,19 @@ class Recorder:
             return
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         plot_run(self.records, self.out_dir, title)
+        self.close()
+
+    def write_csv(self) -> None:
+        """Rewrite ``metrics.csv`` from :attr:`records` (rank 0 with a run folder), so that it
+        always holds what ``metrics.jsonl`` holds (see :mod:`peergrad.train.logs`)."""
+        if self.out_dir is not None and self.out_dir.is_dir():
+            write_metrics_csv(self.out_dir / "metrics.csv", self.records)
+
+    def close(self) -> None:
+        """Close the TensorBoard event file (with ``--tensorboard``); idempotent. Called at the
+        end (:meth:`finish`) and when the step loop stops early or is interrupted."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def _postfix(rec: dict[str, Any]) -> dict[str, str]:

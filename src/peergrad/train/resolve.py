@@ -456,10 +456,11 @@ def check_config(config: Any, *, custom_task: bool = False) -> None:
     the warm-up is shorter than the run is checked by :meth:`LRSchedule.parse
     <peergrad.train.schedules.LRSchedule.parse>` once the run's steps are known, and here
     against ``--steps`` when given); ``--buffers`` is ``local`` or ``average``;
-    ``--loader-workers`` is an int >= 0; ``model_options`` / ``data_options`` are dicts with
-    string keys; a ``package.module:callable`` ``--model`` / ``--dataset`` imports and is
-    callable, and takes the ``--model-set`` / ``--data-set`` keys; a built-in ``--model`` takes
-    its ``--model-set`` keys; a built-in ``--dataset`` takes no ``--data-set``.
+    ``--loader-workers`` is an int >= 0; ``--tensorboard`` has its package installed
+    (:func:`~peergrad.train.logs.check_tensorboard`); ``model_options`` / ``data_options`` are
+    dicts with string keys; a ``package.module:callable`` ``--model`` / ``--dataset`` imports
+    and is callable, and takes the ``--model-set`` / ``--data-set`` keys; a built-in ``--model``
+    takes its ``--model-set`` keys; a built-in ``--dataset`` takes no ``--data-set``.
 
     With ``custom_task`` (the run trains a :class:`~peergrad.task.Task`) ``--model``,
     ``--dataset`` and their options are labels only and are not checked.
@@ -487,6 +488,10 @@ def check_config(config: Any, *, custom_task: bool = False) -> None:
     n = config.loader_workers
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"--loader-workers must be an integer >= 0, got {n!r}")
+    if getattr(config, "tensorboard", False):
+        from .logs import check_tensorboard
+
+        check_tensorboard()
     if custom_task:
         return
     model = config.model

@@ -59,7 +59,20 @@ class Session:
 def run_steps(
     s: Session, recorder: Recorder, start: int, total: int, stop_after: int | None
 ) -> int:
-    """Steps ``start + 1 .. total`` (or up to ``stop_after``); return the last step done."""
+    """Steps ``start + 1 .. total`` (or up to ``stop_after``); return the last step done.
+
+    When the loop stops before ``total`` (``stop_after``, an error, Ctrl-C) the recorder's logs
+    are closed here (:meth:`Recorder.close`); after the last step :meth:`Recorder.finish` does."""
+    step = start
+    try:
+        step = _steps(s, recorder, start, total, stop_after)
+    finally:
+        if step < total:
+            recorder.close()
+    return step
+
+
+def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: int | None) -> int:
     g_out = torch.empty_like(s.x)  # reused every step (see Algorithm.step on g's lifetime)
     step = start
     for step in range(start + 1, total + 1):
