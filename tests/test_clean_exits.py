@@ -118,7 +118,8 @@ def test_ctrl_c_during_compare_names_the_run_and_the_finished_ones(
     assert lines == [
         f"peergrad compare: run 2/2 (allreduce) interrupted at step 6 of 12; last checkpoint: "
         f"step 4 in {out / 'allreduce'}; continue with: peergrad train --resume "
-        f"{out / 'allreduce'}; the 1 finished run(s) are in {out / 'compare.json'}"
+        f"{out / 'allreduce'}; the 1 finished run(s) are in {out / 'compare.json'}; continue "
+        f"the comparison with: peergrad compare --resume {out}"
     ]
     rows = json.loads((out / "compare.json").read_text())["runs"]
     assert [r["label"] for r in rows] == ["dpsgd"]

@@ -8,6 +8,7 @@ plots without ``--overwrite`` and rejects bad input in one line."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sys
@@ -20,8 +21,7 @@ import pytest
 
 from _helpers import SMALL
 from peergrad.cli import main
-from peergrad.train import TrainConfig, train
-from peergrad.train import plotting_io
+from peergrad.train import TrainConfig, plotting_io, train
 from peergrad.train.plots import PLOT_AXES, X_AXES, band, plot_curves
 
 TINY = dict(
@@ -132,6 +132,7 @@ def test_tensorboard_and_csv_after_an_interrupted_and_resumed_run(tmp_path: Path
         **{**TINY, "eval_every": 1}, checkpoint_every=2, tensorboard=True, out=str(run)
     )
     train(config, stop_after=3)  # records 0..3, checkpoint at 2: record 3 is made again
+    shutil.copytree(run, tmp_path / "copy")
     assert [r["step"] for r in records_of(run)] == [0, 1, 2, 3]
     assert_csv_matches_jsonl(run)
     assert_scalars_match_records(run / "tensorboard", records_of(run))
@@ -139,6 +140,12 @@ def test_tensorboard_and_csv_after_an_interrupted_and_resumed_run(tmp_path: Path
     records = records_of(run)
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4, 5, 6]
     assert records == result.records
+    # resumed at its last step (a smaller --steps): no record follows, yet step 3 is gone
+    short = tmp_path / "short"
+    shutil.copytree(tmp_path / "copy", short)
+    train(dataclasses.replace(config, steps=2, out=str(short)), resume=True)
+    assert [r["step"] for r in records_of(short)] == [0, 1, 2]
+    assert_csv_matches_jsonl(short)
     assert_csv_matches_jsonl(run)
     assert len(list((run / "tensorboard").iterdir())) == 2  # one event file per process run
     assert_scalars_match_records(run / "tensorboard", records)  # step 3 once, the resumed one
@@ -259,12 +266,14 @@ def make_compare(root: Path, seed_runs: list[Path], schema: str) -> Path:
             {"label": "b", "run_dir": str((root / "seed1").resolve())},  # absolute
         ]
         data: dict[str, Any] = {"target_accuracy": 0.5, "config": {}, "runs": rows}
-    else:
+    else:  # an lr grid: the rows hold every run, "labels" the chosen lr's (one per seed)
+        shutil.copytree(seed_runs[0], root / "lr0.3-seed0")
         rows = [
             {"label": "dpsgd", "run_dir": "seed0", "seed": 0, "lr": 0.1},
             {"label": "dpsgd", "run_dir": "seed1", "seed": 1, "lr": 0.1},
+            {"label": "dpsgd", "run_dir": "lr0.3-seed0", "seed": 0, "lr": 0.3},
         ]
-        labels = [{"label": "dpsgd", "runs": ["seed0", "seed1"], "lr": 0.1}]
+        labels = [{"label": "dpsgd", "runs": ["seed1", "seed0"], "lr": 0.1}]
         data = {"target_accuracy": 0.5, "config": {}, "runs": rows, "labels": labels}
     (root / "compare.json").write_text(json.dumps(data))
     return root
@@ -275,7 +284,7 @@ def test_load_compare_groups_reads_both_schemas(tmp_path: Path, seed_runs: list[
     old = plotting_io.load_compare_groups(make_compare(tmp_path / "old", seed_runs, "old"))
     assert old == {"a": [r0], "b": [r1]}
     new = plotting_io.load_compare_groups(make_compare(tmp_path / "new", seed_runs, "new"))
-    assert new == {"dpsgd": [r0, r1]}
+    assert new == {"dpsgd": [r1, r0]}  # the chosen runs only, in the order "labels" gives
 
 
 def test_plot_a_run_folder_writes_every_axis_and_touches_nothing_else(

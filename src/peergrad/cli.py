@@ -486,6 +486,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         load_plan,
         parse_lr_grid,
         parse_seeds,
+        plan_runs,
     )
     from peergrad.train.loop import ALGORITHM_FIELDS, TrainingInterrupted
 
@@ -532,13 +533,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     is_main = _is_main_process(base)
     current: list[tuple[int, CompareEntry, TrainConfig]] = []
 
+    total = len(plan_runs(entries, seeds, lr_grid))
+
     def announce(i: int, entry: CompareEntry, config: TrainConfig) -> None:
         current[:] = [(i, entry, config)]
         if is_main:
-            opts = ", ".join(f"{k}={v}" for k, v in entry.options.items())
+            extra = {"lr": config.options["lr"]} if "lr" in config.options else {}
+            if seeds is not None:
+                extra["seed"] = config.seed
+            options = {**entry.options, **entry.task, **extra}
+            opts = ", ".join(f"{k}={v}" for k, v in options.items())
             where = f" -> {config.out}" if config.out else ""
             print(
-                f"peergrad compare: run {i + 1}/{len(entries)}: {entry.label} "
+                f"peergrad compare: run {i + 1}/{total}: {entry.label} "
                 f"({entry.algorithm}{': ' + opts if opts else ''}){where}",
                 file=sys.stderr,
                 flush=True,
@@ -562,15 +569,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         if is_main and current:
             i, entry, _ = current[0]
-            root = exc.run_dir.parent if exc.run_dir is not None else None
+            root = None
+            if exc.run_dir is not None:  # LABEL/ or LABEL/lr0.1-seed0/ of the comparison
+                root = next(
+                    (p for p in exc.run_dir.parents if (p / "compare.json").is_file()),
+                    exc.run_dir.parent,
+                )
             done = (
-                f"the {i} finished run(s) are in {root / 'compare.json'}"
+                f"the {i} finished run(s) are in {root / 'compare.json'}; continue the "
+                f"comparison with: peergrad compare --resume {root}"
                 if i and root is not None
                 else "no run had finished"
             )
             print(
-                f"peergrad compare: run {i + 1}/{len(entries)} ({entry.label}) "
-                f"{exc.describe()}; {done}",
+                f"peergrad compare: run {i + 1}/{total} ({entry.label}) {exc.describe()}; {done}",
                 file=sys.stderr,
                 flush=True,
             )

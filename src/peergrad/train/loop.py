@@ -591,6 +591,7 @@ def train(
         close = getattr(session.read, "close", None)
         if close is not None:
             close()
+        recorder.close()  # the TensorBoard writer, whatever stopped the run
     stopped = last < total
     summary = recorder.summary()
     x_all = gather_rows(session.x, comm)
