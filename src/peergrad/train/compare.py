@@ -502,6 +502,14 @@ def _options_text(options: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items()) or "—"
 
 
+def _heading(labels: Sequence[str], pending: Sequence[str]) -> list[str]:
+    """The title of ``compare.md`` and, while runs remain, which."""
+    lines = [f"# peergrad compare: {', '.join(labels) or '(no run finished yet)'}", ""]
+    if pending:
+        lines += [f"Still to run: {', '.join(pending)}.", ""]
+    return lines
+
+
 def format_table(
     rows: Sequence[Mapping[str, Any]],
     target_accuracy: float,
@@ -510,10 +518,7 @@ def format_table(
     pending: Sequence[str] = (),
 ) -> str:
     """``compare.md``: final metrics, cost to reach the target, and the shared configuration."""
-    title = ", ".join(r["label"] for r in rows) or "(no run finished yet)"
-    lines = [f"# peergrad compare: {title}", ""]
-    if pending:
-        lines += [f"Still to run: {', '.join(pending)}.", ""]
+    lines = _heading([r["label"] for r in rows], pending)
     lines += [
         "## Final metrics",
         "",
@@ -944,10 +949,7 @@ def format_study(
     """``compare.md`` of a comparison with seeds or a learning-rate grid: per label the chosen
     lr and mean ± std (n) over its chosen runs, the cost to reach the target (and how many runs
     reached it), every grid value's validation result, and every run."""
-    title = ", ".join(lab["label"] for lab in labels) or "(no run finished yet)"
-    lines = [f"# peergrad compare: {title}", ""]
-    if pending:
-        lines += [f"Still to run: {', '.join(pending)}.", ""]
+    lines = _heading([lab["label"] for lab in labels], pending)
     lines += [
         "## Final metrics (mean ± std over the seeds)",
         "",
