@@ -85,6 +85,7 @@ CASES: list[tuple[str, list[str], list[str]]] = [
         ["--algorithm", "ef-sgd", "--set", "compressor=zip"],
         ["compressor must be one of identity, topk, randomk", "'zip'"],
     ),
+    ("val-fraction", ["--val-fraction", "0.7"], ["--val-fraction must be in [0, 0.5]", "0.7"]),
     (
         "powersgd-without-error-feedback",
         ["--algorithm", "ef-sgd", "--set", "compressor=powersgd", "--set", "memory=false"],
