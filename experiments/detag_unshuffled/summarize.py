@@ -62,6 +62,22 @@ def with_network_times(records: list[dict], config: dict) -> list[dict]:
     return out
 
 
+#: Test accuracy whose first crossing is reported, per data set (MNIST-1D is much harder for an
+#: MLP: the best label ends near 0.58 on iid data).
+TARGETS = {"mnist": 0.85, "mnist1d": 0.4}
+
+
+def to_target(runs: list[list[dict]], key: str, target: float) -> tuple[float | None, int]:
+    """Mean of ``key`` at the first record with test accuracy >= ``target`` over the runs that
+    reach it, and how many do."""
+    hits = []
+    for run in runs:
+        hit = next((r for r in run if (r.get("test_accuracy") or 0) >= target), None)
+        if hit is not None:
+            hits.append(hit[key])
+    return (float(np.mean(hits)) if hits else None), len(hits)
+
+
 def ranking(means: dict[str, float]) -> list[str]:
     return sorted(means, key=lambda k: -means[k])
 
@@ -76,13 +92,15 @@ def main() -> None:
         if data.get("pending"):
             lines += [f"## {setting}: unfinished ({len(data['pending'])} runs to go)", ""]
             continue
-        target = data["target_accuracy"]
+        target = TARGETS.get(cmp_json.parent.parent.name, data["target_accuracy"])
+        nets = list(NETWORKS)
         lines += [
             f"## {setting}",
             "",
-            f"| label | lr | test accuracy | best | samples to {target:g} (reached) | "
-            f"rounds to {target:g} | test acc. at half budget |",
-            "|---|--:|--:|--:|--:|--:|--:|",
+            f"| label | lr | test accuracy | best | test acc. at half budget | samples to "
+            f"{target:g} (reached) | rounds to {target:g} | time to {target:g}, latency-bound (s) | time to "
+            f"{target:g}, bandwidth-bound (s) |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         curves, half, final = {}, {}, {}
         for lab in data["labels"]:
@@ -98,24 +116,24 @@ def main() -> None:
             mid = [a[(k - 1) // 2] for a in accs]
             half[lab["label"]] = float(np.mean(mid))
             final[lab["label"]] = lab["final"]["test_accuracy"]["mean"]
-            f, t = lab["final"]["test_accuracy"], lab["to_target"]
+            f = lab["final"]["test_accuracy"]
             lr = lab.get("chosen_lr")
             edge = " (edge)" if lab.get("chosen_at_edge") else ""
+            samples, reached = to_target(runs, "samples_seen", target)
+            rounds, _ = to_target(runs, "comm_rounds", target)
+            times = [to_target(runs, f"t_{name}", target)[0] for name in nets]
+            cells = [
+                "—" if v is None else fmt.format(v)
+                for v, fmt in [
+                    (samples, "{:,.0f}"),
+                    (rounds, "{:.0f}"),
+                    *[(t, "{:.3g}") for t in times],
+                ]
+            ]
             lines.append(
                 f"| {lab['label']} | {lr:g}{edge} | {f['mean']:.4f} ± {f['std']:.4f} | "
-                f"{lab['best_test_accuracy']['mean']:.4f} | "
-                + (
-                    f"{t['samples_to_target']['mean']:,.0f} ({t['samples_to_target']['reached']}/3)"
-                    if t["samples_to_target"]["mean"] is not None
-                    else "— (0/3)"
-                )
-                + " | "
-                + (
-                    f"{t['rounds_to_target']['mean']:.0f}"
-                    if t["rounds_to_target"]["mean"] is not None
-                    else "—"
-                )
-                + f" | {half[lab['label']]:.4f} |"
+                f"{lab['best_test_accuracy']['mean']:.4f} | {half[lab['label']]:.4f} | "
+                f"{cells[0]} ({reached}/{len(runs)}) | {' | '.join(cells[1:])} |"
             )
         same = ranking(half) == ranking(final)
         lines += [
