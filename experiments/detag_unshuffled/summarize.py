@@ -98,8 +98,8 @@ def main() -> None:
             f"## {setting}",
             "",
             f"| label | lr | test accuracy | best | test acc. at half budget | samples to "
-            f"{target:g} (reached) | rounds to {target:g} | time to {target:g}, latency-bound (s) | time to "
-            f"{target:g}, bandwidth-bound (s) |",
+            f"{target:g} (reached) | rounds to {target:g} | time to {target:g}, latency-bound "
+            f"(s) | time to {target:g}, bandwidth-bound (s) |",
             "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         curves, half, final = {}, {}, {}
