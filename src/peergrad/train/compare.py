@@ -115,9 +115,13 @@ class CompareEntry:
 
 @dataclasses.dataclass
 class CompareResult:
-    """``rows``: the records of ``compare.json`` (one per entry, in order); ``records``: every
-    run's metrics by label; ``table``: the Markdown of ``compare.md``; ``out_dir``: None when
-    nothing was written (``write=False`` or a rank other than 0)."""
+    """``rows``: the records of ``compare.json`` (one per run, in order; with seeds or a grid
+    the non-chosen grid runs' test metrics are None); ``records``: every run's metrics by its
+    folder name (the label for a comparison without seeds or grid, else ``LABEL/lrV-seedS``);
+    ``runs``: the :class:`RunResult` of every run trained by this call (a resumed comparison
+    lacks the runs it kept); ``labels``: per label its chosen lr and mean ± std (``compare.json``
+    ``labels``; None without seeds or grid); ``table``: the Markdown of ``compare.md``;
+    ``out_dir``: None when nothing was written (``write=False`` or a rank other than 0)."""
 
     out_dir: Path | None
     target_accuracy: float
