@@ -738,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL[,LABEL...]",
         help="comma-separated run labels: an algorithm name, optionally followed by @name to "
         "run one algorithm several times, e.g. dpsgd,allreduce,dpsgd@atc "
-        f"(algorithms: {', '.join(_algorithm_names())})",
+        f"(algorithms: {', '.join(_algorithm_names())}); no default: required unless --resume",
     )
     add_train_arguments(p_cmp, exclude=("--algorithm", "--set", "--out", "--overwrite"))
     p_cmp.add_argument(
@@ -776,14 +776,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every label that has an lr at each of these values (> 0, no repeats; "
         "--set-for LABEL:lr-grid=... for one label, --set-for LABEL:lr=... to fix it) and keep, "
         "per label, the value with the best seed-mean final validation accuracy (validation "
-        "loss without a metric) on the --val-fraction split, never the test set",
+        "loss without a metric) on the --val-fraction split, never the test set (default: no "
+        "grid, each label at its lr)",
     )
     p_cmp.add_argument(
         "--resume",
         default=None,
         metavar="DIR",
         help="continue the interrupted comparison in DIR: finished runs are kept, a run with a "
-        "checkpoint continues from it, others start again (no other options)",
+        "checkpoint continues from it, others start again (no other options; default: a new "
+        "comparison)",
     )
     p_cmp.add_argument(
         "--target-accuracy",
