@@ -12,15 +12,17 @@
 # against simulated time under a latency-bound (5 ms, 100 Gbps) and a bandwidth-bound (0.01 ms,
 # 1 Gbps) network from each run's rounds and bytes.
 # Usage: bash experiments/detag_unshuffled/run.sh [OUT_DIR]
-#   DATASETS="mnist mnist1d" (default both) picks the data sets, e.g. to run them in parallel.
-#   Run time on the 2-core machine: about 25 minutes per data set with the two in parallel
-#   (OMP_NUM_THREADS=1 each).
+#   DATASETS="mnist mnist1d", TOPOLOGIES="ring16 ring32 onepeer16", PARTITIONS="sorted iid"
+#   (defaults: all) pick a part, e.g. to run parts in parallel, one process per core with
+#   OMP_NUM_THREADS=1. A part whose compare.json exists is continued with --resume.
+#   Run time on the 2-core machine (2026-12-02, two to three parts at a time): MNIST-1D about
+#   28 minutes, MNIST about 45 (the ring of 32 is the slow part); about 1 hour for everything.
 # with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad).
 set -euo pipefail
 out=${1:-runs/detag_unshuffled}
 pg=${PEERGRAD:-peergrad}
 for dataset in ${DATASETS:-mnist mnist1d}; do
-    for topo in ring16 ring32 onepeer16; do
+    for topo in ${TOPOLOGIES:-ring16 ring32 onepeer16}; do
         case $topo in
             ring16) args=(--topology ring --workers 16 --eval-every 16) ;;
             ring32) args=(--topology ring --workers 32 --eval-every 8) ;;
@@ -33,7 +35,7 @@ for dataset in ${DATASETS:-mnist mnist1d}; do
             labels=dpsgd,d2,gradient-tracking,detag,detag@R4
             detag=()
         fi
-        for partition in sorted iid; do
+        for partition in ${PARTITIONS:-sorted iid}; do
             dir="$out/$dataset/$topo-$partition"
             if [[ -f $dir/compare.json ]]; then
                 "$pg" compare --resume "$dir" --no-progress
