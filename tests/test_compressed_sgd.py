@@ -260,15 +260,15 @@ def test_armijo_step_bound_on_an_isotropic_quadratic() -> None:
 
 
 def test_armijo_fails_without_scaling_fast() -> None:
-    """Test 6 on seed 0 (the full 10-seed version is marked slow). Measured: a = 1 ends at
+    """Test 6 on seed 0: a = 1 diverges, the default rule converges (the full 10-seed version,
+    with a = 10 and k = d, is marked slow). Measured: a = 1 ends at
     f_T = 1.2e10 (f_0 = 119); a = 10 at 2.6e-29; k = d, a = 1 at 1.3e-29; the default scale
     rule (lag, no a given) at 3.2e-30."""
     f0, f_a1 = _run_armijo(_spec_alg(0.1, 1.0), 0, 3000)
     assert f_a1 > 1e6 * f0
-    assert _run_armijo(_spec_alg(0.1, 10.0), 0, 3000)[1] < 1e-20
-    assert _run_armijo(_spec_alg(1.0, 1.0), 0, 3000)[1] < 1e-20
     assert ArmijoCSGD().scale is None and ArmijoCSGD().scale_rule == "lag"
     assert _run_armijo(_spec_alg(0.1, None), 0, 3000)[1] < 1e-20
+    # a = 10 and k = d with a = 1 are checked on every seed by the slow version below
 
 
 @pytest.mark.slow
