@@ -223,3 +223,23 @@ def test_uses_topology_says_whether_the_topology_changes_the_iterates(
 
     same = torch.equal(run("ring"), run("complete"))
     assert same is not algorithm.uses_topology()
+
+
+def test_the_first_ctrl_c_is_taken_between_steps_and_a_second_at_once() -> None:
+    """A KeyboardInterrupt raised wherever SIGINT lands can fall into a finalizer run by the
+    garbage collector, where Python ignores it; so during the steps the first Ctrl-C only sets
+    the flag the loop reads between steps, a second one interrupts at once, and the handler is
+    restored afterwards."""
+    from peergrad.train.guard import sigint_between_steps
+
+    sig = signal
+    before = sig.getsignal(sig.SIGINT)
+    with sigint_between_steps() as stop_requested:
+        assert not stop_requested()
+        os.kill(os.getpid(), sig.SIGINT)
+        time.sleep(0.05)  # the handler runs in the main thread at the next bytecode
+        assert stop_requested()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), sig.SIGINT)
+            time.sleep(0.05)
+    assert sig.getsignal(sig.SIGINT) is before

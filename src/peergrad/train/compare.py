@@ -514,6 +514,11 @@ def _heading(labels: Sequence[str], pending: Sequence[str]) -> list[str]:
     return lines
 
 
+def _footer(config: Mapping[str, Any]) -> list[str]:
+    """The shared configuration, the last section of ``compare.md``."""
+    return ["", "## Shared configuration", "", ", ".join(f"{k}={v}" for k, v in config.items()), ""]
+
+
 def format_table(
     rows: Sequence[Mapping[str, Any]],
     target_accuracy: float,
@@ -557,9 +562,7 @@ def format_table(
             f"{_num(r['simulated_comm_time_s_to_target'], '.4g')} | "
             f"{_num(r['wall_time_s_to_target'], '.3g')} | {_num(r['rounds_to_target'], 'd')} |"
         )
-    shared = ", ".join(f"{k}={v}" for k, v in config.items())
-    lines += ["", "## Shared configuration", "", shared, ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *_footer(config)])
 
 
 def _title(base: TrainConfig, task: Task | None = None) -> str:
@@ -1027,9 +1030,7 @@ def format_study(
             f"{_num(f.get('val_accuracy'), '.4f')} | {_num(f.get('test_accuracy'), '.4f')} | "
             f"{_num(f.get('train_loss'), '.4g')} |"
         )
-    shared = ", ".join(f"{k}={v}" for k, v in config.items())
-    lines += ["", "## Shared configuration", "", shared, ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *_footer(config)])
 
 
 def _write_tables(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ __all__ = [
     "TrainingInterrupted",
     "describe_nonfinite",
     "interrupt_as",
+    "sigint_between_steps",
     "nonfinite_codes",
 ]
 
@@ -140,3 +143,34 @@ def interrupt_as(make: Callable[[], TrainingInterrupted]) -> Iterator[None]:
         raise
     except KeyboardInterrupt:
         raise make() from None
+
+
+@contextlib.contextmanager
+def sigint_between_steps() -> Iterator[Callable[[], bool]]:
+    """Inside the block the first Ctrl-C (SIGINT) only sets a flag, which the step loop reads
+    between steps (``yield``-ed as a function); the loop then raises ``KeyboardInterrupt`` there.
+    A second Ctrl-C interrupts at once.
+
+    Why: a ``KeyboardInterrupt`` raised wherever the signal lands can land in a finalizer that
+    the garbage collector runs (the vmap'd gradient makes many short-lived cycles), where Python
+    prints "Exception ignored" and carries on, so a run could ignore Ctrl-C. Outside the main
+    thread, or when SIGINT does not have Python's default handler (ignored, or the caller's
+    own), nothing is changed and the flag stays False."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield lambda: False
+        return
+    hits: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if hits:
+            raise KeyboardInterrupt
+        hits.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(hits)
+    finally:
+        signal.signal(signal.SIGINT, previous)

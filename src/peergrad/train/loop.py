@@ -54,6 +54,7 @@ from peergrad.train.guard import (
     describe_nonfinite,
     interrupt_as,
     nonfinite_codes,
+    sigint_between_steps,
 )
 from peergrad.train.recorder import (
     METRIC_FIELDS,
@@ -579,11 +580,13 @@ def train(
     try:
         with (
             interrupt_as(interrupted),
+            sigint_between_steps() as stop_requested,
             tqdm(
                 total=total, initial=start, desc=desc, disable=not show, dynamic_ncols=True
             ) as bar,
         ):
             recorder.bar = bar
+            session.stop_requested = stop_requested
             if not resume:
                 recorder.record(0)
             last = run_steps(session, recorder, start, total, stop_after)

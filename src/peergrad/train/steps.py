@@ -49,6 +49,9 @@ class Session:
     average_buffers: Callable[[dict[str, Tensor], Communicator], Any] | None
     device: torch.device
     read: Callable[[Tensor], tuple[Tensor, Tensor]] | Any = None
+    #: True once Ctrl-C asked the run to stop (read between steps; see
+    #: :func:`peergrad.train.guard.sigint_between_steps`)
+    stop_requested: Callable[[], bool] = lambda: False
 
     def lr_at(self, step: int) -> float | None:
         """The step size of step ``step`` (None when the algorithm has no ``lr``)."""
@@ -76,6 +79,8 @@ def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: i
     g_out = torch.empty_like(s.x)  # reused every step (see Algorithm.step on g's lifetime)
     step = start
     for step in range(start + 1, total + 1):
+        if s.stop_requested():
+            raise KeyboardInterrupt  # Ctrl-C, taken between steps
         t0 = clock()
         algorithm = s.schedule.apply(s.algorithm, step)
         rounds = getattr(s.comm, "rounds", 0)
