@@ -44,6 +44,9 @@ def test_ctrl_c_during_train_exits_130_with_one_line_and_stays_resumable(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal even when pytest runs as a background job (SIGINT ignored,
+        # which a child would inherit)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
@@ -233,6 +236,8 @@ def test_the_first_ctrl_c_is_taken_between_steps_and_a_second_at_once() -> None:
     from peergrad.train.guard import sigint_between_steps
 
     sig = signal
+    # as in a terminal, even when pytest runs as a background job (SIGINT ignored)
+    outer = sig.signal(sig.SIGINT, sig.default_int_handler)
     before = sig.getsignal(sig.SIGINT)
     with sigint_between_steps() as stop_requested:
         assert not stop_requested()
@@ -243,3 +248,4 @@ def test_the_first_ctrl_c_is_taken_between_steps_and_a_second_at_once() -> None:
             os.kill(os.getpid(), sig.SIGINT)
             time.sleep(0.05)
     assert sig.getsignal(sig.SIGINT) is before
+    sig.signal(sig.SIGINT, outer)
