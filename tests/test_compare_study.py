@@ -327,3 +327,47 @@ def test_interrupted_comparison_resumes_and_keeps_finished_runs(
         assert la["chosen_lr"] == lb["chosen_lr"]
         for key in ("test_accuracy", "train_loss", "val_accuracy", "bytes_sent_per_worker"):
             assert la["final"][key] == lb["final"][key], key
+
+
+RUN_PNGS = ("loss_accuracy_vs_steps.png", "loss_accuracy_vs_bytes.png")
+
+
+@pytest.mark.parametrize("run_plots", [False, True])
+def test_run_plots_only_on_request_and_kept_by_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], run_plots: bool
+) -> None:
+    """A comparison draws its own plots; each run folder's two PNGs only with --run-plots, and
+    --resume keeps the choice made when the comparison started."""
+    argv = ["compare", "--algorithms", "dpsgd,allreduce", "--dataset", "digits"]
+    argv += ["--model", "logreg", "--workers", "4", "--steps", "4", "--eval-every", "2"]
+    argv += ["--batch-size", "16", "--no-progress", "--seeds", "0,1"]
+    argv += ["--run-plots"] if run_plots else []
+    out = tmp_path / "cmp"
+    import peergrad.train.compare as cmp
+
+    real_train = cmp.train
+    calls: list[str] = []
+
+    def stop_at_third(config, **kwargs):
+        calls.append(config.out)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_train(config, **kwargs)
+
+    cmp.train = stop_at_third
+    try:
+        assert main([*argv, "--out", str(out)]) == 130
+    finally:
+        cmp.train = real_train
+    assert json.loads((out / "compare.json").read_text())["plan"]["run_plots"] is run_plots
+    assert main(["compare", "--resume", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    run_dirs = [out / label / f"seed{s}" for label in ("dpsgd", "allreduce") for s in (0, 1)]
+    for run_dir in run_dirs:
+        assert (run_dir / "metrics.jsonl").is_file()
+        for name in RUN_PNGS:
+            assert (run_dir / name).is_file() is run_plots, (run_dir, name)
+    for name in ("compare_vs_samples.png", "compare_vs_rounds.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    code, err = run_cli(["compare", "--resume", str(out), "--run-plots"], capsys)
+    assert code == 2 and "do not give other options (run_plots)" in err

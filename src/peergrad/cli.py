@@ -492,6 +492,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.resume is not None:
         given = explicit_fields(_command_argv(args)) - {"progress", "resume"}
+        if args.run_plots:
+            given.add("run_plots")
         if given:
             raise ValueError(
                 f"--resume {args.resume} continues the comparison as it was planned (its "
@@ -501,7 +503,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         base = dataclasses.replace(plan["config"], progress=args.progress)
         entries, seeds, lr_grid = plan["entries"], plan["seeds"], plan["lr_grid"]
         args.out, args.target_accuracy = args.resume, plan["target_accuracy"]
+        run_plots = plan["run_plots"]
     else:
+        run_plots = args.run_plots
         if not args.algorithms:
             raise ValueError("compare needs --algorithms LABEL[,LABEL...] (or --resume DIR)")
         seeds = parse_seeds(args.seeds) if args.seeds is not None else None
@@ -565,6 +569,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             seeds=seeds,
             lr_grid=lr_grid,
             resume=args.resume is not None,
+            run_plots=run_plots,
         )
     except TrainingInterrupted as exc:
         if is_main and current:
@@ -786,6 +791,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted comparison in DIR: finished runs are kept, a run with a "
         "checkpoint continues from it, others start again (no other options; default: a new "
         "comparison)",
+    )
+    p_cmp.add_argument(
+        "--run-plots",
+        action="store_true",
+        help="also draw each run folder's loss_accuracy_vs_{steps,bytes}.png (default: only "
+        "the comparison's plots; `peergrad plot DIR/LABEL` draws a run's later)",
     )
     p_cmp.add_argument(
         "--target-accuracy",

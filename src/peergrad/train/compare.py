@@ -616,6 +616,7 @@ def compare(
     seeds: Sequence[int] | None = None,
     lr_grid: Sequence[float] | None = None,
     resume: bool = False,
+    run_plots: bool = False,
 ) -> CompareResult:
     """Train every entry on ``base`` (its ``algorithm``, ``options`` and ``out`` are not used)
     and write the comparison (see the module docstring) to ``out_dir`` when ``write``.
@@ -642,7 +643,10 @@ def compare(
     so an interrupted comparison keeps the finished runs; the plots are drawn at the end. A run
     that diverges (:class:`~peergrad.train.guard.NonFiniteError`) in a comparison with seeds or
     a grid is recorded as diverged (its grid value is then never chosen) and the comparison
-    goes on; in a plain comparison it stops the comparison, as before.
+    goes on; in a plain comparison it stops the comparison, as before. ``run_plots``: also draw
+    each run folder's own two PNGs (:func:`~peergrad.train.plots.plot_run`); off by default,
+    since the comparison's plots show every run and drawing two figures costs about as much as
+    a short run's steps (``peergrad plot DIR/LABEL`` draws them later).
     """
     from peergrad.train.guard import NonFiniteError
 
@@ -674,6 +678,7 @@ def compare(
         "seeds": list(seeds) if seeds is not None else None,
         "lr_grid": list(lr_grid) if lr_grid is not None else None,
         "target_accuracy": target_accuracy,
+        "run_plots": run_plots,
     }
     specs = plan_runs(entries, seeds, lr_grid)
     done = _finished_runs(root) if resume else {}
@@ -705,6 +710,7 @@ def compare(
                     write=write,
                     topology_given=topology_given,
                     on_record=collected.append,
+                    plots=run_plots,
                     **kwargs,
                 )
                 recs = result.records
@@ -784,7 +790,7 @@ def _finished_runs(root: Path) -> dict[str, tuple[list[dict[str, Any]], str]]:
 def load_plan(root: str | Path) -> dict[str, Any]:
     """The plan of the comparison in ``root`` (what ``--resume`` reruns): ``config``
     (:class:`TrainConfig`), ``entries`` (:class:`CompareEntry`), ``seeds``, ``lr_grid``,
-    ``target_accuracy``. ``ValueError`` when ``root`` holds no resumable comparison."""
+    ``target_accuracy``, ``run_plots``. ``ValueError`` when ``root`` holds no resumable comparison."""
     path = Path(root) / "compare.json"
     if not path.is_file():
         raise ValueError(f"--resume {root}: no compare.json there (not a comparison folder)")
@@ -801,6 +807,7 @@ def load_plan(root: str | Path) -> dict[str, Any]:
         "seeds": plan.get("seeds"),
         "lr_grid": plan.get("lr_grid"),
         "target_accuracy": plan["target_accuracy"],
+        "run_plots": bool(plan.get("run_plots", False)),
     }
 
 

@@ -440,8 +440,11 @@ def train(
     stop_after: int | None = None,
     overwrite: bool = False,
     topology_given: bool | None = None,
+    plots: bool = True,
 ) -> RunResult:
     """Train ``task`` with ``config`` on its engine; write the run folder (rank 0) when ``write``.
+    ``plots``: draw the run folder's two PNGs at the end (``peergrad compare`` leaves them out
+    unless ``--run-plots``; ``peergrad plot RUN_DIR`` draws them later).
 
     ``task``: a :class:`peergrad.Task` (any ``nn.Module``, Dataset or tensors, loss and metric);
     ``config.model`` and ``config.dataset`` are then not read, and ``task.name`` labels the run
@@ -599,7 +602,7 @@ def train(
     summary = recorder.summary()
     x_all = gather_rows(session.x, comm)
     if not stopped:
-        recorder.finish(summary, f"{config.algorithm} on {config.topology} (n={n})")
+        recorder.finish(summary, f"{config.algorithm} on {config.topology} (n={n})", plots=plots)
     return RunResult(
         out_dir, recorder.records, summary, x_all, session.state, comm, hyperparameters, buffers
     )

@@ -441,12 +441,13 @@ class Recorder:
         summary["engine"] = self.config.engine
         return summary
 
-    def finish(self, summary: dict[str, Any], title: str) -> None:
-        """Write ``summary.json`` and the plots (rank 0 with a run folder)."""
+    def finish(self, summary: dict[str, Any], title: str, *, plots: bool = True) -> None:
+        """Write ``summary.json`` and, with ``plots``, the plots (rank 0 with a run folder)."""
         if self.out_dir is None:
             return
         (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plot_run(self.records, self.out_dir, title)
+        if plots:
+            plot_run(self.records, self.out_dir, title)
         self.close()
 
     def write_csv(self) -> None:
