@@ -790,7 +790,8 @@ def _finished_runs(root: Path) -> dict[str, tuple[list[dict[str, Any]], str]]:
 def load_plan(root: str | Path) -> dict[str, Any]:
     """The plan of the comparison in ``root`` (what ``--resume`` reruns): ``config``
     (:class:`TrainConfig`), ``entries`` (:class:`CompareEntry`), ``seeds``, ``lr_grid``,
-    ``target_accuracy``, ``run_plots``. ``ValueError`` when ``root`` holds no resumable comparison."""
+    ``target_accuracy``, ``run_plots``. ``ValueError`` when ``root`` holds no resumable
+    comparison."""
     path = Path(root) / "compare.json"
     if not path.is_file():
         raise ValueError(f"--resume {root}: no compare.json there (not a comparison folder)")
