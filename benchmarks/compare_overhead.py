@@ -11,12 +11,19 @@ run of this script, on the same machine, one after the other:
 - ``S_train``: the sum over the 36 runs of their training wall time (``wall_time_s`` of the last
   record: the steps, evaluation excluded), as recorded by the comparison itself;
 - ``S_run``: the sum over the same 36 configurations of the wall clock of one ``train(config)``
-  call each (steps and the evaluations every half epoch, run folder written), i.e. what the runs
-  cost one by one in a warm process.
+  call each (steps, evaluations, the run folder and its two plots), i.e. what the runs cost one
+  by one in a warm process, as ``peergrad train`` would run them (without its start-up and its
+  own data load).
+
+Both at two evaluation cadences, in one run of the script: the default (``eval_every`` unset:
+every half epoch, 21 evaluations of x̄ on the training, validation and test data and of the
+workers' own models on the test data) and ``--sparse-eval-every`` (default 1000: one evaluation
+at step 0 and one at the end), which leaves the comparison's own cost (set-up of each run, the
+tables, the four comparison plots) next to the steps.
 
 Printed: ``T / (S_train + L)`` (the issue's target: <= 1.2) and ``T / (S_run + L)`` (what the
 comparison adds to the runs themselves). Usage: ``python benchmarks/compare_overhead.py
-[--epochs 10] [--repeats 1]``.
+[--epochs 10] [--repeats 1] [--sparse-eval-every 1000]``.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ SEEDS = (0, 1, 2)
 GRID = (0.03, 0.1, 0.3)
 
 
-def one_repeat(epochs: float, root: Path) -> dict[str, float]:
-    base = TrainConfig(epochs=epochs, progress=False, val_fraction=0.1)
+def one_repeat(epochs: float, root: Path, eval_every: int | None) -> dict[str, float]:
+    base = TrainConfig(epochs=epochs, progress=False, val_fraction=0.1, eval_every=eval_every)
     entries = build_entries(LABELS, {}, {})
     resolve._load_builtin.cache_clear()
     t0 = time.perf_counter()
@@ -69,24 +76,33 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--sparse-eval-every", type=int, default=1000)
     args = p.parse_args()
     train(TrainConfig(steps=1, progress=False), write=False)  # warm-up
     print(
         f"compare --seeds 0,1,2 --lr-grid 0.03,0.1,0.3 over {LABELS}, default task, "
         f"{args.epochs:g} epochs"
     )
-    print("repeat  runs   T (s)   L (s)  S_train (s)  S_run (s)  T/(S_train+L)  T/(S_run+L)")
+    print(
+        "repeat  evaluations        runs   T (s)   L (s)  S_train (s)  S_run (s)  "
+        "T/(S_train+L)  T/(S_run+L)"
+    )
     for k in range(args.repeats):
-        root = Path(tempfile.mkdtemp(prefix="peergrad-compare-bench-"))
-        try:
-            r = one_repeat(args.epochs, root)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-        print(
-            f"{k + 1:6d}  {r['runs']:4d}  {r['T']:6.1f}  {r['L']:6.2f}  {r['S_train']:11.1f}  "
-            f"{r['S_run']:9.1f}  {r['T'] / (r['S_train'] + r['L']):13.2f}  "
-            f"{r['T'] / (r['S_run'] + r['L']):11.2f}"
-        )
+        for name, every in (
+            ("every half epoch", None),
+            (f"every {args.sparse_eval_every}", args.sparse_eval_every),
+        ):
+            root = Path(tempfile.mkdtemp(prefix="peergrad-compare-bench-"))
+            try:
+                r = one_repeat(args.epochs, root, every)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+            print(
+                f"{k + 1:6d}  {name:17s}  {r['runs']:4d}  {r['T']:6.1f}  {r['L']:6.2f}  "
+                f"{r['S_train']:11.1f}  {r['S_run']:9.1f}  "
+                f"{r['T'] / (r['S_train'] + r['L']):13.2f}  {r['T'] / (r['S_run'] + r['L']):11.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
