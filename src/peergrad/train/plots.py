@@ -151,9 +151,7 @@ def plot_curves(
         lines = wrapped.count("\n") + 1
         fig.suptitle(wrapped, fontsize=10 if len(title) > 90 else None)
     # fixed margins: tight_layout measured every tick label and cost about as much as drawing
-    fig.subplots_adjust(
-        left=0.07, right=0.985, bottom=0.125, top=0.95 - 0.055 * lines, wspace=0.2
-    )
+    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.125, top=0.95 - 0.055 * lines, wspace=0.2)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
