@@ -314,6 +314,13 @@ def test_interrupted_comparison_resumes_and_keeps_finished_runs(
         cmp.train = real_train
     data = json.loads((part / "compare.json").read_text())
     assert len(data["runs"]) == 2 and len(data["pending"]) == 2
+    # the pending label's grid rows name no metric yet; the finished label's name its metric
+    md = (part / "compare.md").read_text().splitlines()
+    grid_rows = [line for line in md if line.startswith(("| allreduce | 0.", "| dpsgd | 0."))]
+    assert len(grid_rows) == 4, md
+    for line in grid_rows:
+        expected = "| val_accuracy " if line.startswith("| dpsgd") else "| — |"
+        assert expected in line, line
     kept = (part / "dpsgd" / "lr0.05-seed0" / "metrics.jsonl").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["compare", "--resume", str(part), "--no-progress"]) == 0

@@ -1018,8 +1018,10 @@ def format_study(
             field = lab["selection_metric"]
             for res in lab["grid"]:
                 mark = "✓" if res["lr"] == lab["chosen_lr"] else ""
+                # nothing finished yet (an interrupted or running comparison): no metric to name
+                shown = f"{field} {_pm(res[field], '.4f')}" if res[field]["n"] else "—"
                 lines.append(
-                    f"| {lab['label']} | {res['lr']:g} | {field} {_pm(res[field], '.4f')} | "
+                    f"| {lab['label']} | {res['lr']:g} | {shown} | "
                     f"{res['runs']} | {res['diverged']} | {mark} |"
                 )
     lines += [
