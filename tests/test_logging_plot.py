@@ -381,3 +381,28 @@ def test_plot_bad_input_is_one_line(
     assert main(["plot", str(empty)]) == 2
     [line] = error_lines(capsys.readouterr().err)
     assert "label 'x'" in line and "no metrics.jsonl" in line
+
+
+@pytest.mark.parametrize("n_labels", [3, 8])
+def test_many_curves_share_one_legend_beside_the_panels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n_labels: int
+) -> None:
+    """Up to LEGEND_INSIDE_MAX curves: a legend in each panel; more: one figure legend with
+    every label once (and the target line), so the legend does not cover the curves."""
+    from peergrad.train import plots
+
+    closed: list = []
+    monkeypatch.setattr(plots.plt, "close", closed.append)
+    recs = [{"step": s, "train_loss": 1.0 / (s + 1), "test_accuracy": 0.1 * s} for s in range(3)]
+    runs = {f"label{i}": recs for i in range(n_labels)}
+    plots.plot_curves(runs, "step", tmp_path / "p.png", "t", target_accuracy=0.15)
+    [fig] = closed
+    if n_labels <= plots.LEGEND_INSIDE_MAX:
+        assert not fig.legends
+        assert all(ax.get_legend() is not None for ax in fig.axes)
+    else:
+        assert all(ax.get_legend() is None for ax in fig.axes)
+        [legend] = fig.legends
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert texts == [*runs, "target 0.15"]
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

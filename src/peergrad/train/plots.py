@@ -29,6 +29,7 @@ X_AXES = {
     "epoch": "epochs",
 }
 LOG_X = frozenset({"bytes_sent_per_worker"})  # compressed and dense runs differ by decades
+LEGEND_INSIDE_MAX = 6  # more curves than this get one legend beside the panels
 PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
 
 Records: TypeAlias = Sequence[Mapping[str, Any]]
@@ -105,7 +106,9 @@ def plot_curves(
     """
     if x_key not in X_AXES:
         raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(11, 4))
+    # many curves: one legend for both panels, right of them, instead of one inside each panel
+    outside = len(runs) > LEGEND_INSIDE_MAX
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(13.5 if outside else 11, 4))
     # the default cycle has 10 colours; more runs would share them
     colors = plt.get_cmap("tab20").colors if len(runs) > 10 else [None] * len(runs)
     groups = [
@@ -143,15 +146,30 @@ def plot_curves(
         if x_key in LOG_X:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # nothing to plot, e.g. no bytes sent (n = 1)
+        if not outside and ax.get_legend_handles_labels()[0]:  # none: e.g. no bytes sent (n = 1)
             ax.legend(fontsize=8)
+    if outside:
+        handles, labels = [], []
+        for ax in axes:  # the accuracy panel adds the target line
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     lines = 0
     if title:
         wrapped = textwrap.fill(title, 120, break_on_hyphens=False)
         lines = wrapped.count("\n") + 1
         fig.suptitle(wrapped, fontsize=10 if len(title) > 90 else None)
     # fixed margins: tight_layout measured every tick label and cost about as much as drawing
-    fig.subplots_adjust(left=0.07, right=0.985, bottom=0.125, top=0.95 - 0.055 * lines, wspace=0.2)
+    fig.subplots_adjust(
+        left=0.057 if outside else 0.07,
+        right=0.775 if outside else 0.985,
+        bottom=0.125,
+        top=0.95 - 0.055 * lines,
+        wspace=0.2,
+    )
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
