@@ -16,7 +16,7 @@ speed-up against the smallest n and the chosen runs' final test accuracy. A chos
 edge of the grid is flagged. Writes OUT/speedup.{json,md,png}.
 
 Usage: python experiments/generic_adam/speedup.py --out DIR [--workers 1,2,4,8,16]
-       [--seeds 0,1,2] [--lr-grid 0.01,0.03,0.1]
+       [--seeds 0,1,2] [--lr-grid 0.003,0.01,0.03,0.1]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--workers", default="1,2,4,8,16")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--lr-grid", default="0.01,0.03,0.1", help="alpha_t = lr / sqrt(t)")
+    p.add_argument("--lr-grid", default="0.003,0.01,0.03,0.1", help="alpha_t = lr / sqrt(t)")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--batch-size", type=int, default=4, help="per-worker batch b")
     p.add_argument("--target-loss", type=float, default=0.3)
