@@ -13,7 +13,9 @@
 #   pinned per label so that the grid leaves it alone.
 # The topology only matters for dpsgd and choco-sgd: the others average exactly (all-reduce, or an
 # all-gather of top-k messages).
-# Usage: bash experiments/compression/run.sh [OUT_DIR]   (RUNTIME, measured: see the README)
+# Usage: bash experiments/compression/run.sh [OUT_DIR]   (measured with PARALLEL=1 on the 2-core
+# machine while one other experiment ran: 35 min 52 s, 43 min of CPU time; one after the other
+# about 45 min)
 # with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad). Writes OUT_DIR/n8 and OUT_DIR/n32;
 # WORKERS="8 32", SEEDS=0,1,2 and LR_GRID override the defaults; PARALLEL=1 runs the two worker
 # counts side by side (one process each).

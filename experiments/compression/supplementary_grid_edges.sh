@@ -7,7 +7,7 @@
 # The runs at the edge value repeat run.sh's (same seeds, same results); the new value wins only
 # if its seed-mean validation accuracy is higher.
 # Usage: bash experiments/compression/supplementary_grid_edges.sh [OUT_DIR]
-#   (RUNTIME, measured: see the README) with `peergrad` on PATH (or PEERGRAD=...).
+#   (7 min 20 s on the 2-core machine while other jobs ran) with `peergrad` on PATH (or PEERGRAD=...).
 set -euo pipefail
 out=${1:-runs/compression-edges}
 pg=${PEERGRAD:-peergrad}
