@@ -45,6 +45,26 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, capsys.readouterr().err
 
 
+def interrupt_at_third_run(argv: list[str]) -> None:
+    """Run ``peergrad compare ARGV`` with a Ctrl-C when its 3rd run starts (exit status 130)."""
+    import peergrad.train.compare as cmp
+
+    real_train = cmp.train
+    calls: list[str] = []
+
+    def stop_at_third(config, **kwargs):
+        calls.append(config.out)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_train(config, **kwargs)
+
+    cmp.train = stop_at_third
+    try:
+        assert main(argv) == 130
+    finally:
+        cmp.train = real_train
+
+
 # ------------------------------------------------------------------ validation split
 def test_validation_split_is_fixed_disjoint_and_complete() -> None:
     train, val = validation_split(1000, 0.1)
@@ -295,23 +315,7 @@ def test_interrupted_comparison_resumes_and_keeps_finished_runs(
     argv += ["--batch-size", "16", "--no-progress", "--seeds", "0", "--lr-grid", "0.05,0.2"]
     full, part = tmp_path / "full", tmp_path / "part"
     assert main([*argv, "--out", str(full)]) == 0
-    # stop the second comparison when its 3rd run starts
-    import peergrad.train.compare as cmp
-
-    real_train = cmp.train
-    calls: list[str] = []
-
-    def stop_at_third(config, **kwargs):
-        calls.append(config.out)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_train(config, **kwargs)
-
-    cmp.train = stop_at_third
-    try:
-        assert main([*argv, "--out", str(part)]) == 130
-    finally:
-        cmp.train = real_train
+    interrupt_at_third_run([*argv, "--out", str(part)])
     data = json.loads((part / "compare.json").read_text())
     assert len(data["runs"]) == 2 and len(data["pending"]) == 2
     # the pending label's grid rows name no metric yet; the finished label's name its metric
@@ -350,22 +354,7 @@ def test_run_plots_only_on_request_and_kept_by_resume(
     argv += ["--batch-size", "16", "--no-progress", "--seeds", "0,1"]
     argv += ["--run-plots"] if run_plots else []
     out = tmp_path / "cmp"
-    import peergrad.train.compare as cmp
-
-    real_train = cmp.train
-    calls: list[str] = []
-
-    def stop_at_third(config, **kwargs):
-        calls.append(config.out)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_train(config, **kwargs)
-
-    cmp.train = stop_at_third
-    try:
-        assert main([*argv, "--out", str(out)]) == 130
-    finally:
-        cmp.train = real_train
+    interrupt_at_third_run([*argv, "--out", str(out)])
     assert json.loads((out / "compare.json").read_text())["plan"]["run_plots"] is run_plots
     assert main(["compare", "--resume", str(out), "--no-progress"]) == 0
     capsys.readouterr()
