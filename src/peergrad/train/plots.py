@@ -157,19 +157,14 @@ def plot_curves(
                     labels.append(lab)
         if handles:
             fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-    lines = 0
     if title:
-        wrapped = textwrap.fill(title, 120, break_on_hyphens=False)
-        lines = wrapped.count("\n") + 1
-        fig.suptitle(wrapped, fontsize=10 if len(title) > 90 else None)
-    # fixed margins: tight_layout measured every tick label and cost about as much as drawing
-    fig.subplots_adjust(
-        left=0.057 if outside else 0.07,
-        right=0.775 if outside else 0.985,
-        bottom=0.125,
-        top=0.95 - 0.055 * lines,
-        wspace=0.2,
-    )
+        fig.suptitle(
+            textwrap.fill(title, 120, break_on_hyphens=False),
+            fontsize=10 if len(title) > 90 else None,
+        )
+    # tight_layout fits any tick labels (a user's metric, log axes); the figure legend keeps the
+    # right-hand strip it is drawn in
+    fig.tight_layout(rect=(0, 0, 0.78 if outside else 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
