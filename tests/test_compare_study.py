@@ -159,6 +159,12 @@ def test_resume_refuses_other_options(tmp_path: Path, capsys: pytest.CaptureFixt
     assert code == 2 and "do not give other options (workers)" in err
     code, err = run_cli(["compare", "--resume", str(tmp_path)], capsys)
     assert code == 2 and "no compare.json there" in err
+    # compare's own flags too, not only those of `peergrad train`
+    for flag, value in [("--seeds", "0,1"), ("--lr-grid", "0.1"), ("--target-accuracy", "0.5")]:
+        code, err = run_cli(["compare", "--resume", str(tmp_path), flag, value], capsys)
+        assert code == 2 and f"do not give other options ({flag[2:].replace('-', '_')})" in err
+    code, err = run_cli(["compare", "--resume", str(tmp_path), "--overwrite"], capsys)
+    assert code == 2 and "do not give other options (overwrite)" in err
 
 
 def test_an_algorithm_option_wins_over_a_task_option_of_the_same_name() -> None:

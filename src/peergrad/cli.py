@@ -491,9 +491,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from peergrad.train.loop import ALGORITHM_FIELDS, TrainingInterrupted
 
     if args.resume is not None:
-        given = explicit_fields(_command_argv(args)) - {"progress", "resume"}
-        if args.run_plots:
-            given.add("run_plots")
+        # every flag counts, not only the train flags: --seeds, --lr-grid, --target-accuracy ...
+        # would otherwise be ignored without a word
+        given = {
+            tok[2:].split("=", 1)[0].replace("-", "_")
+            for tok in _command_argv(args)
+            if tok.startswith("--") and tok != "--"
+        } - {"resume", "no_progress"}
         if given:
             raise ValueError(
                 f"--resume {args.resume} continues the comparison as it was planned (its "
