@@ -3,7 +3,8 @@
 Every process started by torchrun is one worker. It trains a small MLP on its own shard of the
 8x8 digits data set (shard ``rank`` of an iid split), exchanging the model with its neighbours in
 ``--topology`` at every step (``--algorithm dpsgd``) or averaging gradients (``allreduce``).
-At the end rank 0 prints the test accuracy of the averaged model x̄ = mean over workers::
+At the end ``opt.average_parameters()`` gives every worker the averaged model x̄ = mean over
+workers, and rank 0 prints its test accuracy::
 
     torchrun --standalone --nproc-per-node 4 examples/train_own_loop.py \\
         --algorithm dpsgd --topology ring --steps 100
@@ -26,13 +27,12 @@ as on ``torch.optim.SGD``:
 Communication overlaps the forward and backward pass (the optimizer's default under torchrun):
 the gossip of x leaves at the end of ``step`` (on a GPU, or with ``overlap=True``, the
 gradient-dependent messages also leave per bucket during ``backward``). ``opt.synchronize()``
-before the evaluation waits for the last messages.
+waits for the last messages; ``opt.average_parameters()`` drains them too before it averages.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 
 import torch
@@ -120,18 +120,15 @@ def main(argv: list[str] | None = None) -> None:
                 break
 
     opt.synchronize()  # the gossip posted by the last step is still in flight
-    x = opt.flat_params  # [1, D]: this worker's parameters
-    x_bar = comm.mean(x, account=False)  # the averaged model, on every worker
-    consensus = comm.mean((x - x_bar).square().sum(dim=1, keepdim=True), account=False)
+    x = opt.flat_params  # [1, D]: this worker's parameters, laid out group by group
+    spread = (x - comm.mean(x, account=False)).square().sum(dim=1, keepdim=True)
+    consensus = comm.mean(spread, account=False)  # (1/n) sum_i ||x_i - x̄||², before averaging
+    opt.average_parameters()  # every worker's model is now x̄ (one all-reduce, in the bytes)
     bytes_sent = comm.mean(comm.bytes_sent[:, None], account=False)
     if rank == 0:
-        averaged = copy.deepcopy(model).eval()  # running statistics: averaged every step
-        # x is laid out group by group: split_flat gives x̄'s piece for each of opt.params
-        pieces = {id(p): piece for p, piece in zip(opt.params, opt.split_flat(x_bar), strict=True)}
+        model.eval()  # x̄, with the running statistics averaged at every step
         with torch.no_grad():
-            for p_avg, p in zip(averaged.parameters(), model.parameters(), strict=True):
-                p_avg.copy_(pieces[id(p)])
-            accuracy = (averaged(data.x_test).argmax(dim=1) == data.y_test).float().mean()
+            accuracy = (model(data.x_test).argmax(dim=1) == data.y_test).float().mean()
         print(
             f"{args.algorithm} on {args.topology} ({world_size} workers), {args.steps} steps: "
             f"test accuracy of the averaged model {accuracy.item():.4f}, consensus distance "

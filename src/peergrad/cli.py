@@ -27,6 +27,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, NoReturn, TextIO
 
 from peergrad.train.config import RESUMABLE_CHANGES, TrainConfig
+from peergrad.train.spelling import cli_spelling
 
 DEFAULTS = TrainConfig()
 
@@ -274,7 +275,23 @@ def add_train_arguments(
         help="replace the run in --out (its config.json, metrics, plots and checkpoints; other "
         "files stay) instead of refusing",
     )
-    add("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    add(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const=True,
+        default=d.progress,
+        help="show the progress bar even when stderr is not a terminal (default: shown only on a "
+        "terminal, so a log file gets none)",
+    )
+    add(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const=False,
+        default=d.progress,
+        help="hide the progress bar (default: shown only when stderr is a terminal)",
+    )
     add(
         "--buffers",
         default=d.buffers,
@@ -367,6 +384,7 @@ def resume_config(args: argparse.Namespace, explicit: Collection[str]) -> TrainC
         raise ValueError(f"--resume: run folder {run_dir!r} does not exist")
     if not os.path.isfile(path):
         raise ValueError(f"--resume: {run_dir!r} is not a run folder (no config.json)")
+    refuse_python_task(run_dir, path)
     checkpoint.read_manifest(run_dir)  # a clear error when the run saved no checkpoint
     saved = TrainConfig.load(path)
     given = config_from_args(args)
@@ -391,6 +409,27 @@ def resume_config(args: argparse.Namespace, explicit: Collection[str]) -> TrainC
             )
         changes[name] = value
     return TrainConfig(**{**saved.to_dict(), **changes, "out": run_dir})
+
+
+def refuse_python_task(run_dir: str, path: str) -> None:
+    """``ValueError`` (one line) when the run in ``run_dir`` (its ``config.json`` at ``path``)
+    was made from Python with a user's ``Task`` (``config.json`` records ``task``): the CLI
+    cannot rebuild its model and data, so say how to resume it from Python instead."""
+    try:
+        with open(path) as fh:
+            recorded = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return  # TrainConfig.load gives the clear error
+    task = recorded.get("task") if isinstance(recorded, dict) else None
+    if not isinstance(task, dict):
+        return
+    name, model = task.get("name", "?"), task.get("model", "?")
+    raise ValueError(
+        f"--resume: {run_dir!r} was made from Python with a peergrad.Task (task {name!r}, "
+        f"model {model}), which the command line cannot rebuild; resume it from Python with "
+        f"the same task and config: train(config, task, resume=True) with config.out = "
+        f"{run_dir!r}"
+    )
 
 
 def explicit_fields(argv: Sequence[str]) -> set[str]:
@@ -497,7 +536,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             tok[2:].split("=", 1)[0].replace("-", "_")
             for tok in _command_argv(args)
             if tok.startswith("--") and tok != "--"
-        } - {"resume", "no_progress"}
+        } - {"resume", "progress", "no_progress"}
         if given:
             raise ValueError(
                 f"--resume {args.resume} continues the comparison as it was planned (its "
@@ -726,7 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         default=None,
         help="continue the run in RUN_DIR from its last checkpoint, with its config.json "
-        "(only --steps, --epochs, --checkpoint-every, --timeout-s, --no-progress may change; "
+        "(only --steps, --epochs, --checkpoint-every, --timeout-s, --[no-]progress may change; "
         "default: a new run)",
     )
     p_train.set_defaults(func=cmd_train)
@@ -1114,7 +1153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), cli_spelling():  # messages name --flags, not fields
             warnings.showwarning = _one_line_warnings(args.command)
             code = int(args.func(args))
         sys.stdout.flush()  # a broken pipe shows up here, not at interpreter exit

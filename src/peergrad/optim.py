@@ -71,13 +71,40 @@ algorithm on the whole buffer: the test suite checks this for every registered a
 gloo processes (float64 bit-exact except for the all-reduce's summation order; float32 within
 1e-6 relative).
 
-- ``overlap=None`` (default): x-only messages early whenever the communicator has more than one
-  worker; gradient hooks only when the parameters are on an accelerator (CUDA, with NCCL's own
-  streams). On the CPU the communication thread and gloo's loopback transfers compete with the
-  backward pass for the same cores, and the hooks measured slower than stepping the whole
-  buffer in ``step`` (``benchmarks/distributed.py``: 4 processes on 2 cores); without hooks
+- ``overlap=None`` (default): both when the parameters are on an accelerator (CUDA, with NCCL's
+  own streams) and the communicator has more than one worker; neither on the CPU. On the CPU the
+  communication thread and gloo's loopback transfers compete with the forward and backward pass
+  for the same cores: the hooks measured slower than stepping the whole buffer in ``step``, and
+  the early x-only gossip hid no communication (``benchmarks/distributed.py``: 4 processes on 2
+  cores), while checking what was sent early costs a per-step agreement (below). Without hooks
   there is one segment per param group, i.e. one message per neighbour per group.
 - ``overlap=True``: both, on any device. ``overlap=False``: neither (``step`` does everything).
+
+What the user does around ``backward()`` and ``step()`` never changes the iterates (issue 24;
+``tests/test_optim_overlap_hazards.py``, 4 and 2 gloo processes, float64, ``torch.equal``):
+
+- *Own process group.* The :class:`~peergrad.comm.distributed.DistributedCommunicator` sends
+  everything on a process group of its own (``dist.new_group``), so a user collective on the
+  default group between ``backward()`` and ``step()`` (``dist.all_reduce(loss)`` for logging)
+  cannot interleave with the bucket steps that the communication thread is running.
+- *Checked, then redone.* At ``step`` every worker checks what the messages sent early were
+  computed from, and the workers agree (the largest of their verdicts, one 1-element all-reduce
+  per step on a CPU control group, not counted in ``bytes_sent``): with gradient hooks, the
+  param groups' options (``lr``, ``momentum``, ``weight_decay`` set between ``backward()`` and
+  ``step()``), the gradients (replaced, ``p.grad = p.grad * mask``, or changed in place, as
+  ``clip_grad_norm_`` does; seen by identity and version counters) and the parameters (changed
+  after the last ``step``); without hooks, the parameters. When anything changed on any worker,
+  every worker undoes the bucket steps of the backward pass (each bucket's x and state are copied
+  on the communication thread before it is stepped), drops the messages sent early and does the
+  plain step with what the user has now: the same iterates and byte counts as ``overlap=False``,
+  at the cost of a step without overlap.
+- *Parameters after* ``step()``. The gossip of x posted at the end of ``step`` is sent from x's
+  memory; an edit of the parameters after ``step`` (``p.clamp_()`` under ``no_grad``,
+  ``model.load_state_dict``, copying EMA weights in and out, replacing ``p.data``) is seen
+  through the parameters' and x's version counters, and every worker then sends x again: a
+  message that may have been read while being edited is never used. Edits through ``p.data``
+  (``p.data.clamp_()``) bypass autograd's version counters and are not seen: make them under
+  ``torch.no_grad()`` on ``p`` itself, or call :meth:`synchronize` first.
 
 Gradient hooks are not used (the bucket steps run inside ``step``; x-only messages still
 overlap) when the algorithm is not coordinate-wise, when ``clip_grad_norm`` is set (the global
@@ -87,13 +114,15 @@ norm needs every gradient first), for line-search algorithms, and once a ``GradS
 Consequences of overlap (gradient hooks) that a plain ``torch.optim`` user must know:
 
 - Gradient accumulation over several ``backward()`` calls must run the earlier ones inside
-  ``with opt.no_sync():`` (as with DDP), else the bucket is stepped at the first backward;
-  a gradient that arrives for a bucket already stepped raises ``RuntimeError`` at ``step``.
-- Between ``step`` and the next ``step``, do not change the parameters in place (e.g.
-  ``model.load_state_dict``): the gossip of x is in flight. Call :meth:`synchronize` first (on
-  every worker). Changing ``.grad`` between ``backward`` and ``step`` (``clip_grad_norm_``,
-  ``GradScaler.unscale_``) is detected and raises ``RuntimeError``: pass ``clip_grad_norm=`` or
-  use ``GradScaler.step`` directly, which the optimizer handles.
+  ``with opt.no_sync():`` (as with DDP), else the bucket is stepped at the first backward and
+  the later backward runs at moved parameters: a gradient that arrives for a bucket already
+  stepped makes ``step`` undo the round and raise ``RuntimeError`` on every worker.
+- Changes between ``backward()`` and ``step()`` (learning rate, gradients) are honoured but cost
+  a redo of the step without overlap: make them before the forward where you can (as schedulers
+  do after ``step``), or pass ``clip_grad_norm=`` instead of calling ``clip_grad_norm_``.
+  Changing the *parameters* in place between ``backward()`` and ``step()`` (after the buckets
+  were stepped) cannot be reproduced: ``step`` undoes the round and raises ``RuntimeError`` on
+  every worker.
 - Before ``destroy_process_group`` call :meth:`synchronize` so no gossip is left in flight.
 
 Gradient clipping (``clip_grad_norm``, > 0): applied to the gradient the algorithm uses. For
@@ -231,6 +260,7 @@ class _Segment:
     remaining: int = 0  # gradients still to arrive in this backward pass
     ready: threading.Event = dataclasses.field(default_factory=threading.Event)
     started: bool = False
+    saved: Any = None  # (x, state) of the bucket before the round stepped it (for a redo)
 
 
 def _check_positive(name: str, value: Any, unit: str = "") -> float:
@@ -253,9 +283,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
             :class:`~peergrad.comm.distributed.DistributedCommunicator` under torchrun, or a
             :class:`~peergrad.comm.SimulatedCommunicator` on a 1-worker topology.
         overlap: overlap communication with the forward/backward pass (see the module doc):
-            ``None`` (default) posts x-only messages early when the communicator has more than
-            one worker and adds the gradient hooks on accelerators; ``True`` both, anywhere;
-            ``False`` neither.
+            ``None`` (default) posts x-only messages early and steps buckets from the gradient
+            hooks on accelerators when the communicator has more than one worker, neither on
+            the CPU; ``True`` both, anywhere; ``False`` neither. Peergrad's messages travel on
+            the communicator's own process group, and whatever the user changes around
+            ``backward()`` and ``step()`` is checked at ``step`` (all workers agree, then redo
+            the step when anything changed), so overlap never changes the iterates.
         bucket_cap_mb: bucket size in megabytes (> 0, default 25, as DDP);
             ``first_bucket_cap_mb`` (> 0, default 1) for the bucket of the last parameters.
         clip_grad_norm: > 0 or None: clip the gradient the algorithm uses to this norm.
@@ -366,9 +399,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # an accelerator (on the CPU the communication thread competes with the backward pass
         # for the same cores: see the README's benchmark)
         asynchronous = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
-        self._overlap = asynchronous if overlap is None else bool(overlap)
         accelerator = first.device.type != "cpu"
-        hooks = bool(overlap) if overlap is not None else asynchronous and accelerator
+        # auto: overlap on accelerators only (on the CPU it hid nothing in the README's
+        # benchmark, and checking what was sent early costs a per-step agreement)
+        auto = asynchronous and accelerator
+        self._overlap = auto if overlap is None else bool(overlap)
+        hooks = auto if overlap is None else bool(overlap)
         self._use_hooks = hooks and self._coordinatewise
         self._module = module
         self._buffers = buffers
@@ -429,6 +465,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._amp_seen = False
         self._late: list[str] = []
         self._grad_version: int | None = None
+        # what the messages sent early were computed from (see _stamp, _finish_round)
+        self._x_stamp = -1
+        self._p_stamps: list[int] = []
+        self._round_info: tuple[bool, list[int]] | None = None
         self._hooks = []
         if self._use_hooks:
             for p in self._params:
@@ -560,7 +600,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
             The closure's loss, or ``None`` without a closure.
 
         Gradients the user replaced (``p.grad = t``, ``set_to_none`` by ``model.zero_grad()``) are
-        copied into ``g`` and the views re-attached; a missing gradient counts as zeros. Under
+        copied into ``g`` and the views re-attached; a missing gradient counts as zeros. With
+        overlap, the step equals the plain step whatever the user changed since ``backward()``
+        (options, gradients) or since the last ``step`` (parameters): see the module doc. Under
         ``GradScaler.step`` the gradient is unscaled here and the step is skipped on every
         worker when any worker's gradient overflowed.
 
@@ -570,9 +612,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 shape, dtype or device (e.g. ``model.to(...)`` after the optimizer was built);
                 a frozen parameter got a gradient; a group option out of range or, for an
                 algorithm that is not coordinate-wise, different between groups.
-            RuntimeError: the closure called ``backward()`` while evaluating a trial point; a
-                gradient arrived for a bucket already stepped (accumulate with
-                :meth:`no_sync`); the gradients were changed after the buckets were stepped.
+            RuntimeError: the closure called ``backward()`` while evaluating a trial point; with
+                gradient hooks, on any worker, a gradient arrived for a bucket already stepped
+                (accumulate with :meth:`no_sync`) or a parameter was changed in place between
+                ``backward()`` and ``step()`` (both: the round is undone, x is as before it).
             peergrad.comm.PeerFailure: on the distributed engine, a peer died or stopped answering.
         """
         line_search = getattr(self._base, "needs_closure", False)
@@ -615,6 +658,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if self._round_mode and self._round is not None:
             self._finish_round()
         else:
+            if self._overlap and any(s.pending is not None for s in self._segments):
+                self._check_posted()
             self._sync()
             if amp:
                 self._amp_seen = True
@@ -648,6 +693,35 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 pending.wait(seg.comm.workspace(self._seg_x(seg), "drain"))
                 seg.comm.ops.clear()
         self._start_round()
+
+    def average_parameters(self) -> None:
+        """Replace every worker's parameters by their exact mean x̄ = (1/n) Σ_i x_i.
+
+        Collective: every worker must call it at the same point (typically once, after the last
+        ``step``, to evaluate or save the averaged model; stepping on afterwards is allowed).
+        Messages still in flight are drained first (:meth:`synchronize`), whether or not
+        overlap or gradient hooks are on; then the flat parameter buffer ``x`` (``[1, D]``) is
+        all-reduced through the communicator's ``mean`` and written back in place, so the
+        module's trainable parameters (views of ``x``) hold x̄ on every worker, bit-identical
+        across workers. The all-reduce is counted like every other message:
+        ``comm.bytes_sent`` grows by ``2 (n - 1) / n * D * itemsize`` bytes per worker (one
+        all-reduce of ``x``, ring schedule), as do ``simulated_comm_time_s`` and ``rounds``.
+        On a 1-worker communicator x is unchanged.
+
+        Only the parameters change. The algorithm's state (momentum buffers, gradient trackers,
+        error-feedback memories, the public copies of compressed methods), the step count and
+        ``param_groups`` are left as they were, as are frozen parameters
+        (``requires_grad=False``, never in ``x``) and the module's buffers (BatchNorm running
+        statistics follow ``buffers=``; ``"average"`` already averages them at every step).
+
+        Raises:
+            peergrad.comm.PeerFailure: on the distributed engine, a peer died or stopped
+                answering.
+        """
+        self.synchronize()
+        x_bar = self._comm.mean(self._x)
+        with torch.no_grad():
+            self._x.copy_(x_bar)
 
     def close(self) -> None:
         """Drain the messages in flight (:meth:`synchronize`), remove the gradient hooks and
@@ -927,6 +1001,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         for seg in self._order:
             if seg.pending is None:
                 seg.pending = seg.algorithm.pre_gradient(self._seg_x(seg), seg.state, seg.comm)
+        self._stamp()
 
     def _after_step(self) -> None:
         if self._traced is not None:  # the first step traced the order buckets became ready
@@ -957,7 +1032,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         for seg in self._segments:
             seg.remaining = seg.last - seg.first
             seg.started = False
+            seg.saved = None
             seg.ready.clear()
+        self._round_info = None
 
     def _start_round(self) -> None:
         if not self._round_mode or self._round is not None:
@@ -979,33 +1056,140 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     return
                 if not refreshed:  # after the user's scheduler.step() of the previous iteration
                     self._refresh_algorithms()
+                    # during backward(): the user's code is not running, so this sees every
+                    # edit made since the last step and none made after backward() returns
+                    versions = self._param_versions()
+                    posted = any(s.pending is not None for s in self._segments)
+                    edited = posted and (
+                        self._x._version != self._x_stamp or versions != self._p_stamps
+                    )
+                    self._round_info = (edited, versions)
                     refreshed = True
                 seg.started = True
+                seg.saved = (self._seg_x(seg).clone(), _clone_tree(seg.state))
                 self._run_segment(seg)
 
     def _finish_round(self) -> None:
-        """In ``step``: step the buckets whose gradients never arrived, wait for the round."""
-        modified = self._grad_version is not None and self._g._version != self._grad_version
-        if self._late or modified:
-            self._cancel_round()
-            if self._late:
-                raise RuntimeError(
-                    f"DistributedOptimizer: parameter {self._late[0]!r} received a gradient after "
-                    "its bucket was already stepped in this iteration (several backward() calls "
-                    "per step?): run all but the last backward() inside `with opt.no_sync():`"
-                )
-            raise RuntimeError(
-                "DistributedOptimizer: the gradients were changed between backward() and step() "
-                "(e.g. clip_grad_norm_ or GradScaler.unscale_), but overlap had already stepped "
-                "the buckets with the unchanged ones; pass clip_grad_norm= to the optimizer, use "
-                "GradScaler.step(opt) without unscale_, or build it with overlap=False"
-            )
+        """In ``step``: step the buckets whose gradients never arrived, wait for the round, then
+        check on every worker (one 1-element agreement) whether anything the early bucket steps
+        used changed before ``step``; if so, undo them and step the whole buffer again."""
+        # before _sync, which re-attaches replaced gradients: what the early steps did not see
+        dirty = self._grad_version is not None and self._g._version != self._grad_version
+        dirty = dirty or self._params_replaced() or self._grads_replaced()
         for seg in self._order:
             if not seg.ready.is_set():
                 self._sync(seg.first, seg.last)
                 seg.ready.set()
         round_, self._round = self._round, None
         round_.result()
+        verdict = 0
+        if self._late:  # a later backward() ran at the x the round had already moved
+            verdict = 3
+        elif self._round_info is not None:
+            edited_before, versions = self._round_info
+            if self._param_versions() != versions:
+                verdict = 2  # edited in place after backward(): the pre-step x is gone
+            elif edited_before:
+                dirty = True
+        if not verdict and (dirty or self._options_changed()):
+            verdict = 1
+        verdict = self._agree(verdict)
+        if not verdict:
+            return
+        self._restore_round()
+        if verdict == 3:
+            self._start_round()
+            raise RuntimeError(
+                "DistributedOptimizer: a gradient arrived (on this or another worker) for a "
+                "bucket already stepped in this iteration (several backward() calls per step?), "
+                "so the later backward() ran at moved parameters; the step was undone (x is as "
+                "before it). Run all but the last backward() inside `with opt.no_sync():`"
+            )
+        if verdict == 2:
+            self._start_round()
+            raise RuntimeError(
+                "DistributedOptimizer: parameters were changed in place between backward() and "
+                "step() (on this or another worker) after overlap had already stepped their "
+                "buckets, so the step cannot be reproduced; the step was undone (x is as before "
+                "backward()). Change parameters after step() (or before the forward), or build "
+                "the optimizer with overlap=False"
+            )
+        # redo: the plain step, from the state before the round, with what the user has now
+        self._sync()
+        self._refresh_algorithms()
+        with torch.no_grad():
+            for seg in self._order:
+                self._run_segment(seg)
+
+    def _restore_round(self) -> None:
+        """Undo the round's bucket steps (x and state from the snapshots) and forget the
+        messages it used; the accounting of this step starts afresh."""
+        with torch.no_grad():
+            for seg in self._segments:
+                if seg.saved is not None:
+                    x_saved, state = seg.saved
+                    self._seg_x(seg).copy_(x_saved)
+                    seg.state = state
+                    seg.saved = None
+                seg.pending = None
+                seg.comm.ops.clear()
+
+    def _check_posted(self) -> None:
+        """Without the hooks: the messages posted at the end of the last ``step`` were sent from
+        x as it was then. When any worker changed its parameters since (in place, as
+        ``p.clamp_()``, ``load_state_dict`` or swapping EMA weights in and out do, or by
+        replacing ``p.data``), every worker drops them and the step sends them again."""
+        edited = (
+            self._x._version != self._x_stamp
+            or self._param_versions() != self._p_stamps
+            or self._params_replaced()
+        )
+        if not self._agree(int(edited)):
+            return
+        for seg in self._order:
+            if seg.pending is not None:
+                pending, seg.pending = seg.pending, None
+                pending.wait(seg.comm.workspace(self._seg_x(seg), "drain"))
+            seg.comm.ops.clear()
+
+    def _stamp(self) -> None:
+        """Record the versions of x and of every parameter (the messages just posted used them)."""
+        self._x_stamp = self._x._version
+        self._p_stamps = self._param_versions()
+
+    def _param_versions(self) -> list[int]:
+        return [p._version for p in self._params]
+
+    def _params_replaced(self) -> bool:
+        return any(
+            p.data_ptr() != xv.data_ptr() for p, xv in zip(self._params, self._x_views, strict=True)
+        )
+
+    def _grads_replaced(self) -> bool:
+        """A gradient of a bucket already handed to the round was replaced (``p.grad = t``)."""
+        for seg in self._segments:
+            if seg.ready.is_set():
+                for i in range(seg.first, seg.last):
+                    if self._params[i].grad is not self._g_views[i]:
+                        return True
+        return False
+
+    def _options_changed(self) -> bool:
+        current = [tuple(v.items()) for v in self._group_values()]
+        return current != getattr(self, "_cached_values", None)
+
+    def _agree(self, value: int) -> int:
+        """The largest ``value`` over the workers (0 clean, 1 redo, 2 and 3 errors)."""
+        if self._comm.n_workers == 1:
+            return value
+        agree = getattr(self._comm, "max_over_workers", None)
+        if agree is not None:
+            return int(agree(value))
+        flags = torch.zeros(1, 3, dtype=torch.float64)
+        if value:
+            flags[0, value - 1] = 1.0
+        mean = self._comm.mean(flags, account=False)[0]
+        return max((k + 1 for k in range(3) if float(mean[k]) > 0), default=0)
 
     def _cancel_round(self) -> None:
         if self._round is None:
@@ -1296,6 +1480,22 @@ def _views(
     row: Tensor, numels: list[int], shapes: tuple[tuple[int, ...], ...]
 ) -> tuple[Tensor, ...]:
     return tuple(c.view(s) for c, s in zip(torch.split(row, numels), shapes, strict=True))
+
+
+def _clone_tree(state: Any) -> Any:
+    """A copy of an algorithm state whose tensors are cloned (dataclasses, tuples, lists and
+    dicts are walked; anything else is shared)."""
+    if isinstance(state, Tensor):
+        return state.clone()
+    if _is_dataclass_instance(state):
+        fields = dataclasses.fields(state)
+        return type(state)(**{f.name: _clone_tree(getattr(state, f.name)) for f in fields})
+    if isinstance(state, dict):
+        return {k: _clone_tree(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        items = [_clone_tree(v) for v in state]
+        return type(state)(*items) if hasattr(state, "_fields") else type(state)(items)
+    return state
 
 
 def _dense(t: Tensor) -> Tensor:

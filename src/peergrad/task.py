@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
     from peergrad.train.config import TrainConfig
     from peergrad.train.params import WorkerModel
 
-__all__ = ["BuiltTask", "Task", "build_task", "task_from_config"]
+__all__ = ["METRIC_MODES", "BuiltTask", "Task", "build_task", "task_from_config"]
+
+#: Values of :attr:`Task.metric_mode`: higher is better (``"max"``), lower is better (``"min"``).
+METRIC_MODES: tuple[str, ...] = ("max", "min")
 
 
 @dataclasses.dataclass
@@ -52,6 +56,9 @@ class Task:
             to every rank either way). Parameters with ``requires_grad=False`` stay frozen;
             buffers (BatchNorm running statistics ...) are kept per worker
             (``config.buffers``). Random layers (Dropout) draw each worker's own randomness.
+            Training runs in the module's own train/eval modes, per submodule, as handed over
+            (a BatchNorm kept in eval mode stays frozen after evaluations too); evaluation
+            runs in eval mode.
         train_data: a map-style ``torch.utils.data.Dataset`` whose items are
             ``(input, target)`` pairs (read per step, for the sampled indices only, never
             materialised), or a pair of tensors ``(inputs [N, ...], targets [N, ...])`` (kept in
@@ -61,7 +68,14 @@ class Task:
             cross-entropy on class labels.
         metric: ``"accuracy"`` (argmax of the outputs equals the target), a callable
             ``metric(outputs, targets) -> scalar`` (the mean over the batch, like ``loss_fn``),
-            or None (regression: no metric). Recorded as ``test_accuracy``.
+            or None (regression: no metric).
+        metric_mode: the metric's direction: ``"max"`` (default: higher is better, as accuracy)
+            or ``"min"`` (lower is better: an error such as MAE or RMSE, perplexity). Learning-
+            rate grids select, targets are reached and ``best_*`` values are taken in this
+            direction. A ``"max"`` metric is recorded as ``test_accuracy`` / ``val_accuracy`` /
+            ``worker_test_accuracy`` (``best_test_accuracy`` in the summary), a ``"min"`` one
+            as ``test_metric`` / ``val_metric`` / ``worker_test_metric`` (``best_test_metric``):
+            a value that should go down is not called an accuracy. ``"accuracy"`` is ``"max"``.
         name: label of the run (run-folder names, plots).
 
     Construction checks the types (``TypeError`` naming the attribute); the data's items are
@@ -75,6 +89,7 @@ class Task:
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None
     metric: str | Callable[[Tensor, Tensor], Tensor] | None = "accuracy"
     name: str = "custom"
+    metric_mode: str = "max"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.model, nn.Module) or callable(self.model)):
@@ -103,6 +118,37 @@ class Task:
             )
         if not (isinstance(self.name, str) and self.name and "/" not in self.name):
             raise TypeError(f"name must be a non-empty string without '/', got {self.name!r}")
+        if not (isinstance(self.metric_mode, str) and self.metric_mode in METRIC_MODES):
+            raise ValueError(
+                f"metric_mode must be one of {', '.join(map(repr, METRIC_MODES))} (higher or "
+                f"lower is better), got {self.metric_mode!r}"
+            )
+        if self.metric == "accuracy" and self.metric_mode != "max":
+            raise ValueError(
+                "metric_mode must be 'max' for metric='accuracy' (higher is better); "
+                "metric_mode='min' is for a callable metric that should go down"
+            )
+
+    def describe(self, module: nn.Module | None = None) -> dict[str, Any]:
+        """What ``config.json`` records about this task (``"task"``): ``name``, ``model`` (the
+        class of ``module``, or of ``model`` when it is a module, else the factory's name),
+        ``parameters`` / ``trainable_parameters`` (counted on ``module``, when given), the
+        ``loss`` and ``metric`` (repr; ``"cross-entropy (default)"`` for ``loss_fn=None``) and
+        ``metric_mode``. Data sizes are added by the run, which knows its splits."""
+        shown = module if module is not None else self.model
+        out: dict[str, Any] = {
+            "name": self.name,
+            "model": _qualname(type(shown)) if isinstance(shown, nn.Module) else _shown(shown),
+        }
+        if module is not None:
+            out["parameters"] = sum(p.numel() for p in module.parameters())
+            out["trainable_parameters"] = sum(
+                p.numel() for p in module.parameters() if p.requires_grad
+            )
+        out["loss"] = "cross-entropy (default)" if self.loss_fn is None else _shown(self.loss_fn)
+        out["metric"] = self.metric if isinstance(self.metric, str | None) else _shown(self.metric)
+        out["metric_mode"] = self.metric_mode
+        return out
 
     def make_module(self, seed: int) -> nn.Module:
         """The initial module: a copy of ``model``, or ``model()`` under
@@ -116,6 +162,19 @@ class Task:
                 f"model: the factory returned a {type(module).__name__}, not an nn.Module"
             )
         return module
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _shown(fn: Any) -> str:
+    """A function or class by its qualified name (its repr holds a memory address, which would
+    make two records of the same run differ), anything else (an ``nn.Module`` loss, a partial)
+    by its repr."""
+    if isinstance(fn, type) or inspect.isfunction(fn) or inspect.isbuiltin(fn):
+        return f"{getattr(fn, '__module__', None) or '?'}.{fn.__qualname__}"
+    return repr(fn)
 
 
 def _data_like(data: Any) -> bool:

@@ -8,6 +8,7 @@ from peergrad.algorithms.base import (
     Algorithm,
     MomentumState,
     SGDAlgorithm,
+    check_failures,
     state_from_dict,
     state_to_dict,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "MomentumState",
     "SGDAlgorithm",
     "algorithm_class",
+    "check_failures",
     "describe",
     "make_algorithm",
     "state_from_dict",

@@ -22,6 +22,10 @@ and ``optimizer.step()``::
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0`` and
 ``clip_grad_norm <= 0``.
+
+Under failures (a system profile's dropped links or absent workers): the gradient mean is over the
+present workers (quorum all-reduce); a worker that returns keeps its stale x, so the copies of x
+stop being identical (no re-synchronisation is modelled).
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class AllReduceSGD(SGDAlgorithm):
     clip_grad_norm: float | None = None
 
     name: ClassVar[str] = "allreduce"
+    failures_note: ClassVar[str] = (
+        "the gradient mean is over the present workers (quorum all-reduce); a worker that "
+        "returns keeps its stale x, so the copies of x stop being identical (no re- "
+        "synchronisation is modelled)"
+    )
     paper: ClassVar[str] = "synchronous mini-batch SGD (e.g. Goyal et al. 2017, arXiv:1706.02677)"
     summary: ClassVar[str] = "centralized reference: all-reduce of gradients, then an SGD step"
 

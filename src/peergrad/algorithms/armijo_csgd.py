@@ -93,6 +93,10 @@ Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay <
 compressor options, ``scale <= 0``, ``c`` and ``beta_b`` outside (0, 1),
 ``eta_max <= 0`` and unknown ``scale_rule``/``reset``/``search_on``/``agree_step`` choices; and
 from ``step`` when no closure is given.
+
+Under failures (a system profile's dropped links or absent workers): the compressed mean and the
+step agreement are over the present workers; a returning worker's x is stale, so the copies of x
+stop being identical; its error memory is frozen while it is away.
 """
 
 from __future__ import annotations
@@ -200,6 +204,11 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
     agree_step: str = "none"
 
     name: ClassVar[str] = "armijo-csgd"
+    failures_note: ClassVar[str] = (
+        "the compressed mean and the step agreement are over the present workers; a returning "
+        "worker's x is stale, so the copies of x stop being identical; its error memory is "
+        "frozen while it is away"
+    )
     paper: ClassVar[str] = "Subramaniam, Magesh, Veeravalli, ICASSP 2023, arXiv:2207.10046"
     summary: ClassVar[str] = "compressed SGD with memory, Armijo line search and a scaled step"
     needs_closure: ClassVar[bool] = True

@@ -26,6 +26,14 @@ same result.
 
 State is a dataclass of tensors and ints (``step`` counts iterations from 0) so that it can be
 saved and restored exactly with :func:`state_to_dict` / :func:`state_from_dict`.
+
+Failures (a system profile with dropped links or absent workers, issue 26; model in
+:mod:`peergrad.comm.simulated`): each algorithm declares ``failures`` ("supported" or
+"refused") and ``failures_note`` (what failures do to its invariants, or why it is refused).
+The engine, not the algorithm, implements them: gossip rounds use the Metropolis–Hastings
+weights of the round's surviving graph, ``mean`` and ``all_gather`` the present workers, and an
+absent worker's rows of x and of its state are put back after the step.
+:func:`check_failures` is the one check to run before any work.
 """
 
 from __future__ import annotations
@@ -76,6 +84,11 @@ class Algorithm:
     summary: ClassVar[str] = ""
     #: True for line-search methods: ``step`` needs ``closure`` (``ValueError`` without one).
     needs_closure: ClassVar[bool] = False
+    #: Behaviour under a system profile's failures: "supported" (runs on each round's surviving
+    #: graph and the present workers) or "refused" (:func:`check_failures` raises).
+    failures: ClassVar[str] = "supported"
+    #: One line: what failures do to the method's invariants, or why it refuses them.
+    failures_note: ClassVar[str] = ""
 
     def init(self, x: Tensor, comm: Communicator) -> Any:
         raise NotImplementedError
@@ -184,6 +197,41 @@ def require_doubly_stochastic(comm: Communicator, method: str, atol: float = 1e-
                 f"{comm.topology.name!r} has row sums off by {rows:.3g} and column sums off by "
                 f"{cols:.3g} (tolerance {atol})"
             )
+
+
+FAILURE_BEHAVIOURS: tuple[str, ...] = ("supported", "refused")
+
+
+def check_failures(algorithm: Algorithm, topology: Any, profile: Any) -> None:
+    """Raise ``ValueError`` (one line) when ``algorithm`` cannot run on ``topology`` under the
+    failures of the system profile ``profile``; call it before any work.
+
+    Nothing is checked when the profile has no failures. Otherwise: an algorithm whose
+    ``failures`` is "refused" is refused (the message names the profile option, the algorithm
+    and its reason); an algorithm that gossips (:meth:`Algorithm.uses_topology`) on a directed
+    topology (the exponential graphs, one-peer exponential included) is refused, since a
+    directed W cannot stay doubly stochastic when an edge or a worker drops.
+    """
+    options = profile.failures.options
+    if not options:
+        return
+    option = " and ".join(options)
+    if algorithm.failures not in FAILURE_BEHAVIOURS:
+        raise ValueError(
+            f"{algorithm.name}: failures must be one of {', '.join(FAILURE_BEHAVIOURS)}, got "
+            f"{algorithm.failures!r}"
+        )
+    if algorithm.failures == "refused":
+        raise ValueError(
+            f"{option} is set in the system profile, but {algorithm.name} cannot run under "
+            f"failures: {algorithm.failures_note}"
+        )
+    if algorithm.uses_topology() and topology.directed:
+        raise ValueError(
+            f"{option} is set in the system profile, but topology {topology.name!r} is directed "
+            f"(a directed W cannot stay doubly stochastic when a link or worker drops); use an "
+            f"undirected topology such as ring, torus or erdos-renyi with {algorithm.name}"
+        )
 
 
 def bind_run(

@@ -31,6 +31,10 @@ x_hat`` would need a dense gossip every step and is not offered).
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, ``gamma``
 outside (0, 1], ``ratio`` outside (0, 1], ``levels < 1``, an unknown compressor name, a W that
 is not doubly stochastic and a time-varying topology.
+
+Under failures (a system profile's dropped links or absent workers): refused: its memory-efficient s
+= W x_hat is only valid for a fixed W (as for time-varying topologies), and a failed round mixes
+with another W.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class ChocoSGD(CompressedSGDAlgorithm):
     gamma: float = 0.2
 
     name: ClassVar[str] = "choco-sgd"
+    failures: ClassVar[str] = "refused"
+    failures_note: ClassVar[str] = (
+        "its memory-efficient s = W x_hat is only valid for a fixed W (as for time-varying "
+        "topologies), and a failed round mixes with another W"
+    )
     paper: ClassVar[str] = "Koloskova, Stich, Jaggi, ICML 2019, arXiv:1902.00340"
     summary: ClassVar[str] = "decentralized SGD with compressed gossip of public model copies"
 

@@ -34,6 +34,9 @@ gradients, so the average still follows centralized heavy-ball SGD:
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, and a
 topology that is not doubly stochastic, symmetric and static.
+
+Under failures (a system profile's dropped links or absent workers): refused: its correction mixes
+x_(t-1) and d_(t-1) with the same fixed W every step, which a failed round changes.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ class D2(SGDAlgorithm):
     force: bool = False
 
     name: ClassVar[str] = "d2"
+    failures: ClassVar[str] = "refused"
+    failures_note: ClassVar[str] = (
+        "its correction mixes x_(t-1) and d_(t-1) with the same fixed W every step, which a "
+        "failed round changes"
+    )
     paper: ClassVar[str] = "Tang et al., ICML 2018, arXiv:1803.07068"
     summary: ClassVar[str] = (
         "D²: gossip of 2x_t - x_(t-1) - lr (g_t - g_(t-1)); exact on heterogeneous data"

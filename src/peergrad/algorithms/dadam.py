@@ -64,6 +64,11 @@ Raises ``ValueError`` for ``lr``/``eps`` not finite and > 0, ``momentum``/``b1``
 [0, 1), ``b3`` outside [0, 1) (``b3 != 0`` for ``dadam-naive``), ``b1`` contradicting a
 non-default ``momentum``, ``weight_decay < 0``, an unknown ``form`` (``dadam-naive``: only
 ``"paper"``) and a W(k) that is not doubly stochastic (``check_topology``).
+
+Under failures (a system profile's dropped links or absent workers): dadam: x is gossiped with each
+round's surviving (doubly stochastic) W; an absent worker's moments and v_hat are frozen while it is
+away; dadam-naive and decentralized-adam-naive: x is gossiped with each round's surviving (doubly
+stochastic) W; an absent worker's moments are frozen while it is away.
 """
 
 from __future__ import annotations
@@ -214,6 +219,10 @@ class DADAM(LocalAdaptiveGossip):
     form: str = "paper"
 
     name: ClassVar[str] = "dadam"
+    failures_note: ClassVar[str] = (
+        "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
+        "moments and v_hat are frozen while it is away"
+    )
     paper: ClassVar[str] = "Nazari, Tarzanagh, Michailidis, arXiv:1901.09109"
     summary: ClassVar[str] = (
         "DADAM: local AMSGrad-type statistics, gossip of the model only (biased when data differ)"
@@ -254,6 +263,10 @@ class DADAMNaive(DADAM):
     b3: float = 0.0
 
     name: ClassVar[str] = "dadam-naive"
+    failures_note: ClassVar[str] = (
+        "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
+        "moments are frozen while it is away"
+    )
     summary: ClassVar[str] = (
         "naive decentralized AMSGrad (DADAM with b3 = 0): local AMSGrad, gossip of the model"
     )
@@ -288,6 +301,10 @@ class DecentralizedAdamNaive(LocalAdaptiveGossip):
     keeps_v_hat: ClassVar[bool] = False
 
     name: ClassVar[str] = "decentralized-adam-naive"
+    failures_note: ClassVar[str] = (
+        "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
+        "moments are frozen while it is away"
+    )
     paper: ClassVar[str] = (
         "Nazari, Tarzanagh, Michailidis, arXiv:1901.09109 (v_hat -> v); "
         "baseline of Chen et al., arXiv:2109.03194"

@@ -66,6 +66,10 @@ Raises ``ValueError`` for ``lr``/``eps`` not finite and > 0, ``momentum``/``b1``
 [0, 1), ``b1`` contradicting a non-default ``momentum``, ``weight_decay < 0``, an unknown
 ``init_mode`` or ``eps_mode``, and a W(k) that is not doubly stochastic (``check_topology``);
 ``check_topology`` warns (``UserWarning``) on a non-symmetric W(k), which the theory excludes.
+
+Under failures (a system profile's dropped links or absent workers): x and the tracked second moment
+are gossiped with each round's surviving W (their averages are kept); an absent worker keeps its
+share of the tracked moment while away.
 """
 
 from __future__ import annotations
@@ -240,6 +244,10 @@ class DecentralizedAMSGrad(DecentralizedAdaptive):
     b2: float = 0.99
 
     name: ClassVar[str] = "decentralized-amsgrad"
+    failures_note: ClassVar[str] = (
+        "x and the tracked second moment are gossiped with each round's surviving W (their "
+        "averages are kept); an absent worker keeps its share of the tracked moment while away"
+    )
     summary: ClassVar[str] = (
         "decentralized AMSGrad: gossip the model and a tracked second moment (fused), "
         "every worker steps with the network's denominator"
@@ -270,6 +278,10 @@ class DecentralizedAdaGrad(DecentralizedAdaptive):
     lr: float = 1e-2
 
     name: ClassVar[str] = "decentralized-adagrad"
+    failures_note: ClassVar[str] = (
+        "x and the tracked second moment are gossiped with each round's surviving W (their "
+        "averages are kept); an absent worker keeps its share of the tracked moment while away"
+    )
     summary: ClassVar[str] = (
         "decentralized AdaGrad: tracked running mean of squared gradients as the denominator"
     )
@@ -288,6 +300,10 @@ class DecentralizedAdam(DecentralizedAdaptive):
     b2: float = 0.99
 
     name: ClassVar[str] = "decentralized-adam"
+    failures_note: ClassVar[str] = (
+        "x and the tracked second moment are gossiped with each round's surviving W (their "
+        "averages are kept); an absent worker keeps its share of the tracked moment while away"
+    )
     summary: ClassVar[str] = (
         "decentralized Adam (EMA second moment, no bias correction) in Chen et al.'s framework"
     )

@@ -60,6 +60,9 @@ output.
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``,
 ``rounds < 1``, eta outside [0, 1), and the topologies above.
+
+Under failures (a system profile's dropped links or absent workers): refused: its accelerated gossip
+(momentum over R rounds) and its tracker assume one fixed W, which a failed round changes.
 """
 
 from __future__ import annotations
@@ -124,6 +127,11 @@ class DeTAG(SGDAlgorithm):
     pipelined: bool = True
 
     name: ClassVar[str] = "detag"
+    failures: ClassVar[str] = "refused"
+    failures_note: ClassVar[str] = (
+        "its accelerated gossip (momentum over R rounds) and its tracker assume one fixed W, "
+        "which a failed round changes"
+    )
     paper: ClassVar[str] = "Lu & De Sa, ICML 2021, arXiv:2006.08085"
     summary: ClassVar[str] = (
         "gradient tracking with R rounds of accelerated gossip pipelined with R accumulated "

@@ -39,6 +39,10 @@ Deviations from the paper: ε in the denominator (``eps_mode="denominator"``, de
 Raises ``ValueError`` for ``lr``/``eps`` not finite and > 0, ``momentum``/``b1``/``b2`` outside
 [0, 1), ``b1`` contradicting a non-default ``momentum``, ``weight_decay < 0``, an unknown
 ``preset`` or ``eps_mode``, and a schedule text that does not parse.
+
+Under failures (a system profile's dropped links or absent workers): the gradient mean is over the
+present workers; a returning worker's x and moments are stale, so the copies of x stop being
+identical.
 """
 
 from __future__ import annotations
@@ -122,6 +126,10 @@ class DistributedAdam(AdaptiveAlgorithm):
     weight_decay: float = 0.0
 
     name: ClassVar[str] = "distributed-adam"
+    failures_note: ClassVar[str] = (
+        "the gradient mean is over the present workers; a returning worker's x and moments are "
+        "stale, so the copies of x stop being identical"
+    )
     paper: ClassVar[str] = "Zou, Shen, Jie, Zhang, Liu, CVPR 2019, arXiv:1811.09358"
     summary: ClassVar[str] = (
         "distributed generic Adam: all-reduce of gradients, then one generic-Adam step "

@@ -25,6 +25,10 @@ the paper's CTA form. With time-varying W(k) (e.g. the one-peer exponential grap
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, an unknown
 ``form`` and a topology whose W(k) is not doubly stochastic.
+
+Under failures (a system profile's dropped links or absent workers): each round mixes with the
+Metropolis-Hastings W of the surviving graph (symmetric, doubly stochastic), so mean(x) still moves
+by exactly the mean local step.
 """
 
 from __future__ import annotations
@@ -62,6 +66,10 @@ class DPSGD(SGDAlgorithm):
     form: str = "cta"
 
     name: ClassVar[str] = "dpsgd"
+    failures_note: ClassVar[str] = (
+        "each round mixes with the Metropolis-Hastings W of the surviving graph (symmetric, "
+        "doubly stochastic), so mean(x) still moves by exactly the mean local step"
+    )
     paper: ClassVar[str] = "Lian et al., NeurIPS 2017, arXiv:1705.09056"
     summary: ClassVar[str] = "decentralized SGD: gossip the model with neighbours, local SGD step"
 

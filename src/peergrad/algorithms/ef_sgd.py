@@ -38,6 +38,11 @@ applies the same averaged update. ``compressed-sgd`` (memory=False) is the no-me
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, ``ratio``
 outside (0, 1], ``levels < 1`` and an unknown compressor name.
+
+Under failures (a system profile's dropped links or absent workers): ef-sgd: the compressed mean is
+over the present workers; a returning worker's x is stale, so the copies of x stop being identical;
+its error memory is frozen while away; compressed-sgd: the compressed mean is over the present
+workers; a returning worker's x is stale, so the copies of x stop being identical.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ class EFSGD(CompressedSGDAlgorithm):
     memory: bool = True
 
     name: ClassVar[str] = "ef-sgd"
+    failures_note: ClassVar[str] = (
+        "the compressed mean is over the present workers; a returning worker's x is stale, so "
+        "the copies of x stop being identical; its error memory is frozen while away"
+    )
     paper: ClassVar[str] = (
         "Stich et al. 2018, arXiv:1809.07599; Karimireddy et al. 2019, arXiv:1901.09847"
     )
@@ -128,5 +137,9 @@ class CompressedSGD(EFSGD):
     memory: bool = False
 
     name: ClassVar[str] = "compressed-sgd"
+    failures_note: ClassVar[str] = (
+        "the compressed mean is over the present workers; a returning worker's x is stale, so "
+        "the copies of x stop being identical"
+    )
     paper: ClassVar[str] = "baseline of Stich et al. 2018, arXiv:1809.07599 (no memory)"
     summary: ClassVar[str] = "compressed SGD without error feedback (baseline for ef-sgd)"

@@ -51,6 +51,10 @@ folded into the gradient before tracking.
 
 Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay < 0``, an unknown
 ``form`` and a W(k) that is not doubly stochastic.
+
+Under failures (a system profile's dropped links or absent workers): link drops keep mean(y) =
+mean(g_prev) (each surviving W is doubly stochastic), but a leaving worker takes its share of the
+tracker with it: the present workers' trackers stop averaging their gradients.
 """
 
 from __future__ import annotations
@@ -106,6 +110,11 @@ class GradientTracking(SGDAlgorithm):
     form: str = "atc"
 
     name: ClassVar[str] = "gradient-tracking"
+    failures_note: ClassVar[str] = (
+        "link drops keep mean(y) = mean(g_prev) (each surviving W is doubly stochastic), but a "
+        "leaving worker takes its share of the tracker with it: the present workers' trackers "
+        "stop averaging their gradients"
+    )
     paper: ClassVar[str] = (
         "Qu & Li, arXiv:1605.07112 / DIGing, arXiv:1607.03218 (CTA); "
         "Pu & Nedić, arXiv:1805.11454 (DSGT, ATC)"

@@ -63,6 +63,10 @@ Raises ``ValueError`` for ``lr <= 0``, ``momentum``, ``block_momentum`` or ``b2`
 [0, 1), ``weight_decay < 0``, ``period < 1``, ``warmup_steps < 0``, ``block_lr <= 0``,
 ``eps <= 0``, an unknown ``local_update``, ``local_state`` or ``nesterov_style``, Nesterov local
 momentum with an Adam local update, and (``gossip=True``) a W(k) that is not doubly stochastic.
+
+Under failures (a system profile's dropped links or absent workers): a sync averages over the
+present workers (gossip=True: the surviving W); a returning worker rejoins at the next sync, with a
+stale anchor and block momentum when those are used.
 """
 
 from __future__ import annotations
@@ -164,6 +168,11 @@ class LocalSGD(SGDAlgorithm):
     gossip: bool = False
 
     name: ClassVar[str] = "local-sgd"
+    failures_note: ClassVar[str] = (
+        "a sync averages over the present workers (gossip=True: the surviving W); a returning "
+        "worker rejoins at the next sync, with a stale anchor and block momentum when those are "
+        "used"
+    )
     paper: ClassVar[str] = "Cong & Liu, MLHPC 2020, arXiv:2110.00625 (BMUF, SlowMo, local SGD)"
     summary: ClassVar[str] = (
         "local SGD: K local steps, then exact averaging (or gossip) and a block-momentum step"

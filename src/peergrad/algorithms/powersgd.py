@@ -57,6 +57,17 @@ n, as the sum). A scalar parameter is a 1 x 1 matrix (the hook cannot view it). 
 the warm-started Q again, ``min_compression_rate`` and the three all-reduces come from the hook.
 Momentum and weight decay act on the decompressed average, as ``torch.optim.SGD`` after DDP.
 
+Zero gradients (spec §2.3 item 6: C(0) = 0, no division by a zero norm): a matrix whose averaged
+P has an all-zero column (the whole matrix is zero on every worker, as dL/dA of a LoRA adapter
+whose B starts at 0, or a parameter unused in a step; or M Q lost that direction exactly) is
+not divided by that zero norm in Gram-Schmidt: the column stays 0, so does the matching column
+of Q, and M_bar = P Q^T is exactly 0 for a zero matrix, with no NaN reaching the other
+parameters (the hook gives 0/0 = NaN with ``orthogonalization_epsilon = 0``). With warm start an
+all-zero column of the new Q is replaced by the previous step's (orthonormalised) column for the
+next step, after decoding: with ``epsilon > 0`` the hook keeps the zero column and that matrix
+then stays at M_bar = 0 for ever, its gradient piling up in the error memory. Both change
+nothing where no column is exactly zero (every parity test is bit-exact).
+
 Numerics: the warm-started rank-2 power iteration amplifies rounding where a matrix's second
 direction is ill-determined; in float32 two runs that differ in the last bit (the two engines, or
 this class and the hook) drift apart to ~1e-5 relative in 20 steps, in float64 to ~1e-14.
@@ -66,6 +77,10 @@ Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay <
 ``start_iter < 0``, ``min_compression_rate < 0``, ``orthogonalization_epsilon < 0``, ``seed``
 outside [0, 2**32 - 1], ``shapes`` whose sizes do not add up to D, and a state whose Q does not
 fit the options (call ``init`` again).
+
+Under failures (a system profile's dropped links or absent workers): the all-reduces are over the
+present workers; a returning worker's x stays stale and its warm-start Q is stale for one step (one
+poorer approximation, kept by error feedback).
 """
 
 from __future__ import annotations
@@ -168,13 +183,17 @@ def make_plan(shapes: tuple[Shape, ...], rank: int, min_compression_rate: float)
 def orthogonalize(matrices: Tensor, epsilon: float = 0.0) -> None:
     """Orthonormalise the columns of every ``[m, r]`` matrix of ``matrices`` (``[B, m, r]``,
     r <= m) in place, as the hook's ``_orthogonalize``: Gram-Schmidt for r <= 2 and half
-    precision, otherwise the Q factor of ``torch.linalg.qr``."""
+    precision, otherwise the Q factor of ``torch.linalg.qr``. An all-zero column (a zero
+    gradient matrix; ``epsilon`` 0) stays zero instead of becoming 0/0 = NaN: nothing is
+    divided by a zero norm."""
     rank = matrices.shape[2]
     if rank <= 2 or matrices.dtype in (torch.float16, torch.bfloat16):
         for i in range(rank):
             col = matrices[:, :, i : i + 1]
             norm = torch.linalg.vector_norm(col, dim=1, keepdim=True)
-            col /= norm if epsilon == 0 else norm + epsilon
+            if epsilon:
+                norm = norm + epsilon
+            col /= torch.where(norm > 0, norm, 1.0)  # the same division wherever norm > 0
             if i + 1 < rank:
                 rest = matrices[:, :, i + 1 :]
                 rest -= torch.sum(col * rest, dim=1, keepdim=True) * col
@@ -230,8 +249,9 @@ class PowerSGD(SGDAlgorithm):
       paper's and hook's default); false draws a new random Q at every step.
     - ``error_feedback`` true or false: keep what compression dropped and add it to the next
       gradient (the hook's use_error_feedback, default true).
-    - ``orthogonalization_epsilon`` >= 0: added to the column norms in Gram-Schmidt, against
-      division by zero for an all-zero gradient; default 0, the hook's.
+    - ``orthogonalization_epsilon`` >= 0: added to the column norms in Gram-Schmidt; default
+      0, the hook's (a zero gradient matrix needs no epsilon here: an all-zero column is never
+      divided, and C(0) = 0; see the module docstring).
     - ``seed`` integer in [0, 2**32 - 1]: seed of the random initial Q, the same on every
       worker (the hook's random_seed).
     - ``shapes`` tuple of shapes, or None: the parameter tensors' shapes in buffer order; None:
@@ -249,6 +269,11 @@ class PowerSGD(SGDAlgorithm):
     shapes: tuple[Shape, ...] | None = None
 
     name: ClassVar[str] = "powersgd"
+    failures_note: ClassVar[str] = (
+        "the all-reduces are over the present workers; a returning worker's x stays stale and "
+        "its warm-start Q is stale for one step (one poorer approximation, kept by error "
+        "feedback)"
+    )
     paper: ClassVar[str] = "Vogels, Karimireddy & Jaggi 2019, arXiv:1905.13727"
     summary: ClassVar[str] = (
         "all-reduce SGD with rank-r PowerSGD gradient compression and error feedback"
@@ -379,12 +404,17 @@ class PowerSGD(SGDAlgorithm):
             q_local = g.new_empty(w, plan.q_size)
             for M, pm, qm in zip(ms, ps, _blocks(q_local, plan.matrices, "q"), strict=True):
                 qm.copy_(torch.bmm(pm.transpose(1, 2).contiguous(), M).mT)
+            previous = q.clone() if self.warm_start else None
             q.copy_(comm.mean(q_local))  # all-reduce 3
             for block, pm, qm in zip(_blocks(g_bar, plan.matrices, "m"), ps, qs, strict=True):
                 if block.is_contiguous():  # straight into the buffer, no temporary
                     torch.bmm(pm, qm.transpose(1, 2), out=block)
                 else:
                     block.copy_(torch.bmm(pm, qm.transpose(1, 2)))
+            if previous is not None:  # a zero column of Q keeps the previous one (below)
+                for qm, old in zip(qs, _blocks(previous, plan.matrices, "q"), strict=True):
+                    dead = (qm == 0).all(dim=1, keepdim=True)
+                    qm.copy_(torch.where(dead, old, qm))
         if self.error_feedback:
             state.error.sub_(g_bar)
         return g_bar, rng

@@ -19,16 +19,23 @@ worker (n − 1)·b and an all-reduce of b bytes 2(n − 1)/n·b (ring schedules
 ``record_wire=True`` every such tensor is logged in ``wire_log`` (:class:`WireRecord`), which the
 tests compare with ``bytes_sent``.
 
-Failures: every wait is bounded by ``timeout_s`` (default 60 s, the process group's timeout).
-When a peer dies or stops answering, :class:`PeerFailure` names the step, the operation and the
-peer(s) whose heartbeat (a key per worker in the process group's store, written at every
-:meth:`begin_step`) lags behind, instead of a bare error from inside the backend.
+Failures: every wait is bounded by ``timeout_s``, by default the timeout the default process
+group was created with (``init_process_group(timeout_s=...)``), so one number decides when a
+hung peer is reported. When a peer dies or stops answering, :class:`PeerFailure` names the step,
+the operation and the missing peer(s), instead of a bare error from inside the backend. Every
+worker publishes a heartbeat in the process group's store (a key per worker, the step announced
+at every :meth:`begin_step`) and, when it gives up, a failure key. A worker that gives up waits
+a short grace period (:func:`report_grace_s`) for the others to do the same: the workers that
+are alive but blocked on the missing one (directly, or in the same collective) time out too and
+report, so they are excluded, and the report names only the peers that neither reported a
+failure nor got past this worker's step.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +55,9 @@ from peergrad.topology import MixingMatrix, Topology
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 HEARTBEAT_PREFIX = "peergrad/heartbeat/"
 FAILED_PREFIX = "peergrad/failed/"
+#: Seconds a communicator waits when the process group's timeout cannot be read (torch keeps it
+#: in a private attribute), and the default of :func:`init_process_group`.
+DEFAULT_TIMEOUT_S = 60.0
 
 
 def launched_by_torchrun() -> bool:
@@ -82,6 +92,39 @@ def init_process_group(
     dist.init_process_group(
         backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
     )
+
+
+def process_group_timeout_s(group: dist.ProcessGroup | None = None) -> float | None:
+    """Seconds of the timeout ``group`` (default: the default group) was created with.
+
+    torch has no public getter: this reads the backend's options (``_timeout``, present on
+    gloo and NCCL backends since torch 2.0). None when no process group is initialised or torch
+    does not expose the value.
+    """
+    if not dist.is_initialized():
+        return None
+    try:
+        from torch.distributed.distributed_c10d import _get_default_group
+
+        pg = group if group is not None else _get_default_group()
+    except Exception:
+        return None
+    for device_type in ("cpu", "cuda"):
+        try:
+            timeout = pg._get_backend(torch.device(device_type)).options._timeout
+            seconds = float(timeout.total_seconds())
+        except Exception:  # no backend for this device type, or another torch
+            continue
+        if seconds > 0:
+            return seconds
+    return None
+
+
+def report_grace_s(timeout_s: float) -> float:
+    """Seconds a worker that gave up waits for the other blocked workers to report before it
+    names the missing peers: ``min(2, timeout_s / 2)``. A worker hosting the store must live
+    that long after its own report (the ``peergrad`` CLI waits ``min(3, timeout_s)``)."""
+    return min(2.0, timeout_s / 2)
 
 
 def hosts_store() -> bool:
@@ -149,8 +192,19 @@ class DistributedCommunicator(AllReduceAccounting):
     Args:
         topology: the gossip schedule W(k); its n must equal the process group's world size.
         network: latency/bandwidth model for ``simulated_comm_time_s``.
-        group: process group (default: the world).
-        timeout_s: seconds any single wait may take before :class:`PeerFailure` (> 0).
+        group: process group. Default: peergrad's own group over all ranks of the default
+            process group, created (``dist.new_group``, collective: build the communicator on
+            every rank) by the first communicator of the process group and shared by the later
+            ones. Every message of the communicator goes there, so the user's collectives on
+            the default group (``dist.all_reduce(loss)`` for logging, between ``backward()`` and
+            ``step()``, while the optimizer's messages are in flight) never interleave with
+            peergrad's: each group is a communicator of its own (gloo: its own connections;
+            NCCL: its own communicator and stream). A group given here is used as is: nothing
+            else may use it while peergrad's messages are in flight.
+        timeout_s: seconds any single wait may take before :class:`PeerFailure` (> 0). None
+            (default): the timeout of the process group given as ``group``, else of the
+            default group, i.e. ``init_process_group(timeout_s=...)``'s;
+            :data:`DEFAULT_TIMEOUT_S` when torch does not expose it. Read back as ``timeout_s``.
         record_wire: log every tensor handed to ``torch.distributed`` by an accounted
             operation in ``wire_log`` (a list of :class:`WireRecord`; ``None`` when off).
 
@@ -167,17 +221,29 @@ class DistributedCommunicator(AllReduceAccounting):
         *,
         network: NetworkModel | None = None,
         group: dist.ProcessGroup | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float | None = None,
         record_wire: bool = False,
     ) -> None:
-        if not timeout_s > 0:
+        if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if not dist.is_initialized():
             raise ValueError(
                 "the distributed engine needs an initialised process group; call "
                 "peergrad.comm.distributed.init_process_group() under torchrun first"
             )
+        if timeout_s is None:  # one timeout: the process group's (the user's group, if given)
+            timeout_s = process_group_timeout_s(group) or DEFAULT_TIMEOUT_S
+        self.timeout_s = float(timeout_s)
+        # peergrad's own process groups (issue 24): its messages never share a communicator
+        # with the user's collectives on the default group (see the class doc)
+        self.user_group = group
+        if group is None:
+            group, control = _private_groups()
+        else:
+            control = group
         self.group = group
+        self._control = control
+        self._control_nccl = dist.get_backend(control) == "nccl"
         self.rank = dist.get_rank(group)
         world = dist.get_world_size(group)
         if world != topology.n:
@@ -200,7 +266,7 @@ class DistributedCommunicator(AllReduceAccounting):
             self._store.set(f"{HEARTBEAT_PREFIX}{self.rank}", "0")
             self._store.delete_key(f"{FAILED_PREFIX}{self.rank}")
         self._nccl = dist.get_backend(group) == "nccl"
-        self.timeout = datetime.timedelta(seconds=timeout_s)
+        self.timeout = datetime.timedelta(seconds=self.timeout_s)
 
     @property
     def worker_ids(self) -> Tensor:
@@ -238,20 +304,44 @@ class DistributedCommunicator(AllReduceAccounting):
             return None
         return seen
 
+    def _silent_peers(
+        self,
+    ) -> tuple[dict[int, tuple[int | None, bool]] | None, dict[int, int | None]]:
+        """The heartbeats, and the peers that neither reported a failure nor announced a step
+        past this worker's (with their last step, None if never seen).
+
+        Alive workers blocked on the missing peer time out at about the same time as this one
+        and report a failure; so while more than one peer is silent, poll the store for up to
+        :func:`report_grace_s` seconds. ``(None, {})`` without a reachable store.
+        """
+        deadline = time.monotonic() + report_grace_s(self.timeout_s)
+        while True:
+            seen = self.last_seen()
+            if seen is None:
+                return None, {}
+            silent = {
+                j: st
+                for j, (st, failed) in seen.items()
+                if not failed and (st is None or st <= self.current_step)
+            }
+            if len(silent) <= 1 or time.monotonic() >= deadline:
+                return seen, silent
+            time.sleep(0.05)
+
     def _fail(self, what: str, peers: list[int], exc: BaseException) -> PeerFailure:
-        """Build the error: suspects are peers that went silent without reporting a failure."""
+        """Build the error: suspects are peers that went silent without reporting a failure
+        (alive workers blocked on them report one, see :meth:`_silent_peers`)."""
         if self._store is not None:
             try:  # tell the others this worker stopped because of an error, not silently
                 self._store.set(f"{FAILED_PREFIX}{self.rank}", str(self.current_step))
             except Exception:
                 pass
-        seen = self.last_seen()
+        seen, silent = self._silent_peers()
         if seen is None:
             suspects = ", ".join(str(p) for p in peers) or "unknown"
             detail = "heartbeats unavailable"
         else:
             behind = {j: st for j, (st, _) in seen.items() if st is None or st < self.current_step}
-            silent = {j: st for j, st in behind.items() if not seen[j][1]}
             chosen = silent or behind or {j: seen[j][0] for j in peers if j in seen}
             suspects = (
                 ", ".join(
@@ -443,12 +533,51 @@ class DistributedCommunicator(AllReduceAccounting):
         self._wait(work, "broadcast", [src])
         return x
 
+    def max_over_workers(self, value: int) -> int:
+        """The largest of every worker's ``value`` (a small non-negative int): one 1-element
+        all-reduce on the control group (CPU, so no device synchronisation); not accounted and
+        not in the wire log. Collective. Raises :class:`PeerFailure` when a peer is missing."""
+        flag = torch.tensor([int(value)], dtype=torch.int32)
+        if self._control_nccl:  # a group given by the user: NCCL reduces device tensors only
+            flag = flag.to(torch.device("cuda", torch.cuda.current_device()))
+        everyone = list(range(self.n_workers))
+        try:
+            work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._control, async_op=True)
+        except Exception as exc:
+            raise self._fail("agreement all-reduce", everyone, exc) from exc
+        self._wait(work, "agreement all-reduce", everyone)
+        return int(flag[0])
+
     def barrier(self) -> None:
         try:
             work = dist.barrier(group=self.group, async_op=True)
         except Exception as exc:
             raise self._fail("barrier", list(range(self.n_workers)), exc) from exc
         self._wait(work, "barrier", list(range(self.n_workers)))
+
+
+#: peergrad's private process groups, created once per default group: ``(world, data, control)``.
+_PRIVATE_GROUPS: list[tuple[object, dist.ProcessGroup, dist.ProcessGroup]] = []
+
+
+def _private_groups() -> tuple[dist.ProcessGroup, dist.ProcessGroup]:
+    """peergrad's own groups over all ranks of the default group: ``(data, control)``.
+
+    ``data`` has the default group's backend and carries every message of the communicators
+    built without ``group=``; ``control`` carries the optimizer's 1-element agreements on CPU
+    tensors (a gloo group under NCCL, else ``data`` itself). Created at the first call after
+    ``init_process_group`` with ``new_group`` (collective: every rank builds its first
+    communicator at the same point) and shared by the later communicators of that process group.
+    """
+    world = dist.group.WORLD
+    for owner, data, control in _PRIVATE_GROUPS:
+        if owner is world:
+            return data, control
+    _PRIVATE_GROUPS.clear()  # an earlier process group was destroyed
+    data = dist.new_group()
+    control = dist.new_group(backend="gloo") if dist.get_backend() == "nccl" else data
+    _PRIVATE_GROUPS.append((world, data, control))
+    return data, control
 
 
 def _default_store() -> dist.Store | None:

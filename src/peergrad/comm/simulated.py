@@ -7,12 +7,57 @@
 - the complete graph (W = J) is a mean over the worker axis;
 - every other matrix is a sparse CSR product (``torch.sparse.mm``), or a dense product when
   n <= 32 (then n^2 D flops cost less than the sparse kernel's per-call overhead).
+
+With a :class:`~peergrad.system.SystemClock` (``clock=``; issue 26, design §8) every accounted
+communication is also reported to the clock, which advances one simulated time per worker:
+
+- ``mix``/``mix_start``/``account_gossip``: ``clock.gossip`` over W's directed edges
+  (:func:`~peergrad.topology.graph_edges`, cached per W) with the message's bytes on each edge;
+  rounds issued between :meth:`SimulatedCommunicator.begin_step` and
+  :meth:`SimulatedCommunicator.compute` are ``pre_gradient`` (they left before the gradient,
+  see :meth:`peergrad.algorithms.Algorithm.pre_gradient`) and overlap the computation;
+- ``mean``/``account_mean``: ``clock.all_reduce``; ``all_gather``: ``clock.all_gather``;
+- ``begin_step``: ``clock.begin_step`` (who is present); ``compute``: ``clock.compute``.
+
+``simulated_comm_time_s`` keeps its closed alpha-beta formula (the nominal schedule on identical
+links) and :attr:`SimulatedCommunicator.simulated_time_s` is the clock's (slowest worker's)
+time. Without a clock nothing of this happens and every number is as before.
+
+Failures (the clock's profile has ``failures.link_drop_prob``, ``failures.leave_prob`` or
+``failures.offline``), the model of issue 26 item 3:
+
+- *gossip*: each round (each ``mix``/``mix_start`` call) draws its surviving edges
+  (``clock.surviving_edges``: link drops, absent endpoints) and mixes with the
+  Metropolis–Hastings weights of the surviving graph (:func:`~peergrad.topology.surviving_weights`:
+  symmetric, doubly stochastic; an absent or isolated worker keeps its row), applied in edge-list
+  form at O(E D) (a sparse product; dense when n <= 32), never an ``[n, n]`` matrix at large n.
+  A round in which every edge survives uses W itself (ours: the user's weights whenever nothing
+  failed). Only undirected W can be used (a directed W cannot stay doubly stochastic when an
+  edge drops): a directed W raises ``ValueError`` naming the profile option and the topology;
+- *mean* (an all-reduce, ``record`` true, which is the default for accounted calls): the
+  average over the present workers (the quorum semantics of fault-tolerant all-reduce), on
+  every row; metric means (``account=False`` without ``record=True``) still average all n;
+- *all_gather*: only the present workers' payloads, ``[n, m, P]`` with m present workers in
+  id order, so the callers that average or reduce the gathered payloads
+  (:func:`~peergrad.comm.compressed.compressed_mean`, Armijo's step agreement) do so over the
+  present workers with no change;
+- an absent worker neither computes nor sends and keeps its state: the step loop saves its rows
+  with :meth:`SimulatedCommunicator.hold_absent` after ``begin_step`` and puts them back after
+  ``algorithm.step`` (:meth:`AbsentRows.restore`). Rows returned for absent workers by ``mean``
+  and ``mix`` are therefore not used;
+- ``bytes_sent`` counts what is sent: surviving edges only, collectives among the present
+  workers (``allreduce_bytes(nbytes, m)``); ``simulated_comm_time_s`` stays the nominal formula.
+
+Whether an algorithm can run under failures is declared by ``Algorithm.failures``; check before
+any work with :func:`peergrad.algorithms.check_failures`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,9 +67,14 @@ from peergrad.comm.base import (
     Decode,
     NetworkModel,
     Workspace,
+    allgather_bytes,
+    allreduce_bytes,
     message_nbytes,
 )
-from peergrad.topology import MixingMatrix, Topology
+from peergrad.topology import MixingMatrix, Topology, graph_edges, surviving_weights
+
+if TYPE_CHECKING:
+    from peergrad.system.clock import SystemClock
 
 DENSE_MAX_WORKERS = 32
 
@@ -34,18 +84,48 @@ class SimulatedCommunicator(AllReduceAccounting):
 
     Args:
         topology: the gossip schedule W(k); ``topology.n`` is the number of workers n.
-        network: latency/bandwidth model for ``simulated_comm_time_s``.
+        network: latency/bandwidth model for ``simulated_comm_time_s`` (default: the clock
+            profile's links when they are uniform, else ``NetworkModel()``).
+        clock: a :class:`~peergrad.system.SystemClock` for n workers to report every accounted
+            communication to (module docstring); ``None`` (default): no clock, no failures.
 
     Attributes:
         bytes_sent: float64 ``[n]`` on the CPU, cumulative bytes each worker has sent.
-        simulated_comm_time_s: cumulative modelled communication time, seconds.
+        simulated_comm_time_s: cumulative modelled communication time, seconds (closed
+            alpha-beta formula, with or without a clock).
         rounds: number of communication calls so far (gossip rounds + all-reduces).
+        clock: the clock, or None.
+
+    Raises:
+        ValueError: if the clock is for another number of workers.
     """
 
-    def __init__(self, topology: Topology, *, network: NetworkModel | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        network: NetworkModel | None = None,
+        clock: SystemClock | None = None,
+    ) -> None:
+        if clock is not None and clock.n_workers != topology.n:
+            raise ValueError(
+                f"the system clock is for {clock.n_workers} workers but topology "
+                f"{topology.name!r} has n = {topology.n}"
+            )
+        if network is None and clock is not None and clock.profile.links.is_uniform:
+            links = clock.profile.links
+            network = NetworkModel(links.latency_s, links.bandwidth_bytes_per_s)
         self.topology = topology
         self.n_workers = topology.n
         self.network = network if network is not None else NetworkModel()
+        self.clock = clock
+        self._failures = clock is not None and clock.profile.failures.any
+        self._edges: weakref.WeakKeyDictionary[MixingMatrix, tuple[Tensor, Tensor]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._pre_gradient = False  # between begin_step and compute: rounds leave pre-gradient
+        self._present: Tensor | None = None  # bool [n] while some worker is absent, else None
+        self._unaccounted: tuple[MixingMatrix, _Round | None] | None = None
         self.bytes_sent = torch.zeros(self.n_workers, dtype=torch.float64)
         self.simulated_comm_time_s = 0.0
         self.rounds = 0
@@ -58,6 +138,43 @@ class SimulatedCommunicator(AllReduceAccounting):
     @property
     def worker_ids(self) -> Tensor:
         return self._worker_ids
+
+    @property
+    def simulated_time_s(self) -> float | None:
+        """The clock's simulated wall-clock time (slowest worker: compute + communication +
+        waiting), seconds; ``None`` without a clock."""
+        return None if self.clock is None else self.clock.simulated_time_s
+
+    @property
+    def present(self) -> Tensor | None:
+        """bool ``[n]``: the workers present in this step, or ``None`` when all are."""
+        return self._present
+
+    def edges(self, W: MixingMatrix) -> tuple[Tensor, Tensor]:
+        """W's directed edges ``(src, dst)`` (int64 ``[E]``, by src then dst), cached per W."""
+        e = self._edges.get(W)
+        if e is None:
+            e = self._edges[W] = graph_edges(W)
+        return e
+
+    def _draw_round(self, W: MixingMatrix) -> _Round | None:
+        """This round's surviving graph of W and its Metropolis–Hastings weights (failures);
+        ``None`` when every edge survived (the round then uses W itself)."""
+        assert self.clock is not None
+        if not W.symmetric:
+            options = " and ".join(self.clock.profile.failures.options)
+            raise ValueError(
+                f"{options} in the system profile needs an "
+                f"undirected topology, but {self.topology.name!r} is directed ({W.name!r}); "
+                "use an undirected graph such as ring, torus or erdos-renyi"
+            )
+        src, dst = self.edges(W)
+        up = self.clock.surviving_edges(src, dst)
+        if bool(up.all()):
+            return None
+        s, d = src[up], dst[up]
+        s, d, w, diag = surviving_weights(self.n_workers, s, d)
+        return _Round(s, d, w, diag)
 
     def _check(self, x: Tensor, what: str) -> None:
         if x.dim() < 1 or x.shape[0] != self.n_workers:
@@ -91,9 +208,8 @@ class SimulatedCommunicator(AllReduceAccounting):
         is charged (the caller accounts the round itself, see :meth:`account_gossip`).
         """
         self._check_mix(x, W)
-        if account:
-            self.account_gossip(W, _nbytes(x, message_bytes))
-        return SimulatedPendingMix(W, x, decode)
+        survivors = self._begin_round(W, _nbytes(x, message_bytes), account)
+        return SimulatedPendingMix(W, x, decode, survivors)
 
     def mix(
         self,
@@ -114,21 +230,74 @@ class SimulatedCommunicator(AllReduceAccounting):
         :func:`peergrad.comm.compressed.compressed_mix`). ``account=False``: nothing is charged.
         """
         self._check_mix(x, W)
-        if account:
-            self.account_gossip(W, _nbytes(x, message_bytes))
-        return apply_mixing(W, x if decode is None else decode(x), out)
+        survivors = self._begin_round(W, _nbytes(x, message_bytes), account)
+        values = x if decode is None else decode(x)
+        if survivors is not None:
+            return survivors.apply(values, out)
+        return apply_mixing(W, values, out)
 
     def _check_mix(self, x: Tensor, W: MixingMatrix) -> None:
         self._check(x, "mix")
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
 
+    def _begin_round(self, W: MixingMatrix, nbytes: float, account: bool) -> _Round | None:
+        """Draw the round's surviving graph (failures only) and charge it when ``account``;
+        an unaccounted round is kept for the :meth:`account_gossip` that charges it later."""
+        survivors = self._draw_round(W) if self._failures else None
+        if account:
+            self._account_gossip(W, nbytes, survivors)
+        elif self._failures:
+            self._unaccounted = (W, survivors)
+        return survivors
+
     # ------------------------------------------------------------------ accounting
     def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
-        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round)."""
+        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round).
+
+        With a clock, the round is reported to it over W's edges (under failures: the edges of
+        the last unaccounted round over this W, else a fresh draw of the surviving edges)."""
+        survivors = None
+        if self._failures:
+            kept, self._unaccounted = self._unaccounted, None
+            survivors = kept[1] if kept is not None and kept[0] is W else self._draw_round(W)
+        self._account_gossip(W, nbytes, survivors)
+
+    def _account_gossip(self, W: MixingMatrix, nbytes: float, survivors: _Round | None) -> None:
         sent = self.out_degrees(W) * nbytes
-        self.bytes_sent += sent
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
+        self.rounds += 1
+        if survivors is None:
+            self.bytes_sent += sent
+            if self.clock is not None:
+                src, dst = self.edges(W)
+                self.clock.gossip(src, dst, nbytes, pre_gradient=self._pre_gradient)
+            return
+        assert self.clock is not None
+        count = torch.bincount(survivors.src, minlength=self.n_workers)
+        self.bytes_sent += count.to(torch.float64) * nbytes
+        self.clock.gossip(survivors.src, survivors.dst, nbytes, pre_gradient=self._pre_gradient)
+
+    def account_mean(self, nbytes: float) -> None:
+        """Charge one all-reduce of ``nbytes`` per worker (under churn: among the present)."""
+        self._account_collective(nbytes, allreduce_bytes, NetworkModel.allreduce_time_s)
+        if self.clock is not None:
+            self.clock.all_reduce(nbytes)
+
+    def account_all_gather(self, nbytes: float) -> None:
+        """Charge one all-gather of ``nbytes`` per worker (under churn: among the present)."""
+        self._account_collective(nbytes, allgather_bytes, NetworkModel.allgather_time_s)
+        if self.clock is not None:
+            self.clock.all_gather(nbytes)
+
+    def _account_collective(self, nbytes: float, sent: Any, duration: Any) -> None:
+        n = self.n_workers
+        if self._present is None:
+            self.bytes_sent += sent(nbytes, n)
+        else:
+            m = int(self._present.sum())
+            self.bytes_sent[self._present] += sent(nbytes, m)
+        self.simulated_comm_time_s += duration(self.network, nbytes, n)
         self.rounds += 1
 
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
@@ -140,7 +309,42 @@ class SimulatedCommunicator(AllReduceAccounting):
         return x
 
     def begin_step(self, step: int) -> None:
-        """Nothing to publish on the simulated engine (kept for engine symmetry)."""
+        """Start step ``step``. Without a clock nothing happens (kept for engine symmetry);
+        with one, ``clock.begin_step()`` decides who is present, and the communication issued
+        until :meth:`compute` is pre-gradient (it overlaps the gradient computation)."""
+        if self.clock is None:
+            return
+        present = self.clock.begin_step()
+        self._present = None if bool(present.all()) else present
+        self._pre_gradient = True
+
+    def compute(self) -> None:
+        """The workers compute their gradients now: ``clock.compute()`` (their step times); the
+        communication issued from here on is after the gradient. Call it once per step, after
+        :meth:`begin_step` and the algorithm's ``pre_gradient``. No-op without a clock."""
+        if self.clock is None:
+            return
+        self.clock.compute()
+
+    def hold_absent(self, x: Tensor, state: Any) -> AbsentRows | None:
+        """Save the rows of the workers absent in this step (``None`` when all are present).
+
+        Saved: ``x``'s absent rows and those of every floating-point tensor of ``state`` (a
+        dataclass; tensors in its fields, or in lists/tuples there) whose leading axis has
+        size n. Integer tensors (shared generator states) and scalars (``step``) are shared by
+        all workers and keep advancing (ours: a returning worker re-synchronises them, which
+        costs a few bytes). :meth:`AbsentRows.restore` puts the rows back after the step.
+        """
+        if self._present is None:
+            return None
+        rows = (~self._present).nonzero()[:, 0].to(x.device)
+        saved = {}
+        if dataclasses.is_dataclass(state):
+            for f in dataclasses.fields(state):
+                kept = _take_rows(getattr(state, f.name), rows, self.n_workers)
+                if kept is not None:
+                    saved[f.name] = kept
+        return AbsentRows(rows, x.index_select(0, rows), saved, self.n_workers)
 
     def mean(
         self,
@@ -159,12 +363,18 @@ class SimulatedCommunicator(AllReduceAccounting):
         self._check(x, "mean")
         if account:
             self.account_mean(_nbytes(x, message_bytes))
+        quorum = account if record is None else record
+        if self._present is not None and quorum:
+            return x[self._present.to(x.device)].mean(dim=0, keepdim=True).expand_as(x)
         return x.mean(dim=0, keepdim=True).expand_as(x)
 
     def all_gather(
         self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
     ) -> Tensor:
         """``[n, P] -> [n, n, P]``: an expanded (read-only) view, no n^2 memory.
+
+        While workers are absent (clock with churn): ``[n, m, P]``, the m present workers'
+        payloads in id order (module docstring).
 
         ``message_bytes`` overrides the size of one worker's payload (default ``P * itemsize``);
         ``account=False``: nothing is charged.
@@ -174,6 +384,8 @@ class SimulatedCommunicator(AllReduceAccounting):
             raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
         if account:
             self.account_all_gather(_nbytes(payload, message_bytes))
+        if self._present is not None:  # only the present workers' payloads: [n, m, P]
+            payload = payload[self._present.to(payload.device)]
         return payload.unsqueeze(0).expand(self.n_workers, *payload.shape)
 
 
@@ -182,9 +394,90 @@ class SimulatedPendingMix:
     W: MixingMatrix
     x: Tensor
     decode: Decode | None = None
+    #: the round's surviving graph under failures (then W's weights are not used)
+    survivors: _Round | None = None
 
     def wait(self, out: Tensor | None = None) -> Tensor:
-        return apply_mixing(self.W, self.x if self.decode is None else self.decode(self.x), out)
+        values = self.x if self.decode is None else self.decode(self.x)
+        if self.survivors is not None:
+            return self.survivors.apply(values, out)
+        return apply_mixing(self.W, values, out)
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One gossip round's surviving graph in edge-list form: ``src``, ``dst`` int64 ``[E']``,
+    ``weight`` float64 ``[E']`` (``W'[dst, src]``), ``diag`` float64 ``[n]`` (``W'[i, i]``)."""
+
+    src: Tensor
+    dst: Tensor
+    weight: Tensor
+    diag: Tensor
+
+    def apply(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``W' @ x`` over the leading axis in O(E' D): a sparse product (dense when n <= 32)."""
+        n = self.diag.numel()
+        if out is None:
+            out = torch.empty_like(x)
+        elif out.shape != x.shape:
+            raise ValueError(
+                f"out must have the shape of x {tuple(x.shape)}, got {tuple(out.shape)}"
+            )
+        flat = x.reshape(n, -1)
+        dev, dt = x.device, x.dtype
+        if n <= DENSE_MAX_WORKERS:
+            M = torch.diag(self.diag)
+            M[self.dst, self.src] = self.weight
+            torch.mm(M.to(dev, dt), flat, out=out.view(flat.shape))
+            return out
+        ids = torch.arange(n)
+        index = torch.stack([torch.cat([self.dst, ids]), torch.cat([self.src, ids])])
+        values = torch.cat([self.weight, self.diag])
+        A = torch.sparse_coo_tensor(index, values, (n, n)).coalesce().to(dev, dt)
+        return out.copy_(torch.sparse.mm(A, flat).reshape(x.shape))
+
+
+@dataclass
+class AbsentRows:
+    """The rows of the absent workers saved by :meth:`SimulatedCommunicator.hold_absent`:
+    ``rows`` (int64 ``[a]``), ``x`` (``[a, D]``) and, per state field, the saved rows."""
+
+    rows: Tensor
+    x: Tensor
+    state: dict[str, Any]
+    n_workers: int
+
+    def restore(self, x: Tensor, state: Any) -> None:
+        """Write the saved rows back into ``x`` and into the same fields of ``state`` (the
+        state the step returned; its tensors may be new objects)."""
+        x.index_copy_(0, self.rows, self.x)
+        for name, kept in self.state.items():
+            _put_rows(getattr(state, name), self.rows, kept)
+
+
+def _is_rows(t: object, n: int) -> bool:
+    return isinstance(t, Tensor) and t.dim() >= 1 and t.shape[0] == n and t.is_floating_point()
+
+
+def _take_rows(value: object, rows: Tensor, n: int) -> Any:
+    if _is_rows(value, n):
+        assert isinstance(value, Tensor)
+        return value.index_select(0, rows.to(value.device))
+    if isinstance(value, list | tuple):
+        kept = [_take_rows(v, rows, n) for v in value]
+        return kept if any(k is not None for k in kept) else None
+    return None
+
+
+def _put_rows(value: object, rows: Tensor, kept: Any) -> None:
+    if isinstance(kept, Tensor):
+        assert isinstance(value, Tensor)
+        value.index_copy_(0, rows.to(value.device), kept)
+    elif isinstance(kept, list):
+        assert isinstance(value, list | tuple)
+        for v, k in zip(value, kept, strict=True):
+            if k is not None:
+                _put_rows(v, rows, k)
 
 
 def _nbytes(x: Tensor, message_bytes: int | None) -> int:

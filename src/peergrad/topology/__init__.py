@@ -7,6 +7,7 @@ values ``X`` (``[n, d]``) is ``(W X)_i = Σ_j W[i, j] X[j]``.
 
 from __future__ import annotations
 
+from peergrad.topology.failures import graph_edges, surviving_mixing_matrix, surviving_weights
 from peergrad.topology.graphs import (
     TOPOLOGIES,
     complete,
@@ -45,6 +46,7 @@ __all__ = [
     "from_adjacency",
     "from_matrix",
     "from_networkx",
+    "graph_edges",
     "identity",
     "lazy",
     "make_topology",
@@ -52,6 +54,8 @@ __all__ = [
     "one_peer_exponential",
     "ring",
     "star",
+    "surviving_mixing_matrix",
+    "surviving_weights",
     "torus",
     "torus_shape",
     "uniform_weights",

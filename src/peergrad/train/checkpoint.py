@@ -88,16 +88,41 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask, read without changing it where the system says
+    it (Linux >= 4.7: ``Umask:`` in ``/proc/self/status``); elsewhere it is set and restored at
+    once (``os.umask`` has no read-only form), which another thread creating a file in between
+    could notice."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
 
     A temporary file in the same folder is written, fsynced and ``os.replace``-d over ``path``;
-    the folder is fsynced so the rename survives a power cut.
+    the folder is fsynced so the rename survives a power cut. The file gets the permissions an
+    ordinary ``open(path, "w")`` gives, ``0o666 & ~umask`` (0644 under the usual umask 022, so
+    colleagues can read a run folder on a shared cluster); the temporary file of
+    ``tempfile.mkstemp`` alone would be 0600.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            mode = 0o666 & ~current_umask()
+            if hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), mode)
+            else:  # pragma: no cover - Windows: only the read-only bit exists
+                os.chmod(tmp, mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -43,13 +43,14 @@ from peergrad.train.config import TrainConfig
 from peergrad.train.folders import check_compare_folder, clear_compare_files
 from peergrad.train.loop import (
     ALGORITHM_FIELDS,
-    METRIC_FIELDS,
     RunResult,
     build_algorithm,
     prepare,
     train,
 )
 from peergrad.train.plots import plot_comparison
+from peergrad.train.recorder import metric_field, metric_fields, reaches
+from peergrad.train.spelling import field_names
 
 #: ``<key>_to_target`` -> the metric of the first record at or above the target accuracy.
 TARGET_FIELDS: dict[str, str] = {
@@ -131,10 +132,17 @@ class CompareResult:
     runs: dict[str, RunResult]
     table: str
     labels: list[dict[str, Any]] | None = None
+    #: the task's metric direction (``Task.metric_mode``; ``"max"`` for the built-ins)
+    metric_mode: str = "max"
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``compare.json`` (without the resume ``plan``)."""
-        out = {"target_accuracy": self.target_accuracy, "config": self.config, "runs": self.rows}
+        out = {
+            "target_accuracy": self.target_accuracy,
+            "metric_mode": self.metric_mode,
+            "config": self.config,
+            "runs": self.rows,
+        }
         if self.labels is not None:
             out["labels"] = self.labels
         return out
@@ -347,8 +355,17 @@ def entry_config(
     )
 
 
-def shared_config(base: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in base.to_dict().items() if k not in PER_ENTRY_FIELDS}
+def shared_config(base: TrainConfig, task: Task | None = None) -> dict[str, Any]:
+    """The configuration every run shares (``compare.json`` ``config``, ``compare.md``'s last
+    section); with a user's ``task`` the preset fields the runs do not read (``model``,
+    ``dataset``, ``loss`` ...) are left out and ``task`` (:meth:`Task.describe`) is recorded."""
+    from peergrad.train.loop import PRESET_FIELDS
+
+    skip = (*PER_ENTRY_FIELDS, *(PRESET_FIELDS if task is not None else ()))
+    out = {k: v for k, v in base.to_dict().items() if k not in skip}
+    if task is not None:
+        out["task"] = task.describe()
+    return out
 
 
 def validate(
@@ -364,12 +381,12 @@ def validate(
     grid value and the first seed); ``ValueError`` (or ``FileNotFoundError`` for missing data
     files) naming the entry. Loads the data set (or builds ``task``) once per distinct set of
     task options."""
-    if not (
-        isinstance(target_accuracy, int | float)
-        and math.isfinite(target_accuracy)
-        and 0 <= target_accuracy <= 1
+    custom_metric = task is not None and callable(task.metric)
+    if not (isinstance(target_accuracy, int | float) and math.isfinite(target_accuracy)) or (
+        not custom_metric and not 0 <= target_accuracy <= 1
     ):
-        raise ValueError(f"--target-accuracy must be in [0, 1], got {target_accuracy!r}")
+        allowed = "a finite number (the task's metric)" if custom_metric else "in [0, 1]"
+        raise ValueError(f"--target-accuracy must be {allowed}, got {target_accuracy!r}")
     if not entries:
         raise ValueError("compare needs at least one algorithm")
     labels = [e.label for e in entries]
@@ -452,14 +469,25 @@ def compare_dir_for(
 
 # ---------------------------------------------------------------------------------- results
 def first_at_target(
-    records: Sequence[Mapping[str, Any]], target_accuracy: float
+    records: Sequence[Mapping[str, Any]], target_accuracy: float, metric_mode: str = "max"
 ) -> Mapping[str, Any] | None:
-    """The first record with ``test_accuracy >= target_accuracy``, or None."""
+    """The first record whose test metric reaches the target, or None: ``test_accuracy >=
+    target_accuracy``, or for a lower-is-better metric (``metric_mode="min"``) ``test_metric
+    <= target_accuracy``."""
+    key = metric_field("test_accuracy", metric_mode)
     for rec in records:
-        acc = rec.get("test_accuracy")
-        if acc is not None and acc >= target_accuracy:
+        value = rec.get(key)
+        if value is not None and reaches(value, target_accuracy, metric_mode):
             return rec
     return None
+
+
+def best_of(values: Sequence[float | None], metric_mode: str = "max") -> float | None:
+    """The best of ``values`` (None ones left out) in direction ``metric_mode``; None when none."""
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return None
+    return max(xs) if metric_mode == "max" else min(xs)
 
 
 def summarize_run(
@@ -469,11 +497,14 @@ def summarize_run(
     target_accuracy: float,
     run_dir: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    metric_mode: str = "max",
 ) -> dict[str, Any]:
     """The ``compare.json`` record of one run; ``hyperparameters``: the algorithm's options as
-    it ran (:attr:`RunResult.hyperparameters`; by default rebuilt from ``config``)."""
+    it ran (:attr:`RunResult.hyperparameters`; by default rebuilt from ``config``);
+    ``metric_mode``: the task's metric direction (the fields and the best value follow it)."""
     last = records[-1]
-    hit = first_at_target(records, target_accuracy)
+    hit = first_at_target(records, target_accuracy, metric_mode)
+    test_key = metric_field("test_accuracy", metric_mode)
     row: dict[str, Any] = {
         "label": entry.label,
         "algorithm": entry.algorithm,
@@ -482,8 +513,10 @@ def summarize_run(
             hyperparameters if hyperparameters is not None else build_algorithm(config).options()
         ),
         "run_dir": run_dir,
-        "final": {k: last.get(k) for k in METRIC_FIELDS},
-        "best_test_accuracy": max(r["test_accuracy"] for r in records),
+        "final": {k: last.get(k) for k in metric_fields(metric_mode)},
+        metric_field("best_test_accuracy", metric_mode): best_of(
+            [r.get(test_key) for r in records], metric_mode
+        ),
     }
     for key, field in TARGET_FIELDS.items():
         row[key] = None if hit is None else hit[field]
@@ -515,8 +548,25 @@ def _heading(labels: Sequence[str], pending: Sequence[str]) -> list[str]:
 
 
 def _footer(config: Mapping[str, Any]) -> list[str]:
-    """The shared configuration, the last section of ``compare.md``."""
-    return ["", "## Shared configuration", "", ", ".join(f"{k}={v}" for k, v in config.items()), ""]
+    """The shared configuration, the last section of ``compare.md`` (a user's task, recorded
+    under ``task``, as ``task=(name=..., model=..., ...)``)."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, Mapping):
+            return "(" + ", ".join(f"{k}={v}" for k, v in value.items()) + ")"
+        return str(value)
+
+    text = ", ".join(f"{k}={shown(v)}" for k, v in config.items())
+    return ["", "## Shared configuration", "", text, ""]
+
+
+def _metric_words(metric_mode: str) -> tuple[str, str, str]:
+    """``(record word, words in tables, comparison)`` of the metric: ``("accuracy",
+    "accuracy", "≥")``, or for a lower-is-better metric ``("metric", "metric (lower is
+    better)", "≤")``."""
+    if metric_mode == "min":
+        return "metric", "metric (lower is better)", "≤"
+    return "accuracy", "accuracy", "≥"
 
 
 def format_table(
@@ -525,13 +575,17 @@ def format_table(
     config: Mapping[str, Any],
     *,
     pending: Sequence[str] = (),
+    metric_mode: str = "max",
 ) -> str:
-    """``compare.md``: final metrics, cost to reach the target, and the shared configuration."""
+    """``compare.md``: final metrics, cost to reach the target, and the shared configuration.
+    ``metric_mode="min"``: the task's metric is lower-is-better (``test_metric``; the target is
+    reached at or below it)."""
+    word, words, cmp = _metric_words(metric_mode)
     lines = _heading([r["label"] for r in rows], pending)
     lines += [
         "## Final metrics",
         "",
-        "| run | algorithm | options | test accuracy | best test accuracy | train loss | "
+        f"| run | algorithm | options | test {words} | best test {word} | train loss | "
         "consensus distance | MB sent / worker | simulated comm time (s) | wall time (s) |",
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
@@ -539,17 +593,17 @@ def format_table(
         f = r["final"]
         lines.append(
             f"| {r['label']} | {r['algorithm']} | {_options_text(r['options'])} | "
-            f"{_num(f['test_accuracy'], '.4f')} | {_num(r['best_test_accuracy'], '.4f')} | "
+            f"{_num(f.get(f'test_{word}'), '.4f')} | {_num(r.get(f'best_test_{word}'), '.4f')} | "
             f"{_num(f['train_loss'], '.4g')} | {_num(f['consensus_distance'], '.3g')} | "
             f"{_mb(f['bytes_sent_per_worker'])} | {_num(f['simulated_comm_time_s'], '.4g')} | "
             f"{_num(f['wall_time_s'], '.3g')} |"
         )
     lines += [
         "",
-        f"## To reach test accuracy ≥ {target_accuracy:g}",
+        f"## To reach test {word} {cmp} {target_accuracy:g}",
         "",
-        "The first evaluation of x̄ at or above the target (evaluations are --eval-every steps "
-        "apart); — means never reached.",
+        f"The first evaluation of x̄ {'at or above' if cmp == '≥' else 'at or below'} the target "
+        "(evaluations are --eval-every steps apart); — means never reached.",
         "",
         "| run | steps | samples | MB sent / worker | simulated comm time (s) | wall time (s) | "
         "comm rounds |",
@@ -602,6 +656,7 @@ def plan_runs(
     return out
 
 
+@field_names
 def compare(
     base: TrainConfig,
     entries: Sequence[CompareEntry],
@@ -671,7 +726,8 @@ def compare(
     is_main = base.engine == "simulated" or os.environ.get("RANK", "0") == "0"
     if write and out_dir is not None and overwrite and is_main and not resume:
         clear_compare_files(root, OUTPUT_FILES)
-    shared = shared_config(base)
+    shared = shared_config(base, task)
+    mode = task.metric_mode if task is not None else "max"
     plan = {
         "config": base.to_dict(),
         "entries": [e.to_dict() for e in entries],
@@ -680,6 +736,8 @@ def compare(
         "target_accuracy": target_accuracy,
         "run_plots": run_plots,
     }
+    if task is not None:  # the CLI cannot rebuild a Python Task: load_plan refuses this plan
+        plan["task"] = task.describe()
     specs = plan_runs(entries, seeds, lr_grid)
     done = _finished_runs(root) if resume else {}
     rows: list[dict[str, Any]] = []
@@ -728,22 +786,23 @@ def compare(
             target_accuracy,
             spec.name if write else None,
             runs[spec.name].hyperparameters if spec.name in runs else None,
+            metric_mode=mode,
         )
         if study:
             row.update(run=spec.name, seed=config.seed, lr=spec.lr, status=status)
         rows.append(row)
         if writes:
             pending = [sp.name for sp in specs[i + 1 :]]
-            _write_tables(root, rows, target_accuracy, shared, pending, plan, specs, study)
-    labels = summarize_labels(specs, rows, target_accuracy, lr_grid) if study else None
+            _write_tables(root, rows, target_accuracy, shared, pending, plan, specs, study, mode)
+    labels = summarize_labels(specs, rows, target_accuracy, lr_grid, mode) if study else None
     out_rows = _reported_rows(rows, labels) if labels is not None else rows
     table = (
-        format_study(out_rows, labels, target_accuracy, shared)
+        format_study(out_rows, labels, target_accuracy, shared, metric_mode=mode)
         if labels is not None
-        else format_table(rows, target_accuracy, shared)
+        else format_table(rows, target_accuracy, shared, metric_mode=mode)
     )
     if writes:
-        _write_tables(root, rows, target_accuracy, shared, [], plan, specs, study)
+        _write_tables(root, rows, target_accuracy, shared, [], plan, specs, study, mode)
         title = f"{', '.join(e.label for e in entries)}: {_title(base, task)}"
         groups: dict[str, Any] = {}
         if labels is not None:
@@ -751,7 +810,7 @@ def compare(
                 groups[lab["label"]] = [records[name] for name in lab["runs"]]
         else:
             groups = {spec.name: records[spec.name] for spec in specs}
-        plot_comparison(groups, root, title, target_accuracy=target_accuracy)
+        plot_comparison(groups, root, title, target_accuracy=target_accuracy, metric_mode=mode)
     return CompareResult(
         root if writes else None,
         target_accuracy,
@@ -761,6 +820,7 @@ def compare(
         runs,
         table,
         labels,
+        mode,
     )
 
 
@@ -802,6 +862,12 @@ def load_plan(root: str | Path) -> dict[str, Any]:
             f"--resume {root}: its compare.json was written by an older peergrad without the "
             "plan needed to resume; rerun the comparison"
         )
+    if isinstance(plan.get("task"), dict):
+        raise ValueError(
+            f"--resume {root}: this comparison was made from Python with a peergrad.Task (task "
+            f"{plan['task'].get('name')!r}), which the command line cannot rebuild; resume it "
+            "from Python: compare(base, entries, out_dir, task=task, resume=True)"
+        )
     return {
         "config": TrainConfig.from_dict(plan["config"]),
         "entries": [CompareEntry.from_dict(e) for e in plan["entries"]],
@@ -825,23 +891,29 @@ def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
     return {"mean": mean, "std": std, "n": n}
 
 
-def selection_metric(rows: Sequence[Mapping[str, Any]]) -> tuple[str, bool]:
-    """``(field, higher_is_better)``: ``val_accuracy`` when every finished run has one, else
-    ``val_loss``."""
+def selection_metric(
+    rows: Sequence[Mapping[str, Any]], metric_mode: str = "max"
+) -> tuple[str, bool]:
+    """``(field, higher_is_better)``: the validation metric when every finished run has one
+    (``val_accuracy``, higher is better; ``val_metric``, lower is better, for
+    ``metric_mode="min"``), else ``val_loss``."""
+    field = metric_field("val_accuracy", metric_mode)
     finished = [r for r in rows if r.get("status", "finished") == "finished"]
-    if finished and all(r["final"].get("val_accuracy") is not None for r in finished):
-        return "val_accuracy", True
+    if finished and all(r["final"].get(field) is not None for r in finished):
+        return field, metric_mode == "max"
     return "val_loss", False
 
 
 def select_lr(
-    grid: Sequence[float], rows: Sequence[Mapping[str, Any]]
+    grid: Sequence[float], rows: Sequence[Mapping[str, Any]], metric_mode: str = "max"
 ) -> tuple[float | None, list[dict[str, Any]], str]:
     """The grid value with the best seed-mean final validation metric of ``rows`` (one label's
     runs; each with ``lr``, ``status`` and ``final``), the per-value results and the metric's
-    name. Test metrics are never read. A value with a diverged or missing run is never chosen;
-    ties go to the first value of the grid. None when no value has all its runs finished."""
-    field, higher = selection_metric(rows)
+    name. Best is the largest for ``metric_mode="max"`` (accuracy), the smallest for ``"min"``
+    (an error, perplexity) and for the validation loss (without a metric). Test metrics are never
+    read. A value with a diverged or missing run is never chosen; ties go to the first value of
+    the grid. None when no value has all its runs finished."""
+    field, higher = selection_metric(rows, metric_mode)
     results, best, best_value = [], None, None
     for lr in grid:
         mine = [r for r in rows if r.get("lr") == lr]
@@ -869,10 +941,12 @@ def summarize_labels(
     rows: Sequence[Mapping[str, Any]],
     target_accuracy: float,
     lr_grid: Sequence[float] | None,
+    metric_mode: str = "max",
 ) -> list[dict[str, Any]]:
     """The ``labels`` of ``compare.json``: per label its chosen learning rate (with the whole
-    grid's validation results), the chosen runs and, over them (one per seed), mean ± std of
-    every final metric and of every "to target" figure (with how many runs reached it)."""
+    grid's validation results, selected in the direction of ``metric_mode``), the chosen runs
+    and, over them (one per seed), mean ± std of every final metric and of every "to target"
+    figure (with how many runs reached it)."""
     out = []
     by_name = {r["run"]: r for r in rows}
     for entry in dict.fromkeys(sp.entry.label for sp in specs):
@@ -884,7 +958,7 @@ def summarize_labels(
         item["options"], item["task"] = dict(e.options), dict(e.task)
         chosen_lr = None
         if grid is not None:
-            chosen_lr, results, field = select_lr(grid, have)
+            chosen_lr, results, field = select_lr(grid, have, metric_mode)
             edge = chosen_lr is not None and len(grid) > 1 and chosen_lr in (min(grid), max(grid))
             item.update(
                 lr_grid=list(grid),
@@ -907,8 +981,10 @@ def summarize_labels(
         ]
         item["runs"] = [r["run"] for r in chosen]
         item["seeds"] = [r["seed"] for r in chosen]
-        item["final"] = {k: mean_std([r["final"].get(k) for r in chosen]) for k in METRIC_FIELDS}
-        item["best_test_accuracy"] = mean_std([r["best_test_accuracy"] for r in chosen])
+        fields = metric_fields(metric_mode)
+        item["final"] = {k: mean_std([r["final"].get(k) for r in chosen]) for k in fields}
+        best = metric_field("best_test_accuracy", metric_mode)
+        item[best] = mean_std([r.get(best) for r in chosen])
         item["to_target"] = {}
         for key in TARGET_FIELDS:
             stat = mean_std([r[key] for r in chosen])
@@ -920,7 +996,14 @@ def summarize_labels(
     return out
 
 
-TEST_KEYS = ("test_loss", "test_accuracy", "worker_test_loss", "worker_test_accuracy")
+TEST_KEYS = (
+    "test_loss",
+    "test_accuracy",
+    "worker_test_loss",
+    "worker_test_accuracy",
+    "test_metric",
+    "worker_test_metric",
+)
 
 
 def _reported_rows(
@@ -934,7 +1017,9 @@ def _reported_rows(
         r = dict(r)
         if r.get("lr") is not None and r["run"] not in chosen:
             r["final"] = {k: (None if k in TEST_KEYS else v) for k, v in r["final"].items()}
-            r["best_test_accuracy"] = None
+            for best in ("best_test_accuracy", "best_test_metric"):
+                if best in r:
+                    r[best] = None
             for key in TARGET_FIELDS:
                 r[key] = None
             r["chosen"] = False
@@ -960,10 +1045,13 @@ def format_study(
     config: Mapping[str, Any],
     *,
     pending: Sequence[str] = (),
+    metric_mode: str = "max",
 ) -> str:
     """``compare.md`` of a comparison with seeds or a learning-rate grid: per label the chosen
     lr and mean ± std (n) over its chosen runs, the cost to reach the target (and how many runs
-    reached it), every grid value's validation result, and every run."""
+    reached it), every grid value's validation result, and every run. ``metric_mode="min"``:
+    the task's metric is lower-is-better (``test_metric``, ``val_metric``)."""
+    word, words, cmp = _metric_words(metric_mode)
     lines = _heading([lab["label"] for lab in labels], pending)
     lines += [
         "## Final metrics (mean ± std over the seeds)",
@@ -971,8 +1059,8 @@ def format_study(
         "Test metrics are those of the chosen runs only; the learning rate of a label with a "
         "grid is chosen on the validation split, never on the test set.",
         "",
-        "| label | algorithm | lr | runs | test accuracy | best test accuracy | train loss | "
-        "val accuracy | MB sent / worker | simulated comm time (s) | wall time (s) |",
+        f"| label | algorithm | lr | runs | test {words} | best test {word} | train loss | "
+        f"val {word} | MB sent / worker | simulated comm time (s) | wall time (s) |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for lab in labels:
@@ -983,14 +1071,14 @@ def format_study(
             lr_text += " (edge)"
         lines.append(
             f"| {lab['label']} | {lab['algorithm']} | {lr_text} | {len(lab['runs'])} | "
-            f"{_pm(f['test_accuracy'], '.4f')} | {_pm(lab['best_test_accuracy'], '.4f')} | "
-            f"{_pm(f['train_loss'], '.4g')} | {_pm(f['val_accuracy'], '.4f')} | "
+            f"{_pm(f[f'test_{word}'], '.4f')} | {_pm(lab[f'best_test_{word}'], '.4f')} | "
+            f"{_pm(f['train_loss'], '.4g')} | {_pm(f[f'val_{word}'], '.4f')} | "
             f"{_pm(f['bytes_sent_per_worker'], '.4g', 1e6)} | "
             f"{_pm(f['simulated_comm_time_s'], '.4g')} | {_pm(f['wall_time_s'], '.3g')} |"
         )
     lines += [
         "",
-        f"## To reach test accuracy ≥ {target_accuracy:g} (mean ± std over the runs that did)",
+        f"## To reach test {word} {cmp} {target_accuracy:g} (mean ± std over the runs that did)",
         "",
         "| label | reached | steps | samples | MB sent / worker | simulated comm time (s) | "
         "wall time (s) | comm rounds |",
@@ -1028,7 +1116,7 @@ def format_study(
         "",
         "## Every run",
         "",
-        "| run | seed | lr | status | val accuracy | test accuracy | train loss |",
+        f"| run | seed | lr | status | val {word} | test {word} | train loss |",
         "|---|--:|--:|---|--:|--:|--:|",
     ]
     for r in rows:
@@ -1037,7 +1125,7 @@ def format_study(
         lr = "—" if r.get("lr") is None else f"{r['lr']:g}"
         lines.append(
             f"| {r['run']} | {r['seed']} | {lr} | {status} | "
-            f"{_num(f.get('val_accuracy'), '.4f')} | {_num(f.get('test_accuracy'), '.4f')} | "
+            f"{_num(f.get(f'val_{word}'), '.4f')} | {_num(f.get(f'test_{word}'), '.4f')} | "
             f"{_num(f.get('train_loss'), '.4g')} |"
         )
     return "\n".join([*lines, *_footer(config)])
@@ -1052,18 +1140,27 @@ def _write_tables(
     plan: dict[str, Any],
     specs: Sequence[RunSpec],
     study: bool,
+    metric_mode: str = "max",
 ) -> None:
-    data: dict[str, Any] = {"target_accuracy": target_accuracy, "config": shared}
+    data: dict[str, Any] = {
+        "target_accuracy": target_accuracy,
+        "metric_mode": metric_mode,
+        "config": shared,
+    }
     if study:
         with warnings.catch_warnings():  # the edge warning is given once, at the end
             warnings.simplefilter("ignore")
-            labels = summarize_labels(specs, rows, target_accuracy, plan["lr_grid"])
+            labels = summarize_labels(specs, rows, target_accuracy, plan["lr_grid"], metric_mode)
         reported = _reported_rows(rows, labels)
         data.update(labels=labels, runs=reported, plan=plan, pending=pending)
-        table = format_study(reported, labels, target_accuracy, shared, pending=pending)
+        table = format_study(
+            reported, labels, target_accuracy, shared, pending=pending, metric_mode=metric_mode
+        )
     else:
         data.update(runs=rows, plan=plan, pending=pending)
-        table = format_table(rows, target_accuracy, shared, pending=pending)
+        table = format_table(
+            rows, target_accuracy, shared, pending=pending, metric_mode=metric_mode
+        )
     _atomic_write(root / "compare.json", json.dumps(data, indent=2) + "\n")
     _atomic_write(root / "compare.md", table)
 

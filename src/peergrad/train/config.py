@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 #: Keys of ``config.json`` that record what ran rather than what was asked for; they are not
-#: :class:`TrainConfig` fields and :meth:`TrainConfig.from_dict` skips them.
-RECORDED_KEYS: tuple[str, ...] = ("hyperparameters", "peergrad_version")
+#: :class:`TrainConfig` fields and :meth:`TrainConfig.from_dict` skips them. ``task``: a run on
+#: a user's :class:`~peergrad.task.Task` (``train(config, task)``) records the task there
+#: (name, model class, parameter counts, data sizes, loss, metric, ``metric_mode``) instead of
+#: the preset fields it did not use (``model``, ``dataset``, ``loss`` ...).
+RECORDED_KEYS: tuple[str, ...] = ("hyperparameters", "peergrad_version", "task")
 
 #: Fields that ``peergrad train --resume`` may change; all others must match the run's.
 RESUMABLE_CHANGES: tuple[str, ...] = (
@@ -59,6 +62,9 @@ class TrainConfig:
     ``val_loss`` / ``val_accuracy`` of x̄; ``peergrad compare --lr-grid`` selects on them.
     ``tensorboard`` also writes every record's numbers as TensorBoard scalars into the run
     folder's ``tensorboard/`` (needs the ``tensorboard`` package: ``peergrad[tensorboard]``).
+    ``progress``: the progress bar on stderr; None (default) shows it only when stderr is a
+    terminal (none in a log file), True forces it (``--progress``), False hides it
+    (``--no-progress``).
     """
 
     engine: str = "simulated"
@@ -88,7 +94,7 @@ class TrainConfig:
     bandwidth_gbps: float = 10.0
     timeout_s: float = 60.0
     out: str | None = None
-    progress: bool = True
+    progress: bool | None = None
     checkpoint_every: int | None = None
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     data_options: dict[str, Any] = dataclasses.field(default_factory=dict)

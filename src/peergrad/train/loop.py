@@ -66,6 +66,7 @@ from peergrad.train.recorder import (
 )
 from peergrad.train.resolve import check_config
 from peergrad.train.sampler import ShardSampler, worker_seed
+from peergrad.train.spelling import field_names
 from peergrad.train.steps import Session, run_steps
 
 __all__ = [
@@ -430,6 +431,46 @@ def setting_warnings(
     return out
 
 
+def progress_disabled(progress: bool | None, is_main: bool = True) -> bool | None:
+    """tqdm's ``disable`` for ``config.progress``: None (auto) gives tqdm's ``disable=None``,
+    which hides the bar when its stream (stderr) is not a terminal, so a log file gets no bar
+    (a bar redrawn thousands of times is one line of thousands of characters there); True
+    forces the bar (``--progress``), False hides it (``--no-progress``). Only rank 0 draws. (In
+    a Jupyter notebook ``tqdm.auto`` draws its widget, which auto mode shows.)"""
+    if not is_main or progress is False:
+        return True
+    return False if progress else None
+
+
+#: :class:`TrainConfig` fields that a run on a user's :class:`~peergrad.task.Task` does not
+#: read (the built-in preset's); ``config.json`` leaves them out and records ``task`` instead.
+PRESET_FIELDS: tuple[str, ...] = (
+    "dataset",
+    "data_root",
+    "download",
+    "model",
+    "model_options",
+    "data_options",
+    "loss",
+)
+
+
+def task_record(recorded: dict[str, Any], built: BuiltTask) -> dict[str, Any]:
+    """``config.json`` of a run on a user's Task: ``recorded`` (:meth:`TrainConfig.record`)
+    without :data:`PRESET_FIELDS`, which the run did not use, and with ``task``: the task's
+    name, model class and parameter counts, data sizes, loss, metric and ``metric_mode``
+    (:meth:`Task.describe`). ``peergrad train --resume`` reads ``task`` to refuse such a run
+    (the CLI cannot rebuild a Python object)."""
+    out = {k: v for k, v in recorded.items() if k not in PRESET_FIELDS}
+    info = built.task.describe(built.module)
+    info["train_size"] = len(built.train)
+    info["test_size"] = len(built.test) if built.test is not None else None
+    info["val_size"] = len(built.val) if built.val is not None else None
+    out["task"] = info
+    return out
+
+
+@field_names
 def train(
     config: TrainConfig,
     task: Task | None = None,
@@ -545,7 +586,15 @@ def train(
     label = built.task.name if task is not None else None
     out_dir = run_dir_for(config, algorithm, label) if write and is_main else None
     ckpt_dir = Path(config.out) if config.out else out_dir
-    evaluator = Evaluator(model, built.train, built.test, config.eval_workers, n, val=built.val)
+    evaluator = Evaluator(
+        model,
+        built.train,
+        built.test,
+        config.eval_workers,
+        n,
+        val=built.val,
+        metric_mode=built.task.metric_mode,
+    )
     recorder = Recorder(
         config,
         session,
@@ -560,10 +609,12 @@ def train(
     start = recorder.resume() if resume else 0
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        recorded = config.record(hyperparameters)
+        if task is not None:  # a user's Task: the preset fields were not used, the task was
+            recorded = task_record(recorded, built)
         ckpt.atomic_write_text(
             out_dir / "config.json",
-            json.dumps(config.record(hyperparameters), indent=2, sort_keys=True, default=str)
-            + "\n",
+            json.dumps(recorded, indent=2, sort_keys=True, default=str) + "\n",
         )
         # A resumed run drops the records written after its checkpoint: it makes them again.
         ckpt.atomic_write_text(out_dir / "metrics.jsonl", "".join(recorder.lines))
@@ -579,13 +630,16 @@ def train(
 
     session.read = built.train.reader(sampler)  # after a resume: it may read ahead from here
     desc = f"{config.algorithm} {config.topology}{n}"
-    show = config.progress and is_main
     try:
         with (
             interrupt_as(interrupted),
             sigint_between_steps() as stop_requested,
             tqdm(
-                total=total, initial=start, desc=desc, disable=not show, dynamic_ncols=True
+                total=total,
+                initial=start,
+                desc=desc,
+                disable=progress_disabled(config.progress, is_main),
+                dynamic_ncols=True,
             ) as bar,
         ):
             recorder.bar = bar

@@ -170,8 +170,13 @@ class WorkerModel:
             used as they are. Move it (``module.to(device, dtype)``) before calling
             :meth:`x0` / :meth:`init_buffers`. ``forward`` must take one input batch
             ``[B, ...]`` and return one tensor of outputs (e.g. logits ``[B, C]``), and must be
-            vmappable (no ``.item()`` or data-dependent Python control flow). The methods set
-            the whole module's mode with ``module.train()`` / ``module.eval()``.
+            vmappable (no ``.item()`` or data-dependent Python control flow). Its modes are
+            recorded here, per submodule (``{name: m.training}``): the training forward
+            (:meth:`grad`, :meth:`loss`, :meth:`bound_grad_fn`) runs with exactly those modes
+            (a BatchNorm the user keeps in eval mode for frozen-BN fine-tuning stays so, before
+            and after any evaluation; a module handed over in eval mode trains in eval mode, so
+            call ``model.train()`` first as before your own loop), and :meth:`evaluate` with
+            ``module.eval()``.
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, the mean over the batch. ``None``:
             cross-entropy of logits ``[B, C]`` against integer labels ``[B]``.
         metric: ``"accuracy"`` (``argmax(outputs, -1) == targets``, needs logits and integer
@@ -224,6 +229,9 @@ class WorkerModel:
             n for n, p in module.named_parameters() if not p.requires_grad
         )
         self._buffer_set = frozenset(self.buffer_names)
+        #: the training modes of the module's submodules as handed over, ``{name: training}``
+        self.train_modes: dict[str, bool] = {n: m.training for n, m in module.named_modules()}
+        self._train_mode_list = [(m, m.training) for m in module.modules()]
         self._builtin = loss_fn is None and metric == "accuracy"
         self._loss: LossFn = cross_entropy if loss_fn is None else loss_fn
         self._build()
@@ -273,8 +281,14 @@ class WorkerModel:
         return loss, self.metric(out, yb) * yb.shape[0]
 
     def _mode(self, train: bool) -> None:
-        if self.module.training is not train:
-            self.module.train(train)
+        """Training: every submodule back to its recorded mode (not a blanket ``train()``,
+        which would switch on a BatchNorm the user froze in eval mode); evaluation: ``eval()``."""
+        if train:
+            for m, t in self._train_mode_list:
+                if m.training is not t:
+                    m.training = t
+        else:
+            self.module.eval()
 
     def _check_buffers(self, buffers: Mapping[str, Tensor], w: int | None, what: str) -> None:
         if not isinstance(buffers, Mapping):
@@ -413,11 +427,11 @@ class WorkerModel:
         """``fn(x, xb [1, B, ...], yb [1, B], out=None) -> (g [1, D], loss [1])`` with plain
         autograd, for one worker per process (the distributed engine).
 
-        Same results as :meth:`grad` with ``w = 1``: a deep copy of the module, in training
-        mode, has its trainable parameters bound as views of ``x[0]`` (:func:`bind_flat`), its
-        gradients land in ``out[0]``, and its buffers *are* the rows ``buffers[name][0]``, so
-        its forward updates ``buffers`` in place (restore them with ``copy_``, never by
-        assignment). ``fn`` must be called with this same ``x``.
+        Same results as :meth:`grad` with ``w = 1``: a deep copy of the module, in the recorded
+        training modes (:attr:`train_modes`), has its trainable parameters bound as views of
+        ``x[0]`` (:func:`bind_flat`), its gradients land in ``out[0]``, and its buffers *are*
+        the rows ``buffers[name][0]``, so its forward updates ``buffers`` in place (restore
+        them with ``copy_``, never by assignment). ``fn`` must be called with this same ``x``.
 
         Raises:
             ValueError: ``x`` is not ``[1, D]``; ``buffers`` are not the module's, with 1 row.
@@ -428,7 +442,9 @@ class WorkerModel:
                 f"{tuple(x.shape)}"
             )
         self._check_buffers(buffers, 1, "bound_grad_fn")
-        module = copy.deepcopy(self.module).train()
+        module = copy.deepcopy(self.module)
+        for name, m in module.named_modules():
+            m.training = self.train_modes[name]
         for name, b in buffers.items():
             owner, _, leaf = name.rpartition(".")
             module.get_submodule(owner)._buffers[leaf] = b[0]

@@ -31,6 +31,8 @@ X_AXES = {
 LOG_X = frozenset({"bytes_sent_per_worker"})  # compressed and dense runs differ by decades
 LEGEND_INSIDE_MAX = 6  # more curves than this get one legend beside the panels
 PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
+#: The second panel of a run whose metric is lower-is-better (``Task(metric_mode="min")``).
+MIN_METRIC_PANEL = ("test_metric", "test metric of x̄ (lower is better)", False)
 
 Records: TypeAlias = Sequence[Mapping[str, Any]]
 #: What a curve's label maps to: one run's records, or several runs' (a band).
@@ -87,6 +89,15 @@ def _visible(run: Records, x_key: str) -> list[Mapping[str, Any]]:
     ]
 
 
+def metric_mode_of(runs: Mapping[str, Runs]) -> str:
+    """``"min"`` when the records name a lower-is-better metric (``test_metric``) and none an
+    accuracy, else ``"max"``: the direction of the runs' metric, read from their records."""
+    records = [r for value in runs.values() for run in as_runs(value) for r in run]
+    has_min = any(r.get("test_metric") is not None for r in records)
+    has_max = any(r.get("test_accuracy") is not None for r in records)
+    return "min" if has_min and not has_max else "max"
+
+
 def plot_curves(
     runs: Mapping[str, Runs],
     x_key: str,
@@ -94,6 +105,7 @@ def plot_curves(
     title: str = "",
     *,
     target_accuracy: float | None = None,
+    metric_mode: str | None = None,
 ) -> Path:
     """One figure with train loss and test accuracy against ``x_key`` (a key of
     :data:`X_AXES`), one curve per label.
@@ -102,19 +114,27 @@ def plot_curves(
     those are drawn as their mean with a shaded ±1 standard deviation band (:func:`band`; the
     legend says ``n``). ``target_accuracy`` (optional) is drawn as a dashed horizontal line on
     the accuracy panel. Bytes are drawn on a log axis (records at 0 bytes, i.e. before any
-    communication, are left out of that plot). Raises ``ValueError`` for an unknown ``x_key``.
+    communication, are left out of that plot). ``metric_mode``: ``"min"`` draws the task's
+    lower-is-better ``test_metric`` in the second panel (and the target there), ``"max"``
+    ``test_accuracy``; None reads it from the records (:func:`metric_mode_of`). Raises
+    ``ValueError`` for an unknown ``x_key`` or ``metric_mode``.
     """
     if x_key not in X_AXES:
         raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
+    if metric_mode is None:
+        metric_mode = metric_mode_of(runs)
+    if metric_mode not in ("max", "min"):
+        raise ValueError(f"metric_mode must be one of 'max', 'min', got {metric_mode!r}")
+    panels = PANELS if metric_mode == "max" else (PANELS[0], MIN_METRIC_PANEL)
     # many curves: one legend for both panels, right of them, instead of one inside each panel
     outside = len(runs) > LEGEND_INSIDE_MAX
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(13.5 if outside else 11, 4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(13.5 if outside else 11, 4))
     # the default cycle has 10 colours; more runs would share them
     colors = plt.get_cmap("tab20").colors if len(runs) > 10 else [None] * len(runs)
     groups = [
         (name, [_visible(run, x_key) for run in as_runs(value)]) for name, value in runs.items()
     ]
-    for ax, (key, label, log) in zip(axes, PANELS, strict=True):
+    for ax, (key, label, log) in zip(axes, panels, strict=True):
         for color, (name, group) in zip(colors, groups, strict=False):
             if not group:
                 continue
@@ -131,7 +151,7 @@ def plot_curves(
             if log:  # a band reaching 0 or below cannot be drawn on a log axis: clip it
                 low = np.maximum(low, mean / 10)
             ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-        if key == "test_accuracy" and target_accuracy is not None:
+        if key == panels[1][0] and target_accuracy is not None:
             ax.axhline(
                 target_accuracy,
                 color="0.4",
@@ -196,10 +216,11 @@ def plot_comparison(
     title: str = "",
     *,
     target_accuracy: float | None = None,
+    metric_mode: str | None = None,
 ) -> list[Path]:
     """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve per
     label; a label mapping to several runs (seeds) is drawn as mean ± std (see
-    :func:`plot_curves`)."""
+    :func:`plot_curves`, also for ``metric_mode``)."""
     out_dir = Path(out_dir)
     return [
         plot_curves(
@@ -208,6 +229,7 @@ def plot_comparison(
             out_dir / f"compare_vs_{suffix}.png",
             title,
             target_accuracy=target_accuracy,
+            metric_mode=metric_mode,
         )
         for suffix, x_key in COMPARE_AXES.items()
     ]

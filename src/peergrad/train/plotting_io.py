@@ -197,7 +197,11 @@ def _title(kind: str, groups: Groups, info: Mapping[str, Any], name: str) -> str
     else:
         head = ", ".join(groups)
     if {"topology", "workers"} <= set(config):
-        what = f"{config.get('dataset', '?')}/{config.get('model', '?')}"
+        task = config.get("task")
+        if isinstance(task, Mapping):  # a run on a user's Task (config.json records it)
+            what = f"{task.get('name', '?')}/{str(task.get('model', '?')).rpartition('.')[2]}"
+        else:
+            what = f"{config.get('dataset', '?')}/{config.get('model', '?')}"
         return f"{head}: {what} on {config['topology']} (n={config['workers']})"
     return head
 
@@ -249,12 +253,14 @@ def plot_folders(
         title = _title(kind, found_groups, info, _folder_name(paths[0]))
     else:
         title = ", ".join(_folder_name(p) for p in paths)
-    target = None
+    target, mode = None, None  # None: read the metric's direction from the records
     if len(paths) == 1 and loaded[0][0] == "compare":
         value = loaded[0][2].get("target_accuracy")
         target = float(value) if isinstance(value, int | float) else None
+        recorded = loaded[0][2].get("metric_mode")
+        mode = recorded if recorded in ("max", "min") else None
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        plot_curves(groups, PLOT_AXES[name], file, title, target_accuracy=target)
+        plot_curves(groups, PLOT_AXES[name], file, title, target_accuracy=target, metric_mode=mode)
         for name, file in zip(names, files, strict=True)
     ]

@@ -48,11 +48,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_FIELDS",
+    "MIN_METRIC_FIELDS",
     "TRAIN_EVAL_MAX",
     "WALL_CLOCK_FIELDS",
     "Evaluator",
     "Recorder",
     "format_summary",
+    "metric_field",
+    "metric_fields",
     "train_eval_indices",
 ]
 
@@ -83,6 +86,50 @@ METRIC_FIELDS: dict[str, str] = {
 WALL_CLOCK_FIELDS = ("wall_time_s",)
 TRAIN_EVAL_MAX = 10_000
 
+#: The fields of :data:`METRIC_FIELDS` named after the metric, as a run whose metric is lower
+#: is better (``Task(metric_mode="min")``: an error, perplexity) names them: such a value is not
+#: an accuracy, so its fields say ``metric``.
+MIN_METRIC_FIELDS: dict[str, str] = {
+    "test_accuracy": "test_metric",
+    "val_accuracy": "val_metric",
+    "worker_test_accuracy": "worker_test_metric",
+    "best_test_accuracy": "best_test_metric",
+}
+_MIN_DOCS = {
+    "test_metric": "the task's lower-is-better metric (metric_mode='min') of x̄ on the test set; "
+    "None without test data",
+    "val_metric": "the task's lower-is-better metric of x̄ on the validation split; None without "
+    "a split",
+    "worker_test_metric": "mean over (up to eval_workers) workers' own models of the task's "
+    "lower-is-better test metric",
+}
+
+
+def metric_field(name: str, metric_mode: str = "max") -> str:
+    """The record field ``name`` (``test_accuracy``, ``val_accuracy``, ``worker_test_accuracy``,
+    ``best_test_accuracy``; any other field is returned as is) of a run whose metric has
+    direction ``metric_mode``: ``test_metric`` ... for ``"min"`` (see :data:`MIN_METRIC_FIELDS`).
+    ``ValueError`` names ``metric_mode`` and its allowed values."""
+    if metric_mode not in ("max", "min"):
+        raise ValueError(f"metric_mode must be one of 'max', 'min', got {metric_mode!r}")
+    return MIN_METRIC_FIELDS.get(name, name) if metric_mode == "min" else name
+
+
+def metric_fields(metric_mode: str = "max") -> dict[str, str]:
+    """The fields of every record of a run whose metric has direction ``metric_mode`` (with
+    their meaning): :data:`METRIC_FIELDS`, the metric's fields renamed for ``"min"``."""
+    out: dict[str, str] = {}
+    for name, doc in METRIC_FIELDS.items():
+        field = metric_field(name, metric_mode)
+        out[field] = _MIN_DOCS.get(field, doc)
+    return out
+
+
+def reaches(value: float, target: float, metric_mode: str = "max") -> bool:
+    """Whether ``value`` is at the ``target`` or beyond it (``>=`` for ``"max"``, ``<=`` for
+    ``"min"``)."""
+    return value >= target if metric_mode == "max" else value <= target
+
 
 def train_eval_indices(n_train: int) -> Tensor:
     """The training samples ``train_loss`` is measured on: all of them up to
@@ -104,8 +151,10 @@ class Evaluator:
         chunk: int = 2048,
         *,
         val: TensorData | MapData | None = None,
+        metric_mode: str = "max",
     ) -> None:
         self.model = model
+        self.metric_mode = metric_mode
         self.test = test
         self.val = val
         keep = train_eval_indices(len(train))
@@ -176,6 +225,8 @@ class Evaluator:
             out["val_loss"] = float(val_loss[0])
             out["val_accuracy"] = float(val_metric[0]) if val_metric is not None else None
         out["consensus_distance"] = float(consensus)
+        if self.metric_mode != "max":  # a lower-is-better metric is not called an accuracy
+            out = {metric_field(k, self.metric_mode): v for k, v in out.items()}
         return out
 
 
@@ -434,10 +485,16 @@ class Recorder:
 
     # ------------------------------------------------------------------ the end
     def summary(self) -> dict[str, Any]:
-        """The last record, the best test accuracy (None without one) and the engine."""
+        """The last record, the best test metric (``best_test_accuracy``, the largest; for a
+        lower-is-better metric ``best_test_metric``, the smallest; None without one), the
+        metric's direction ``metric_mode`` and the engine."""
+        mode = self.evaluator.metric_mode
         summary = dict(self.records[-1])
-        accs = [r["test_accuracy"] for r in self.records if r.get("test_accuracy") is not None]
-        summary["best_test_accuracy"] = max(accs) if accs else None
+        key = metric_field("test_accuracy", mode)
+        values = [r[key] for r in self.records if r.get(key) is not None]
+        pick = max if mode == "max" else min
+        summary[metric_field("best_test_accuracy", mode)] = pick(values) if values else None
+        summary["metric_mode"] = mode
         summary["engine"] = self.config.engine
         return summary
 
@@ -467,6 +524,8 @@ def _postfix(rec: dict[str, Any]) -> dict[str, str]:
     out = {"loss": f"{rec['train_loss']:.4f}"}
     if rec.get("test_accuracy") is not None:
         out["acc"] = f"{rec['test_accuracy']:.4f}"
+    elif rec.get("test_metric") is not None:
+        out["metric"] = f"{rec['test_metric']:.4g}"
     if rec.get("lr") is not None:
         out["lr"] = f"{rec['lr']:.3g}"
     return out
@@ -474,7 +533,9 @@ def _postfix(rec: dict[str, Any]) -> dict[str, str]:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A two-column text table of the final metrics."""
-    rows = [(k, summary[k]) for k in (*METRIC_FIELDS, "best_test_accuracy") if k in summary]
+    mode = summary.get("metric_mode") if summary.get("metric_mode") in ("max", "min") else "max"
+    names = (*metric_fields(mode), metric_field("best_test_accuracy", mode))
+    rows = [(k, summary[k]) for k in names if k in summary]
     width = max(len(k) for k, _ in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 14}"]
     for k, v in rows:

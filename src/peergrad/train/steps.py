@@ -77,6 +77,9 @@ def run_steps(
 
 def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: int | None) -> int:
     g_out = torch.empty_like(s.x)  # reused every step (see Algorithm.step on g's lifetime)
+    # the simulated engine's system clock (SimulatedCommunicator.compute / hold_absent)
+    compute = getattr(s.comm, "compute", None)
+    hold_absent = getattr(s.comm, "hold_absent", None)
     step = start
     for step in range(start + 1, total + 1):
         if s.stop_requested():
@@ -85,12 +88,18 @@ def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: i
         algorithm = s.schedule.apply(s.algorithm, step)
         rounds = getattr(s.comm, "rounds", 0)
         s.comm.begin_step(step)
+        # absent workers (system profile churn) keep x and their state: rows saved here
+        held = hold_absent(s.x, s.state) if hold_absent is not None else None
         pending = algorithm.pre_gradient(s.x, s.state, s.comm)
+        if compute is not None:
+            compute()  # the rounds started so far left before the gradient (pre_gradient)
         xb, yb = s.read(s.sampler.next().to(s.device))
         g, losses = s.grad(s.x, xb, yb, out=g_out)
         # line searches get the loss at x from the gradient pass, trials from s.loss
         closure = LossClosure(lambda xt, xb=xb, yb=yb: s.loss(xt, xb, yb), losses)
         s.state = algorithm.step(s.x, g, s.state, s.comm, closure=closure, pending=pending)
+        if held is not None:
+            held.restore(s.x, s.state)
         if s.average_buffers is not None and getattr(s.comm, "rounds", 0) != rounds:
             s.average_buffers(s.buffers, s.comm)
         if s.device.type == "cuda":

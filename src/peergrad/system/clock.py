@@ -1,0 +1,423 @@
+"""The simulated system clock: one time per worker, advanced by compute and by the messages sent.
+
+:class:`SystemClock` keeps ``t`` (float64 ``[n]``, seconds): the wall-clock time at which worker
+i has finished everything it did so far. A step is driven from outside (by the communicator and
+the training loop, not by the algorithm)::
+
+    present = clock.begin_step()          # who is here this step (churn)
+    clock.compute()                       # every present worker's step time
+    up = clock.surviving_edges(src, dst)  # this round's link drops (and absent endpoints)
+    clock.gossip(src[up], dst[up], nbytes)
+    clock.all_reduce(nbytes)              # or all_gather, for the collectives
+
+The model (units: seconds, bytes, bytes/s; every choice marked "ours" is a modelling decision
+of this module, not of a paper):
+
+- *compute*: ``t_i += step_s / speed_i * jitter * straggler`` for every present worker (see
+  :class:`peergrad.system.ComputeProfile`; transient stragglers as in AD-PSGD, Lian et al.,
+  ICML 2018, arXiv:1710.06952).
+- *gossip* (one round, directed edges ``src -> dst`` with per-edge bytes): a max-plus update.
+  Sender j's messages leave one after another on its link, in the order its edges appear in the
+  call (ours; :func:`peergrad.topology.graph_edges` lists them by destination id); the k-th
+  finishes transmitting ``ser_k = sum_{l <= k} bytes_l / bandwidth_{j, dst_l}`` after j's
+  departure (``cumbytes / bandwidth`` when j's links share one bandwidth) and arrives
+  ``latency_{j, dst_k}`` later. Receiver i's time becomes
+  ``max(t_i, max over its messages of depart_j + latency_ji + ser_ji)`` (slow, high-latency
+  links are where Lian et al., NeurIPS 2017, arXiv:1705.09056, show decentralized training
+  winning). Vectorised: a segmented cumulative sum over the edges grouped by sender (a stable
+  sort first unless they already are, as :func:`peergrad.topology.graph_edges` lists them) and
+  ``scatter_reduce(..., "amax")`` over the edges: O(E) per round, no Python loop over edges or
+  workers. A worker does not wait for its own sends to complete (buffered sends), but its link
+  stays busy: the next round's messages leave at ``max(t_j, link_free_j)`` (ours).
+- *pre-gradient* messages (``pre_gradient=True``: they depend only on x, and the engines post
+  them before the gradient) leave from the sender's *step start* (its time at
+  :meth:`begin_step`, before :meth:`compute`), so their transfer overlaps the computation: the
+  receiver waits only for what arrives after its own compute. The clock keeps a second
+  per-worker time for this communication stream (``t_pre``): it starts at the step start and is
+  advanced by the arrivals of pre-gradient rounds, so several pre-gradient rounds in one step
+  follow each other without waiting for the compute. Call order: the engines post these rounds
+  *before* the gradient, so they are reported between :meth:`begin_step` and :meth:`compute`;
+  the clock then holds their arrivals and applies them when :meth:`compute` has added the step
+  time (``t_i <- max(t_i + compute_i, arrivals_i)``). A pre-gradient round reported after
+  :meth:`compute` applies at once (same result). Held arrivals are also applied by any other
+  communication and by the next :meth:`begin_step` (a step without :meth:`compute`).
+- *all-reduce*: a barrier over the present workers (all reach ``T = max t_i``), then the ring
+  all-reduce of Patarasuk & Yuan, "Bandwidth optimal all-reduce algorithms for clusters of
+  workstations", JPDC 69(2), 2009, over the present workers in id order, costed on the slowest
+  link of the ring: ``2 (m - 1) alpha_max + 2 (m - 1) / m * bytes / beta_min`` with m present
+  workers (exactly :meth:`NetworkModel.allreduce_time_s`); *all-gather* likewise with
+  ``(m - 1) (alpha_max + bytes / beta_min)``.
+- *failures*: at :meth:`begin_step` each worker is present or not (scheduled intervals, random
+  churn); an absent worker neither computes nor sends nor receives, and its clock cannot lag
+  behind: it is advanced to the earliest present worker's time (ours: a worker that returns
+  starts with the others), that wait counted as ``absent_s``. :meth:`surviving_edges` draws the
+  round's link drops (one draw per undirected pair, shared by both directions, so that the
+  surviving graph stays undirected; the mixing matrix of that graph comes from
+  :func:`peergrad.topology.surviving_weights`).
+
+Accounting per worker (float64 ``[n]``, seconds): ``compute_s``; ``comm_s`` and ``idle_s`` split
+each wait in a round: of the increase ``delta_i`` of ``t_i``, ``min(delta_i, D_i)`` is
+communication, with ``D_i`` the longest transfer (latency plus serialisation) among the
+messages i receives, and the rest is idle (waiting for slower senders or a barrier);
+``absent_s``. Always ``compute_s + comm_s + idle_s + absent_s == t`` (to rounding).
+:attr:`SystemClock.simulated_time_s` is ``max_i t_i``, the slowest worker.
+
+With identical workers, no compute and uniform links, the slowest worker's time equals the
+closed alpha-beta formula of :class:`peergrad.comm.NetworkModel` exactly (same float
+operations) on every regular graph: a gossip round adds ``latency + max_bytes / bandwidth``,
+an all-reduce ``allreduce_time_s``.
+
+Not modelled: network contention (two flows through one switch), receive-side serialisation,
+message loss, and link occupancy by the collectives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from peergrad.comm.base import NetworkModel
+from peergrad.system.profile import SystemProfile
+
+__all__ = ["SystemClock"]
+
+_STATE_VERSION = 1
+_TIMES = ("t", "t_pre", "link_free", "compute_s", "comm_s", "idle_s", "absent_s")
+
+
+class SystemClock:
+    """Per-worker simulated time under a :class:`SystemProfile` (model: module docstring).
+
+    Args:
+        profile: the system; its step time must be known (a profile giving only
+            ``device_flops`` needs :meth:`SystemProfile.with_flops_per_step` first).
+        seed: seed of the clock's own ``torch.Generator`` (default ``profile.seed``); the same
+            profile, seed and sequence of calls give the same clock, bit for bit.
+
+    Attributes (read them, do not write them):
+        t: float64 ``[n]``, each worker's time, seconds.
+        compute_s, comm_s, idle_s, absent_s: float64 ``[n]``, cumulative split of ``t``.
+        present: bool ``[n]``, the workers present in the current step.
+        step: number of :meth:`begin_step` calls; rounds: number of communication calls.
+
+    Raises:
+        ValueError: if the profile's step time is pending.
+    """
+
+    def __init__(self, profile: SystemProfile, *, seed: int | None = None) -> None:
+        step_s = profile.step_s
+        if step_s is None:
+            raise ValueError(
+                "the system profile gives compute.device_flops but no flops_per_step; call "
+                "profile.with_flops_per_step(count_step_flops(model, batch, loss_fn)) first"
+            )
+        n = profile.n_workers
+        self.profile = profile
+        self.n_workers = n
+        self._generator = torch.Generator().manual_seed(profile.seed if seed is None else seed)
+        self._step_time = step_s / profile.speeds()
+        c, f = profile.compute, profile.failures
+        self._sigma = c.jitter_sigma
+        self._p_slow = c.straggler_prob
+        self._slowdown = c.straggler_slowdown
+        self._p_drop = f.link_drop_prob
+        self._p_leave = f.leave_prob
+        self._mean_down = f.mean_downtime_steps
+        self._off_worker = torch.tensor([o.worker for o in f.offline], dtype=torch.int64)
+        self._off_start = torch.tensor([o.start_step for o in f.offline], dtype=torch.int64)
+        self._off_stop = torch.tensor([o.stop_step for o in f.offline], dtype=torch.int64)
+        links = profile.links
+        self._uniform = links.is_uniform
+        self._network = NetworkModel(links.latency_s, links.bandwidth_bytes_per_s)
+        self._lat: Tensor | None = None
+        self._bw: Tensor | None = None
+        if not self._uniform:
+            self._lat, self._bw = links.matrices(n)
+        self._inf = torch.full((n,), float("inf"), dtype=torch.float64)
+        self._zeros = torch.zeros(n, dtype=torch.float64)
+        self.t = torch.zeros(n, dtype=torch.float64)
+        self.t_pre = torch.zeros(n, dtype=torch.float64)
+        self.link_free = torch.zeros(n, dtype=torch.float64)
+        self.compute_s = torch.zeros(n, dtype=torch.float64)
+        self.comm_s = torch.zeros(n, dtype=torch.float64)
+        self.idle_s = torch.zeros(n, dtype=torch.float64)
+        self.absent_s = torch.zeros(n, dtype=torch.float64)
+        self.present = torch.ones(n, dtype=torch.bool)
+        self._all_present = True
+        self._down = torch.zeros(n, dtype=torch.int64)  # steps of absence left (random churn)
+        # Pre-gradient rounds reported before compute(): their arrivals wait for compute().
+        self._computed = True  # no step in progress: nothing to wait for
+        self._pre_arrive = torch.zeros(n, dtype=torch.float64)
+        self._pre_longest = torch.zeros(n, dtype=torch.float64)
+        self._pre_pending = False
+        self.step = 0
+        self.rounds = 0
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def simulated_time_s(self) -> float:
+        """The slowest worker's time ``max_i t_i``, seconds."""
+        return float(self.t.max())
+
+    def summary(self) -> dict[str, float]:
+        """``simulated_time_s`` and the mean and max over workers of each time split."""
+        out = {"simulated_time_s": self.simulated_time_s}
+        for name in ("compute_s", "comm_s", "idle_s", "absent_s"):
+            v: Tensor = getattr(self, name)
+            out[f"{name}_mean"] = float(v.mean())
+            out[f"{name}_max"] = float(v.max())
+        return out
+
+    # ------------------------------------------------------------------ step
+    def begin_step(self) -> Tensor:
+        """Start a step: decide who is present (scheduled absences, random churn).
+
+        Returns a bool ``[n]`` copy of :attr:`present`. Also records every worker's step start
+        (the departure time of pre-gradient messages).
+        """
+        self._settle_pre()
+        n, k = self.n_workers, self.step
+        absent = torch.zeros(n, dtype=torch.bool)
+        if self._p_leave > 0:
+            u = torch.rand(n, generator=self._generator, dtype=torch.float64)
+            v = torch.rand(n, generator=self._generator, dtype=torch.float64)
+            leave = (self._down == 0) & (u < self._p_leave)
+            if self._mean_down > 1:
+                # Geometric on {1, 2, ...} with mean m: 1 + floor(log(U) / log(1 - 1/m)).
+                q = torch.log1p(torch.tensor(-1.0 / self._mean_down, dtype=torch.float64))
+                duration = 1 + torch.floor(torch.log1p(-v) / q).to(torch.int64)
+            else:
+                duration = torch.ones(n, dtype=torch.int64)
+            self._down = torch.where(leave, duration, self._down)
+            absent |= self._down > 0
+            self._down = (self._down - 1).clamp_(min=0)
+        if self._off_worker.numel():
+            active = (self._off_start <= k) & (k < self._off_stop)
+            absent[self._off_worker[active]] = True
+        self.present = ~absent
+        self._all_present = not bool(absent.any())
+        if not self._all_present and bool(self.present.any()):
+            ref = self.t[self.present].min()
+            wait = torch.where(absent, (ref - self.t).clamp(min=0), self._zeros)
+            self.t += wait
+            self.absent_s += wait
+        self.t_pre = self.t.clone()
+        self._computed = False
+        self.step += 1
+        return self.present.clone()
+
+    def compute(self) -> None:
+        """Every present worker computes one step (jitter and transient stragglers drawn now);
+        then the pre-gradient rounds reported since :meth:`begin_step` arrive (they overlapped
+        the computation)."""
+        dt = self._step_time
+        if self._sigma > 0:
+            z = torch.randn(self.n_workers, generator=self._generator, dtype=torch.float64)
+            dt = dt * torch.exp(self._sigma * z - 0.5 * self._sigma**2)
+        if self._p_slow > 0:
+            u = torch.rand(self.n_workers, generator=self._generator, dtype=torch.float64)
+            dt = torch.where(u < self._p_slow, dt * self._slowdown, dt)
+        if not self._all_present:
+            dt = torch.where(self.present, dt, self._zeros)
+        self.t += dt
+        self.compute_s += dt
+        self._computed = True
+        self._settle_pre()
+
+    def _settle_pre(self) -> None:
+        """Apply the held arrivals of pre-gradient rounds: ``t <- max(t, arrivals)``, the wait
+        split into communication (up to the longest transfer received) and idle time."""
+        if not self._pre_pending:
+            return
+        new_t = torch.maximum(self.t, self._pre_arrive)
+        waited = new_t - self.t
+        comm = torch.minimum(waited, self._pre_longest)
+        self.comm_s += comm
+        self.idle_s += waited - comm
+        self.t = new_t
+        self._pre_arrive.zero_()
+        self._pre_longest.zero_()
+        self._pre_pending = False
+
+    # ------------------------------------------------------------------ failures
+    def surviving_edges(self, src: Tensor, dst: Tensor) -> Tensor:
+        """This round's surviving edges among ``(src, dst)`` (int64 ``[E]``): bool ``[E]``.
+
+        An edge survives iff both endpoints are present and its link is up; each undirected
+        pair ``{i, j}`` is dropped with probability ``link_drop_prob`` by one draw shared by
+        both directions (ours), so the surviving graph of an undirected graph is undirected.
+        """
+        keep = torch.ones(src.shape, dtype=torch.bool)
+        if not self._all_present:
+            keep &= self.present[src] & self.present[dst]
+        if self._p_drop > 0 and src.numel():
+            n = self.n_workers
+            pair = torch.minimum(src, dst) * n + torch.maximum(src, dst)
+            unique, inverse = torch.unique(pair, return_inverse=True)
+            up = torch.rand(unique.numel(), generator=self._generator, dtype=torch.float64)
+            keep &= (up >= self._p_drop)[inverse]
+        return keep
+
+    # ------------------------------------------------------------------ communication
+    def gossip(
+        self, src: Tensor, dst: Tensor, nbytes: float | Tensor, *, pre_gradient: bool = False
+    ) -> None:
+        """One gossip round: ``src[e]`` sends ``nbytes`` (a number or float ``[E]``) to ``dst[e]``.
+
+        ``src`` and ``dst`` are int64 ``[E]`` CPU tensors (the clock lives on the CPU whatever
+        the engine's device); a sender's messages leave in the order they appear.
+
+        Edges with an absent endpoint are ignored (an absent worker neither sends nor
+        receives); drop failed links with :meth:`surviving_edges` first. ``pre_gradient``:
+        the messages leave from the senders' step start; reported before :meth:`compute`, their
+        arrivals are held until it (see the module docstring).
+
+        Raises:
+            ValueError: if ``src``, ``dst`` and ``nbytes`` do not have one shape ``[E]``.
+        """
+        if src.dim() != 1 or src.shape != dst.shape:
+            raise ValueError(
+                f"gossip: src and dst must be int64 [E], got {tuple(src.shape)} and "
+                f"{tuple(dst.shape)}"
+            )
+        b = torch.as_tensor(nbytes, dtype=torch.float64)
+        if b.dim() == 0:
+            b = b.expand(src.shape)
+        elif b.shape != src.shape:
+            raise ValueError(f"gossip: nbytes must be a number or [E], got {tuple(b.shape)}")
+        self.rounds += 1
+        held = pre_gradient and not self._computed
+        if not held:
+            self._settle_pre()
+        if not self._all_present:
+            keep = self.present[src] & self.present[dst]
+            src, dst, b = src[keep], dst[keep], b[keep]
+        if src.numel() == 0:
+            return
+        if bool((src[1:] >= src[:-1]).all()):  # already grouped by sender (graph_edges)
+            s, d = src, dst
+        else:
+            order = torch.argsort(src, stable=True)
+            s, d, b = src[order], dst[order], b[order]
+        # Segmented cumulative sum over each sender's messages: serialisation on its link.
+        if self._uniform:
+            x = b
+        else:
+            assert self._lat is not None and self._bw is not None
+            x = b / self._bw[s, d]
+        cs = torch.cumsum(x, 0)
+        first = self._inf.scatter_reduce(0, s, cs - x, "amin", include_self=True)
+        cum = cs - first[s]
+        if self._uniform:
+            ser = cum / self._network.bandwidth_bytes_per_s
+            delay = self._network.latency_s + ser
+        else:
+            ser = cum
+            delay = self._lat[s, d] + ser
+        ready = self.t_pre if pre_gradient else self.t
+        depart = torch.maximum(ready, self.link_free)
+        arrive = depart[s] + delay
+        if held:  # before compute(): applied by _settle_pre
+            self._pre_arrive.scatter_reduce_(0, d, arrive, "amax", include_self=True)
+            self._pre_longest.scatter_reduce_(0, d, delay, "amax", include_self=True)
+            self._pre_pending = True
+        else:
+            new_t = self.t.scatter_reduce(0, d, arrive, "amax", include_self=True)
+            longest = self._zeros.scatter_reduce(0, d, delay, "amax", include_self=True)
+            waited = new_t - self.t
+            comm = torch.minimum(waited, longest)
+            self.comm_s += comm
+            self.idle_s += waited - comm
+            self.t = new_t
+        if pre_gradient:
+            self.t_pre = self.t_pre.scatter_reduce(0, d, arrive, "amax", include_self=True)
+        busy = self._zeros.scatter_reduce(0, s, ser, "amax", include_self=True)
+        sent = torch.zeros(self.n_workers, dtype=torch.bool).index_fill_(0, s, True)
+        self.link_free = torch.where(sent, depart + busy, self.link_free)
+
+    def all_reduce(self, nbytes: float) -> None:
+        """A barrier over the present workers, then a ring all-reduce of ``nbytes`` per worker
+        on the slowest link of the ring (Patarasuk & Yuan 2009)."""
+        self._collective(float(nbytes), NetworkModel.allreduce_time_s)
+
+    def all_gather(self, nbytes: float) -> None:
+        """A barrier over the present workers, then a ring all-gather of ``nbytes`` per worker
+        on the slowest link of the ring."""
+        self._collective(float(nbytes), NetworkModel.allgather_time_s)
+
+    def _collective(self, nbytes: float, cost: Any) -> None:
+        self._settle_pre()
+        self.rounds += 1
+        members = (
+            torch.arange(self.n_workers) if self._all_present else self.present.nonzero()[:, 0]
+        )
+        m = members.numel()
+        if nbytes <= 0 or m <= 1:
+            return
+        network = self._network
+        if not self._uniform:
+            assert self._lat is not None and self._bw is not None
+            nxt = torch.roll(members, -1)
+            network = NetworkModel(
+                float(self._lat[members, nxt].max()), float(self._bw[members, nxt].min())
+            )
+        duration = cost(network, nbytes, m)
+        if self._all_present:
+            barrier = self.t.max()
+            self.idle_s += barrier - self.t
+            self.t = torch.full_like(self.t, float(barrier) + duration)
+            self.comm_s += duration
+        else:
+            barrier = self.t[members].max()
+            self.idle_s[members] += barrier - self.t[members]
+            self.t[members] = float(barrier) + duration
+            self.comm_s[members] += duration
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit-exactly: times, splits, presence, churn counters,
+        link occupancy, counters and the generator state (tensors are copies)."""
+        state: dict[str, Any] = {name: getattr(self, name).clone() for name in _TIMES}
+        state.update(
+            version=_STATE_VERSION,
+            n_workers=self.n_workers,
+            profile=repr(self.profile),
+            present=self.present.clone(),
+            down=self._down.clone(),
+            pre_arrive=self._pre_arrive.clone(),
+            pre_longest=self._pre_longest.clone(),
+            pre_pending=self._pre_pending,
+            computed=self._computed,
+            step=self.step,
+            rounds=self.rounds,
+            generator=self._generator.get_state(),
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output.
+
+        Raises:
+            ValueError: if it was saved by a clock of another profile or number of workers.
+        """
+        if state.get("version") != _STATE_VERSION or state.get("n_workers") != self.n_workers:
+            raise ValueError(
+                f"clock state is for n_workers = {state.get('n_workers')} (version "
+                f"{state.get('version')}), this clock has n_workers = {self.n_workers}"
+            )
+        if state.get("profile") != repr(self.profile):
+            raise ValueError("clock state was saved under another system profile")
+        for name in _TIMES:
+            setattr(self, name, state[name].clone().to(torch.float64))
+        self.present = state["present"].clone().to(torch.bool)
+        self._all_present = bool(self.present.all())
+        self._down = state["down"].clone().to(torch.int64)
+        self._pre_arrive = state["pre_arrive"].clone().to(torch.float64)
+        self._pre_longest = state["pre_longest"].clone().to(torch.float64)
+        self._pre_pending = bool(state["pre_pending"])
+        self._computed = bool(state["computed"])
+        self.step = int(state["step"])
+        self.rounds = int(state["rounds"])
+        self._generator.set_state(state["generator"])

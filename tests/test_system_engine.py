@@ -1,0 +1,329 @@
+"""The system clock on the simulated engine (issue 26, items 2 and 3): the communicator reports
+what the algorithms send, and failures change the mixing matrix, the all-reduce and the state."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from peergrad.algorithms import REGISTRY, check_failures, make_algorithm
+from peergrad.algorithms.base import LossClosure
+from peergrad.comm import NetworkModel, SimulatedCommunicator
+from peergrad.system import (
+    ComputeProfile,
+    FailureProfile,
+    LinkProfile,
+    OfflineInterval,
+    SystemClock,
+    SystemProfile,
+)
+from peergrad.topology import Topology, make_topology, ring
+
+NETWORK = NetworkModel(0.37e-3, 3.3e9 / 8)
+F64 = torch.float64
+
+
+def closure_for(x: Tensor) -> LossClosure:
+    """Each worker's loss 0.5 ||x_i - 1||^2 (line searches; the gradients are random)."""
+
+    def fn(xt: Tensor) -> Tensor:
+        return 0.5 * ((xt - 1.0) ** 2).sum(dim=1)
+
+    return LossClosure(fn, fn(x))
+
+
+def engine_steps(
+    alg: Any,
+    comm: SimulatedCommunicator,
+    x: Tensor,
+    grads: list[Tensor],
+    *,
+    state: Any = None,
+    pre_gradient: bool = True,
+    after: Callable[[int, Tensor, Any, Any], None] | None = None,
+) -> Any:
+    """The step loop of ``peergrad.train.steps._steps`` on random gradients: begin_step, save the
+    absent rows, pre_gradient, compute, step, restore. ``after(k, x_before, state_before_rows,
+    state)`` runs after each step (``state_before_rows``: a deep copy of the state before)."""
+    state = alg.init(x, comm) if state is None else state
+    for k, g in enumerate(grads):
+        comm.begin_step(k + 1)
+        held = comm.hold_absent(x, state)
+        before = (x.clone(), _copy_state(state)) if after is not None else None
+        pending = alg.pre_gradient(x, state, comm) if pre_gradient else None
+        comm.compute()
+        state = alg.step(x, g, state, comm, closure=closure_for(x), pending=pending)
+        if held is not None:
+            held.restore(x, state)
+        if after is not None:
+            assert before is not None
+            after(k, before[0], before[1], state)
+    return state
+
+
+def _copy_state(state: Any) -> dict[str, Any]:
+    return {
+        f.name: (v.clone() if isinstance(v := getattr(state, f.name), Tensor) else v)
+        for f in dataclasses.fields(state)
+    }
+
+
+def random_grads(n: int, d: int, steps: int, seed: int = 0) -> list[Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=gen, dtype=F64) for _ in range(steps)]
+
+
+def faulty(
+    n: int, *, drop: float = 0.0, offline: tuple[OfflineInterval, ...] = ()
+) -> SystemProfile:
+    return SystemProfile(
+        n,
+        compute=ComputeProfile(step_ms=2.0, jitter_sigma=0.2),
+        links=LinkProfile(1e-3, 1e9),
+        failures=FailureProfile(link_drop_prob=drop, offline=offline),
+        seed=3,
+    )
+
+
+# ---------------------------------------------------------------------------- exactness
+CLOCKED = ("dpsgd", "allreduce", "local-sgd", "choco-sgd", "powersgd", "gradient-tracking")
+
+
+@pytest.mark.parametrize("name", CLOCKED)
+def test_uniform_profile_clock_equals_simulated_comm_time_after_20_steps(name: str) -> None:
+    """Identical workers, zero compute, uniform links: after 20 steps on the ring the clock's
+    time (fed by the communicator) equals the closed alpha-beta ``simulated_comm_time_s``."""
+    n = 8
+    clock = SystemClock(SystemProfile.uniform(n, NETWORK))
+    comm = SimulatedCommunicator(ring(n), network=NETWORK, clock=clock)
+    alg = make_algorithm(name)
+    engine_steps(alg, comm, torch.zeros(n, 6, dtype=F64), random_grads(n, 6, 20))
+    assert comm.simulated_comm_time_s > 0 and clock.rounds == comm.rounds
+    assert comm.simulated_time_s == comm.simulated_comm_time_s
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_clock_without_failures_leaves_every_trajectory_bit_identical(name: str) -> None:
+    """Stragglers, jitter and uneven links change time, never the numbers: x, the state and
+    ``bytes_sent`` with a clock equal those without, bit for bit."""
+    n, d = 4, 6
+    grads = random_grads(n, d, 6)
+    profile = SystemProfile(
+        n,
+        compute=ComputeProfile(step_ms=3.0, speed=[1, 1, 0.25, 1], jitter_sigma=0.3),
+        links=LinkProfile(1e-3, 1e9, groups=((0, 1), (2, 3)), inter_latency_s=20e-3),
+    )
+    runs = []
+    for clock in (None, SystemClock(profile)):
+        comm = SimulatedCommunicator(ring(n), clock=clock)
+        alg = make_algorithm(name, momentum=0.9)
+        x = torch.linspace(-1, 1, n * d, dtype=F64).reshape(n, d)
+        state = engine_steps(alg, comm, x, grads)
+        runs.append((x, _copy_state(state), comm.bytes_sent.clone()))
+    (x0, s0, b0), (x1, s1, b1) = runs
+    assert torch.equal(x0, x1) and torch.equal(b0, b1)
+    for key, value in s0.items():
+        if isinstance(value, Tensor):
+            assert torch.equal(value, s1[key]), key
+        else:
+            assert value == s1[key], key
+
+
+def test_local_sgd_advances_the_clock_only_at_its_averaging_steps() -> None:
+    n, period = 8, 4
+    clock = SystemClock(SystemProfile.uniform(n, NETWORK))
+    comm = SimulatedCommunicator(ring(n), network=NETWORK, clock=clock)
+    alg = make_algorithm("local-sgd", period=period, block_momentum=0.0)
+    times: list[float] = []
+    engine_steps(
+        alg,
+        comm,
+        torch.zeros(n, 5, dtype=F64),
+        random_grads(n, 5, 12),
+        after=lambda k, *_: times.append(comm.simulated_time_s),
+    )
+    one = NETWORK.allreduce_time_s(5 * 8, n)
+    expected = [one * ((k + 1) // period) for k in range(12)]
+    torch.testing.assert_close(torch.tensor(times), torch.tensor(expected), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["dadam", "gradient-tracking"])
+def test_pre_gradient_rounds_overlap_the_compute(name: str) -> None:
+    """Rounds started by ``pre_gradient`` (between begin_step and compute) reach the clock with
+    ``pre_gradient=True`` and hide behind the 10 ms compute; the same messages sent after the
+    gradient cost latency plus transfer on top of it."""
+    n, d = 4, 1000
+    profile = SystemProfile(n, compute=ComputeProfile(step_ms=10.0), links=LinkProfile(1e-3, 1e9))
+    options = {"form": "cta"} if name == "gradient-tracking" else {}
+    result = {}
+    for pre in (True, False):
+        clock = SystemClock(profile)
+        flags: list[bool] = []
+        gossip = clock.gossip
+
+        def spy(
+            *args: Any, pre_gradient: bool = False, gossip: Any = gossip, flags: Any = flags
+        ) -> None:
+            flags.append(pre_gradient)
+            gossip(*args, pre_gradient=pre_gradient)
+
+        clock.gossip = spy  # type: ignore[method-assign]
+        comm = SimulatedCommunicator(ring(n), clock=clock)
+        alg = make_algorithm(name, **options)
+        engine_steps(
+            alg, comm, torch.zeros(n, d, dtype=F64), random_grads(n, d, 3), pre_gradient=pre
+        )
+        assert flags == [pre] * 3
+        result[pre] = comm.simulated_time_s
+    nbytes = d * 8 * (2 if name == "gradient-tracking" else 1)
+    transfer = 1e-3 + 2 * nbytes / 1e9  # each sender's second message on the ring
+    assert result[True] == pytest.approx(3 * 10e-3, abs=1e-12)  # hidden: transfer < compute
+    assert result[False] == pytest.approx(3 * (10e-3 + transfer), abs=1e-12)
+
+
+def test_the_clock_takes_pre_gradient_rounds_before_or_after_compute_alike() -> None:
+    """Reported before ``compute`` (as the engines post them) or after it: same clock."""
+    profile = faulty(6)
+    topo = ring(6)
+    src, dst = SimulatedCommunicator(topo).edges(topo.at(0))
+    clocks = [SystemClock(profile), SystemClock(profile)]
+    for k in range(4):
+        for before, clock in zip((True, False), clocks, strict=True):
+            clock.begin_step()
+            if before:
+                clock.gossip(src, dst, 3e6 * (k + 1), pre_gradient=True)
+                clock.compute()
+            else:
+                clock.compute()
+                clock.gossip(src, dst, 3e6 * (k + 1), pre_gradient=True)
+            clock.gossip(src, dst, 1e5)
+    for name in ("t", "comm_s", "idle_s", "compute_s", "link_free"):
+        assert torch.equal(getattr(clocks[0], name), getattr(clocks[1], name)), name
+
+
+# ---------------------------------------------------------------------------- failures
+@pytest.mark.parametrize("form", ["cta", "atc"])
+def test_dpsgd_mean_dynamics_stay_exact_under_link_drops(form: str) -> None:
+    """Every round's surviving W is doubly stochastic: mean(x) moves by exactly mean(-lr g)."""
+    n, d, lr = 12, 4, 0.1
+    topo = make_topology("torus", n)
+    comm = SimulatedCommunicator(topo, clock=SystemClock(faulty(n, drop=0.3)))
+    alg = make_algorithm("dpsgd", lr=lr, form=form)
+    grads = random_grads(n, d, 20)
+
+    def check(k: int, x_before: Tensor, _: Any, __: Any) -> None:
+        expected = (x_before - lr * grads[k]).mean(dim=0)
+        torch.testing.assert_close(x.mean(dim=0), expected, rtol=0, atol=1e-13)
+
+    x = torch.randn(n, d, dtype=F64)
+    engine_steps(alg, comm, x, grads, after=check)
+    nominal = SimulatedCommunicator(topo)
+    engine_steps(
+        make_algorithm("dpsgd", lr=lr, form=form), nominal, torch.zeros(n, d, dtype=F64), grads
+    )
+    assert float(comm.bytes_sent.sum()) < float(nominal.bytes_sent.sum())  # links did drop
+
+
+OFFLINE = (OfflineInterval(worker=1, start_step=2, stop_step=6),)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_algorithm_has_a_declared_and_tested_behaviour_under_failures(name: str) -> None:
+    """Refused: ``check_failures`` raises one line naming the option and the algorithm.
+    Supported: runs with link drops and an absent worker, whose x and state rows stay bit for
+    bit unchanged while it is away."""
+    n, d = 6, 5
+    alg = make_algorithm(name, momentum=0.9)
+    assert alg.failures in ("supported", "refused") and len(alg.failures_note) > 20
+    profile = faulty(n, drop=0.2, offline=OFFLINE)
+    topo = ring(n)
+    if alg.failures == "refused":
+        with pytest.raises(ValueError, match="failures.link_drop_prob") as info:
+            check_failures(alg, topo, profile)
+        assert name in str(info.value) and "\n" not in str(info.value)
+        return
+    check_failures(alg, topo, profile)
+    comm = SimulatedCommunicator(topo, clock=SystemClock(profile))
+    absent_steps = []
+
+    def check(k: int, x_before: Tensor, state_before: dict[str, Any], state: Any) -> None:
+        if comm.present is None:
+            return
+        absent_steps.append(k)
+        (rows,) = (~comm.present).nonzero(as_tuple=True)
+        assert torch.equal(x[rows], x_before[rows])
+        assert not torch.equal(x, x_before)  # the present workers did move
+        for key, value in state_before.items():
+            if isinstance(value, Tensor) and value.is_floating_point() and value.shape[:1] == (n,):
+                assert torch.equal(getattr(state, key)[rows], value[rows]), key
+
+    x = torch.linspace(-1, 1, n * d, dtype=F64).reshape(n, d)
+    engine_steps(alg, comm, x, random_grads(n, d, 9), after=check)
+    assert absent_steps == [2, 3, 4, 5]
+    assert torch.isfinite(x).all()
+
+
+def test_allreduce_averages_over_the_present_workers_only() -> None:
+    n, d, lr = 6, 5, 0.1
+    comm = SimulatedCommunicator(ring(n), clock=SystemClock(faulty(n, offline=OFFLINE)))
+    alg = make_algorithm("allreduce", lr=lr)
+    grads = random_grads(n, d, 5)
+    seen = []
+
+    def check(k: int, x_before: Tensor, _: Any, __: Any) -> None:
+        present = comm.present if comm.present is not None else torch.ones(n, dtype=torch.bool)
+        seen.append(int(present.sum()))
+        expected = x_before[present] - lr * grads[k][present].mean(dim=0)
+        torch.testing.assert_close(x[present], expected, rtol=0, atol=1e-15)
+        assert torch.equal(x[~present], x_before[~present])
+
+    x = torch.zeros(n, d, dtype=F64)
+    engine_steps(alg, comm, x, grads, after=check)
+    assert seen == [6, 6, 5, 5, 5]
+    # worker 1 sent nothing in its 3 absent steps; the others ran 5-worker all-reduces then
+    diff = float(comm.bytes_sent[0] - comm.bytes_sent[1])
+    assert diff == pytest.approx(3 * (2 * 4 / 5) * d * 8, rel=1e-12)
+
+
+def test_gradient_tracking_keeps_its_tracker_mean_without_churn_and_drifts_with_it() -> None:
+    """mean(y) = mean(g_prev) holds under link drops (each surviving W is doubly stochastic);
+    with a worker away, the present workers' trackers no longer average their gradients."""
+    n, d = 6, 4
+
+    def drift(profile: SystemProfile) -> tuple[float, float]:
+        comm = SimulatedCommunicator(ring(n), clock=SystemClock(profile))
+        alg = make_algorithm("gradient-tracking", form="atc")
+        state = engine_steps(alg, comm, torch.zeros(n, d, dtype=F64), random_grads(n, d, 4))
+        all_rows = float((state.tracker.mean(0) - state.grad_prev.mean(0)).abs().max())
+        p = comm.present if comm.present is not None else torch.ones(n, dtype=torch.bool)
+        present = float((state.tracker[p].mean(0) - state.grad_prev[p].mean(0)).abs().max())
+        return all_rows, present
+
+    all_rows, present = drift(faulty(n, drop=0.3))
+    assert all_rows < 1e-13 and present < 1e-13
+    _, present = drift(faulty(n, offline=(OfflineInterval(2, 2, 10),)))
+    assert present > 1e-3
+
+
+@pytest.mark.parametrize("topology", ["one-peer-exponential", "exponential"])
+def test_failures_on_a_directed_topology_are_refused_in_one_line(topology: str) -> None:
+    n = 8
+    topo: Topology = make_topology(topology, n)
+    profile = faulty(n, drop=0.1)
+    with pytest.raises(ValueError, match=f"failures.link_drop_prob.*{topology}") as info:
+        check_failures(make_algorithm("dpsgd"), topo, profile)
+    assert "\n" not in str(info.value)
+    check_failures(make_algorithm("allreduce"), topo, profile)  # does not gossip: fine
+    comm = SimulatedCommunicator(topo, clock=SystemClock(profile))
+    comm.begin_step(1)
+    with pytest.raises(ValueError, match="failures.link_drop_prob.*directed"):
+        comm.mix(torch.zeros(n, 3), topo.at(0))
+
+
+def test_no_failures_in_the_profile_checks_nothing() -> None:
+    check_failures(make_algorithm("d2"), make_topology("one-peer-exponential", 8), faulty(8))
