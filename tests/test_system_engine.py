@@ -22,7 +22,13 @@ from peergrad.system import (
     SystemClock,
     SystemProfile,
 )
-from peergrad.topology import Topology, make_topology, ring
+from peergrad.topology import (
+    Topology,
+    graph_edges,
+    make_topology,
+    ring,
+    surviving_mixing_matrix,
+)
 
 NETWORK = NetworkModel(0.37e-3, 3.3e9 / 8)
 F64 = torch.float64
@@ -209,23 +215,44 @@ def test_the_clock_takes_pre_gradient_rounds_before_or_after_compute_alike() -> 
 # ---------------------------------------------------------------------------- failures
 @pytest.mark.parametrize("form", ["cta", "atc"])
 def test_dpsgd_mean_dynamics_stay_exact_under_link_drops(form: str) -> None:
-    """Every round's surviving W is doubly stochastic: mean(x) moves by exactly mean(-lr g)."""
+    """Every round's surviving W is doubly stochastic: mean(x) moves by exactly mean(-lr g).
+    And the round really mixes with the Metropolis–Hastings W of the surviving graph: a twin
+    clock with the same seed, drawing in the same order (CTA draws the round before the compute,
+    in ``pre_gradient``), gives the dense W' that x follows."""
     n, d, lr = 12, 4, 0.1
     topo = make_topology("torus", n)
-    comm = SimulatedCommunicator(topo, clock=SystemClock(faulty(n, drop=0.3)))
+    profile = faulty(n, drop=0.3)
+    comm = SimulatedCommunicator(topo, clock=SystemClock(profile))
     alg = make_algorithm("dpsgd", lr=lr, form=form)
     grads = random_grads(n, d, 20)
+    twin, (src, dst) = SystemClock(profile), graph_edges(topo.at(0))
+    dropped = []
 
     def check(k: int, x_before: Tensor, _: Any, __: Any) -> None:
         expected = (x_before - lr * grads[k]).mean(dim=0)
         torch.testing.assert_close(x.mean(dim=0), expected, rtol=0, atol=1e-13)
+        twin.begin_step()
+        if form == "cta":
+            up = twin.surviving_edges(src, dst)
+            twin.compute()
+        else:
+            twin.compute()
+            up = twin.surviving_edges(src, dst)
+        dropped.append(not bool(up.all()))
+        Wk = torch.tensor(surviving_mixing_matrix(n, src[up], dst[up]).dense)
+        if form == "cta":
+            want = Wk @ x_before - lr * grads[k]
+        else:
+            want = Wk @ (x_before - lr * grads[k])
+        torch.testing.assert_close(x, want, rtol=0, atol=1e-13)
 
     x = torch.randn(n, d, dtype=F64)
     engine_steps(alg, comm, x, grads, after=check)
+    assert sum(dropped) >= 15
     nominal = SimulatedCommunicator(topo)
-    engine_steps(
-        make_algorithm("dpsgd", lr=lr, form=form), nominal, torch.zeros(n, d, dtype=F64), grads
-    )
+    grads_nominal = [g.clone() for g in grads]
+    y = torch.zeros(n, d, dtype=F64)
+    engine_steps(make_algorithm("dpsgd", lr=lr, form=form), nominal, y, grads_nominal)
     assert float(comm.bytes_sent.sum()) < float(nominal.bytes_sent.sum())  # links did drop
 
 

@@ -325,6 +325,7 @@ class SimulatedCommunicator(AllReduceAccounting):
         if self.clock is None:
             return
         self.clock.compute()
+        self._pre_gradient = False
 
     def hold_absent(self, x: Tensor, state: Any) -> AbsentRows | None:
         """Save the rows of the workers absent in this step (``None`` when all are present).
