@@ -71,12 +71,11 @@ algorithm on the whole buffer: the test suite checks this for every registered a
 gloo processes (float64 bit-exact except for the all-reduce's summation order; float32 within
 1e-6 relative).
 
-- ``overlap=None`` (default): both when the parameters are on an accelerator (CUDA, with NCCL's
-  own streams) and the communicator has more than one worker; neither on the CPU. On the CPU the
-  communication thread and gloo's loopback transfers compete with the forward and backward pass
-  for the same cores: the hooks measured slower than stepping the whole buffer in ``step``, and
-  the early x-only gossip hid no communication (``benchmarks/distributed.py``: 4 processes on 2
-  cores), while checking what was sent early costs a per-step agreement (below). Without hooks
+- ``overlap=None`` (default): x-only messages early whenever the communicator has more than one
+  worker; gradient hooks only when the parameters are on an accelerator (CUDA, with NCCL's own
+  streams). On the CPU the communication thread and gloo's loopback transfers compete with the
+  backward pass for the same cores, and the hooks measured slower than stepping the whole
+  buffer in ``step`` (``benchmarks/distributed.py``: 4 processes on 2 cores); without hooks
   there is one segment per param group, i.e. one message per neighbour per group.
 - ``overlap=True``: both, on any device. ``overlap=False``: neither (``step`` does everything).
 
@@ -283,9 +282,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
             :class:`~peergrad.comm.distributed.DistributedCommunicator` under torchrun, or a
             :class:`~peergrad.comm.SimulatedCommunicator` on a 1-worker topology.
         overlap: overlap communication with the forward/backward pass (see the module doc):
-            ``None`` (default) posts x-only messages early and steps buckets from the gradient
-            hooks on accelerators when the communicator has more than one worker, neither on
-            the CPU; ``True`` both, anywhere; ``False`` neither. Peergrad's messages travel on
+            ``None`` (default) posts x-only messages early when the communicator has more than
+            one worker and adds the gradient hooks on accelerators; ``True`` both, anywhere;
+            ``False`` neither. Peergrad's messages travel on
             the communicator's own process group, and whatever the user changes around
             ``backward()`` and ``step()`` is checked at ``step`` (all workers agree, then redo
             the step when anything changed), so overlap never changes the iterates.
@@ -400,11 +399,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # for the same cores: see the README's benchmark)
         asynchronous = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
         accelerator = first.device.type != "cpu"
-        # auto: overlap on accelerators only (on the CPU it hid nothing in the README's
-        # benchmark, and checking what was sent early costs a per-step agreement)
-        auto = asynchronous and accelerator
-        self._overlap = auto if overlap is None else bool(overlap)
-        hooks = auto if overlap is None else bool(overlap)
+        self._overlap = asynchronous if overlap is None else bool(overlap)
+        hooks = asynchronous and accelerator if overlap is None else bool(overlap)
         self._use_hooks = hooks and self._coordinatewise
         self._module = module
         self._buffers = buffers

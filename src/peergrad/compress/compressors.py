@@ -42,8 +42,7 @@ identity        x                                                      ``D * b``
 topk            the k entries of largest ``|x_i|``                     ``k * (b + 4)`` (int32 ids)
 randomk         (D/k) * rand_k(x): unbiased, ω = D/k − 1                ``k * b + 8`` (seed)
 randomk-unscaled rand_k(x): δ = k/D in expectation                      ``k * b + 8``
-sign            sign(x), with sign(0) sent as +1 (1 bit per entry),     ``ceil((D + 1) / 8)``
-                and 0 for an all-zero x (1 bit per message)
+sign            sign(x), with sign(0) sent as +1 (1 bit per entry)     ``ceil(D / 8)``
 scaled-sign     (‖x‖₁/D) * sign(x): δ(x) = ‖x‖₁²/(D‖x‖²) ≥ 1/D          ``ceil(D / 8) + b``
 qsgd            ‖x‖ sign(x_i) ξ_i(x, s) (Alistarh et al., arXiv          ``b + ceil(D (1 +
                 1610.02132): unbiased, ω = min(D/s², √D/s)              ceil(log2(s+1))) / 8)``
@@ -65,16 +64,16 @@ whose maximum over L is (√D + 1)/2, attained at x = (1, a, …, a) with a = 1/
 smallest valid ω is (√D − 1)/2, which :meth:`TernGrad.omega` returns (tight; 0 for D = 1, where
 C(x) = x). Randomness: one uniform per coordinate, drawn per worker like QSGD's.
 
-Zero input (spec §2.3 item 6): C(0) = 0 exactly for every compressor, row by row (an all-zero
-worker's row decodes to 0 whatever the other rows hold) and segment by segment under
-:class:`Layerwise`; nothing divides by a zero norm (QSGD's ‖x‖ and TernGrad's s are replaced by 1
+Zero input (spec §2.3 item 6): C(0) = 0 exactly for every compressor but plain ``sign`` (see
+below), row by row (an all-zero worker's row decodes to 0 whatever the other rows hold) and
+segment by segment under :class:`Layerwise`; nothing divides by a zero norm (QSGD's ‖x‖ and TernGrad's s are replaced by 1
 in the division when they are 0, so the levels are 0 and the decoded values ``0 * level``).
 
 Deviations from the spec's table: scales and norms are sent in the values' dtype (4 bytes for
 float32, 8 for float64) so that float64 runs stay exact; top-k always uses int32 index coding
 (the bitmap ``ceil(D/8) + k*b`` is not offered); plain ``sign`` cannot send sign(0) = 0 in one bit
-and decodes an exact zero entry of a non-zero row as +1, but it sends one more bit per message
-(D + 1 bits, not the spec's D) that marks an all-zero row, decoded as 0; TernGrad's ω is the
+and decodes exact zeros as +1 (so C(0) ≠ 0 for it: the spec's D bits per message leave no room
+for a zero flag; use ``scaled-sign``, whose scale is 0, where C(0) = 0 matters); TernGrad's ω is the
 tight (√D − 1)/2 rather than the spec's bound √D − 1 (see above), its codes use 2 bits (no
 base-3 packing), and the paper's gradient clipping and scale sharing across workers are not
 applied (per worker, per message, per segment under :class:`Layerwise`).
@@ -110,7 +109,7 @@ class Message:
     ``values``: ``[w, k]`` (or ``[w, D]``) kept values; ``indices``: int64 ``[w, k]`` (top-k) or
     ``[k]`` (random-k, shared); ``seed``: int64 ``[1]`` (random-k); ``signs``: bool ``[w, D]``
     (True = negative); ``levels``: int64 ``[w, D]`` (QSGD's levels; TernGrad's b_i in {0, 1});
-    ``scale``: ``[w]`` (norm / scale; plain sign's non-zero flag, 1 or 0);
+    ``scale``: ``[w]`` (norm / scale);
     ``parts``: one message per segment (:class:`Layerwise`).
     """
 
@@ -388,12 +387,7 @@ class RandomK(Compressor):
 
 @dataclasses.dataclass(frozen=True)
 class Sign(Compressor):
-    """``sign(x)`` (1 bit per entry) or, with ``scaled``, ``(‖x‖₁ / D) sign(x)`` (EF-signSGD).
-
-    C(0) = 0 for both: the scaled form sends the scale 0; the plain form sends one more bit per
-    message, set when the row has a non-zero entry, and decodes a row without it as 0 (its
-    ``Message.scale`` is that bit, 1 or 0, in the values' dtype). Single zero entries of a
-    non-zero row still decode as +1 (one bit per entry cannot say 0)."""
+    """``sign(x)`` (1 bit per entry) or, with ``scaled``, ``(‖x‖₁ / D) sign(x)`` (EF-signSGD)."""
 
     scaled: bool = True
 
@@ -403,35 +397,26 @@ class Sign(Compressor):
 
     def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
         _check_x(x)
-        if self.scaled:
-            scale = x.abs().sum(dim=1) / x.shape[1]
-        else:  # 1 for a row with a non-zero entry, 0 for an all-zero row: C(0) = 0
-            scale = (x != 0).any(dim=1).to(x.dtype)
+        scale = x.abs().sum(dim=1) / x.shape[1] if self.scaled else None
         return Message(D=x.shape[1], dtype=x.dtype, signs=x < 0, scale=scale)
 
     def decompress(self, msg: Message) -> Tensor:
         one = torch.ones((), dtype=msg.dtype, device=msg.signs.device)
-        return torch.where(msg.signs, -one, one) * msg.scale[:, None]
+        out = torch.where(msg.signs, -one, one)
+        return out * msg.scale[:, None] if msg.scale is not None else out
 
     def pack(self, msg: Message) -> Tensor:
-        if self.scaled:
-            bits = _pack_bits(msg.signs.to(torch.int64), 1)
-            return torch.cat([bits, _bytes_of(msg.scale[:, None])], dim=1)
-        nonzero = (msg.scale != 0).to(torch.int64)[:, None]  # the last bit, after the D signs
-        return _pack_bits(torch.cat([msg.signs.to(torch.int64), nonzero], dim=1), 1)
+        bits = _pack_bits(msg.signs.to(torch.int64), 1)
+        return torch.cat([bits, _bytes_of(msg.scale[:, None])], dim=1) if self.scaled else bits
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
-        if self.scaled:
-            nb = math.ceil(D / 8)
-            signs = _unpack_bits(payload[:, :nb], 1, D).bool()
-            return Message(
-                D=D, dtype=dtype, signs=signs, scale=_from_bytes(payload[:, nb:], dtype, 1)[:, 0]
-            )
-        bits = _unpack_bits(payload, 1, D + 1)
-        return Message(D=D, dtype=dtype, signs=bits[:, :D].bool(), scale=bits[:, D].to(dtype))
+        nb = math.ceil(D / 8)
+        signs = _unpack_bits(payload[:, :nb], 1, D).bool()
+        scale = _from_bytes(payload[:, nb:], dtype, 1)[:, 0] if self.scaled else None
+        return Message(D=D, dtype=dtype, signs=signs, scale=scale)
 
     def nbytes(self, D: int, dtype: torch.dtype) -> int:
-        return math.ceil(D / 8) + _itemsize(dtype) if self.scaled else math.ceil((D + 1) / 8)
+        return math.ceil(D / 8) + (_itemsize(dtype) if self.scaled else 0)
 
     def delta(self, D: int) -> float | None:
         return 1.0 / D if self.scaled else None

@@ -17,7 +17,11 @@ in one go (bit-exact on the simulated engine):
 - the model buffers of this process's workers (BatchNorm running statistics, ``[w, ...]``);
 - the global torch RNG state (and the CUDA one on a GPU): random layers such as Dropout draw
   every worker's masks from it, so a resumed run draws the masks the uninterrupted one drew;
-- the communicator's counters (``bytes_sent``, ``simulated_comm_time_s``, ``rounds``);
+- the communicator's counters (``bytes_sent``, ``simulated_comm_time_s``, ``rounds``) and,
+  with a system profile (``--system``), its clock's state
+  (:meth:`peergrad.system.SystemClock.state_dict`: every worker's time and split, who is away
+  and for how long, link occupancy and the clock's generator), so that a run resumed in the
+  middle of a churn interval or a straggler's step continues the clock bit for bit;
 - the loop's counters (step, training wall time, the running minibatch-loss sum) and the exact
   lines of ``metrics.jsonl`` so far, which a resume writes back (dropping records that a crashed
   run wrote after its last checkpoint), so the file continues seamlessly.

@@ -7,13 +7,17 @@ its own algorithm and options, written to ``out_dir/<label>/``. Then ``out_dir``
   one record per entry: ``label``, ``algorithm``, ``options`` (as given), ``hyperparameters``
   (resolved, defaults included), ``run_dir``, ``final`` (every metric of the last record),
   ``best_test_accuracy``, and ``steps_to_target``, ``samples_to_target``, ``bytes_to_target``,
-  ``simulated_comm_time_s_to_target``, ``wall_time_s_to_target``, ``rounds_to_target``: the
-  values of the first evaluation record whose ``test_accuracy`` is at least the target (``null``
-  when none is);
-- ``compare.md``: the same as Markdown tables, in human-readable units;
+  ``simulated_comm_time_s_to_target``, ``simulated_time_s_to_target``,
+  ``wall_time_s_to_target``, ``rounds_to_target``: the values of the first evaluation record
+  whose ``test_accuracy`` is at least the target (``null`` when none is;
+  ``simulated_time_s_to_target``, the simulated wall-clock under the system profile, is
+  ``null`` in a comparison without ``--system``, whose records have no ``simulated_time_s``);
+- ``compare.md``: the same as Markdown tables, in human-readable units (with ``--system`` a
+  "simulated time (s)" column beside the communication time);
 - ``compare_vs_samples.png``, ``compare_vs_bytes.png``, ``compare_vs_simulated_time.png``,
   ``compare_vs_rounds.png`` (communication rounds): train loss and test accuracy of x̄, one curve
-  per entry.
+  per entry (against simulated time: ``simulated_time_s`` with ``--system``, else
+  ``simulated_comm_time_s``).
 
 Labels name the runs: ``dpsgd`` or ``dpsgd@atc`` (the part before ``@`` is the algorithm), so one
 algorithm can appear several times with different options. Everything (names, options, data,
@@ -49,7 +53,7 @@ from peergrad.train.loop import (
     train,
 )
 from peergrad.train.plots import plot_comparison
-from peergrad.train.recorder import metric_field, metric_fields, reaches
+from peergrad.train.recorder import SYSTEM_FIELDS, metric_field, metric_fields, reaches
 from peergrad.train.spelling import field_names
 
 #: ``<key>_to_target`` -> the metric of the first record at or above the target accuracy.
@@ -58,6 +62,7 @@ TARGET_FIELDS: dict[str, str] = {
     "samples_to_target": "samples_seen",
     "bytes_to_target": "bytes_sent_per_worker",
     "simulated_comm_time_s_to_target": "simulated_comm_time_s",
+    "simulated_time_s_to_target": "simulated_time_s",  # --system only (else None)
     "wall_time_s_to_target": "wall_time_s",
     "rounds_to_target": "comm_rounds",
 }
@@ -513,13 +518,16 @@ def summarize_run(
             hyperparameters if hyperparameters is not None else build_algorithm(config).options()
         ),
         "run_dir": run_dir,
-        "final": {k: last.get(k) for k in metric_fields(metric_mode)},
+        "final": {
+            **{k: last.get(k) for k in metric_fields(metric_mode)},
+            **{k: last[k] for k in SYSTEM_FIELDS if k in last},  # --system
+        },
         metric_field("best_test_accuracy", metric_mode): best_of(
             [r.get(test_key) for r in records], metric_mode
         ),
     }
     for key, field in TARGET_FIELDS.items():
-        row[key] = None if hit is None else hit[field]
+        row[key] = None if hit is None else hit.get(field)
     return row
 
 
@@ -581,22 +589,26 @@ def format_table(
     ``metric_mode="min"``: the task's metric is lower-is-better (``test_metric``; the target is
     reached at or below it)."""
     word, words, cmp = _metric_words(metric_mode)
+    # --system: the simulated wall-clock beside the communication time
+    timed = any("simulated_time_s" in r["final"] for r in rows)
+    head, rule = (" simulated time (s) |", "--:|") if timed else ("", "")
     lines = _heading([r["label"] for r in rows], pending)
     lines += [
         "## Final metrics",
         "",
         f"| run | algorithm | options | test {words} | best test {word} | train loss | "
-        "consensus distance | MB sent / worker | simulated comm time (s) | wall time (s) |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        f"consensus distance | MB sent / worker | simulated comm time (s) |{head} wall time (s) |",
+        f"|---|---|---|--:|--:|--:|--:|--:|--:|{rule}--:|",
     ]
     for r in rows:
         f = r["final"]
+        sim = f" {_num(f.get('simulated_time_s'), '.4g')} |" if timed else ""
         lines.append(
             f"| {r['label']} | {r['algorithm']} | {_options_text(r['options'])} | "
             f"{_num(f.get(f'test_{word}'), '.4f')} | {_num(r.get(f'best_test_{word}'), '.4f')} | "
             f"{_num(f['train_loss'], '.4g')} | {_num(f['consensus_distance'], '.3g')} | "
-            f"{_mb(f['bytes_sent_per_worker'])} | {_num(f['simulated_comm_time_s'], '.4g')} | "
-            f"{_num(f['wall_time_s'], '.3g')} |"
+            f"{_mb(f['bytes_sent_per_worker'])} | {_num(f['simulated_comm_time_s'], '.4g')} |"
+            f"{sim} {_num(f['wall_time_s'], '.3g')} |"
         )
     lines += [
         "",
@@ -605,15 +617,16 @@ def format_table(
         f"The first evaluation of x̄ {'at or above' if cmp == '≥' else 'at or below'} the target "
         "(evaluations are --eval-every steps apart); — means never reached.",
         "",
-        "| run | steps | samples | MB sent / worker | simulated comm time (s) | wall time (s) | "
-        "comm rounds |",
-        "|---|--:|--:|--:|--:|--:|--:|",
+        f"| run | steps | samples | MB sent / worker | simulated comm time (s) |{head} "
+        "wall time (s) | comm rounds |",
+        f"|---|--:|--:|--:|--:|{rule}--:|--:|",
     ]
     for r in rows:
+        sim = f" {_num(r.get('simulated_time_s_to_target'), '.4g')} |" if timed else ""
         lines.append(
             f"| {r['label']} | {_num(r['steps_to_target'], 'd')} | "
             f"{_num(r['samples_to_target'], ',d')} | {_mb(r['bytes_to_target'])} | "
-            f"{_num(r['simulated_comm_time_s_to_target'], '.4g')} | "
+            f"{_num(r['simulated_comm_time_s_to_target'], '.4g')} |{sim} "
             f"{_num(r['wall_time_s_to_target'], '.3g')} | {_num(r['rounds_to_target'], 'd')} |"
         )
     return "\n".join([*lines, *_footer(config)])
@@ -981,13 +994,14 @@ def summarize_labels(
         ]
         item["runs"] = [r["run"] for r in chosen]
         item["seeds"] = [r["seed"] for r in chosen]
-        fields = metric_fields(metric_mode)
+        fields = [*metric_fields(metric_mode)]
+        fields += [k for k in SYSTEM_FIELDS if any(k in r["final"] for r in chosen)]
         item["final"] = {k: mean_std([r["final"].get(k) for r in chosen]) for k in fields}
         best = metric_field("best_test_accuracy", metric_mode)
         item[best] = mean_std([r.get(best) for r in chosen])
         item["to_target"] = {}
         for key in TARGET_FIELDS:
-            stat = mean_std([r[key] for r in chosen])
+            stat = mean_std([r.get(key) for r in chosen])
             item["to_target"][key] = {**stat, "reached": stat["n"], "runs": len(chosen)}
         item["diverged_runs"] = [
             r["run"] for r in have if r.get("status", "").startswith("diverged")
@@ -1052,6 +1066,9 @@ def format_study(
     reached it), every grid value's validation result, and every run. ``metric_mode="min"``:
     the task's metric is lower-is-better (``test_metric``, ``val_metric``)."""
     word, words, cmp = _metric_words(metric_mode)
+    # --system: the simulated wall-clock beside the communication time
+    timed = any("simulated_time_s" in lab["final"] for lab in labels)
+    head, rule = (" simulated time (s) |", "--:|") if timed else ("", "")
     lines = _heading([lab["label"] for lab in labels], pending)
     lines += [
         "## Final metrics (mean ± std over the seeds)",
@@ -1060,8 +1077,8 @@ def format_study(
         "grid is chosen on the validation split, never on the test set.",
         "",
         f"| label | algorithm | lr | runs | test {words} | best test {word} | train loss | "
-        f"val {word} | MB sent / worker | simulated comm time (s) | wall time (s) |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"val {word} | MB sent / worker | simulated comm time (s) |{head} wall time (s) |",
+        f"|---|---|--:|--:|--:|--:|--:|--:|--:|--:|{rule}--:|",
     ]
     for lab in labels:
         f = lab["final"]
@@ -1074,15 +1091,17 @@ def format_study(
             f"{_pm(f[f'test_{word}'], '.4f')} | {_pm(lab[f'best_test_{word}'], '.4f')} | "
             f"{_pm(f['train_loss'], '.4g')} | {_pm(f[f'val_{word}'], '.4f')} | "
             f"{_pm(f['bytes_sent_per_worker'], '.4g', 1e6)} | "
-            f"{_pm(f['simulated_comm_time_s'], '.4g')} | {_pm(f['wall_time_s'], '.3g')} |"
+            f"{_pm(f['simulated_comm_time_s'], '.4g')} |"
+            + (f" {_pm(f['simulated_time_s'], '.4g')} |" if timed else "")
+            + f" {_pm(f['wall_time_s'], '.3g')} |"
         )
     lines += [
         "",
         f"## To reach test {word} {cmp} {target_accuracy:g} (mean ± std over the runs that did)",
         "",
-        "| label | reached | steps | samples | MB sent / worker | simulated comm time (s) | "
+        f"| label | reached | steps | samples | MB sent / worker | simulated comm time (s) |{head} "
         "wall time (s) | comm rounds |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        f"|---|--:|--:|--:|--:|--:|{rule}--:|--:|",
     ]
     for lab in labels:
         t = lab["to_target"]
@@ -1090,8 +1109,9 @@ def format_study(
             f"| {lab['label']} | {t['steps_to_target']['reached']}/"
             f"{t['steps_to_target']['runs']} | {_pm(t['steps_to_target'], '.1f')} | "
             f"{_pm(t['samples_to_target'], ',.0f')} | {_pm(t['bytes_to_target'], '.4g', 1e6)} | "
-            f"{_pm(t['simulated_comm_time_s_to_target'], '.4g')} | "
-            f"{_pm(t['wall_time_s_to_target'], '.3g')} | {_pm(t['rounds_to_target'], '.1f')} |"
+            f"{_pm(t['simulated_comm_time_s_to_target'], '.4g')} |"
+            + (f" {_pm(t['simulated_time_s_to_target'], '.4g')} |" if timed else "")
+            + f" {_pm(t['wall_time_s_to_target'], '.3g')} | {_pm(t['rounds_to_target'], '.1f')} |"
         )
     grids = [lab for lab in labels if "lr_grid" in lab]
     if grids:

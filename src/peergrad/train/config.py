@@ -65,6 +65,14 @@ class TrainConfig:
     ``progress``: the progress bar on stderr; None (default) shows it only when stderr is a
     terminal (none in a log file), True forces it (``--progress``), False hides it
     (``--no-progress``).
+    ``system`` (``--system``): a system profile, a preset name (``uniform``, ``datacenter``,
+    ``two-datacenters``, ``edge``) or a TOML file (:mod:`peergrad.system.profile`), that the
+    simulated engine's per-worker clock runs under (compute time, stragglers, uneven links,
+    failures; records gain ``simulated_time_s``); None (default): no profile, every number as
+    without one. ``latency_ms`` / ``bandwidth_gbps`` are the uniform-links shorthand: they set
+    the links of the nominal ``simulated_comm_time_s`` model and of ``system="uniform"``; with
+    any other profile the links are the profile's, and giving them other values than their
+    defaults is an error naming both (put the links in the profile's ``[links]`` table).
     """
 
     engine: str = "simulated"
@@ -92,6 +100,7 @@ class TrainConfig:
     eval_workers: int = 16
     latency_ms: float = 1.0
     bandwidth_gbps: float = 10.0
+    system: str | None = None
     timeout_s: float = 60.0
     out: str | None = None
     progress: bool | None = None

@@ -37,11 +37,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from peergrad.algorithms import Algorithm, make_algorithm
+from peergrad.algorithms import Algorithm, check_failures, make_algorithm
 from peergrad.algorithms.base import bind_run
 from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.comm.base import Communicator
 from peergrad.data.source import BatchGather
+from peergrad.system import SystemClock, SystemProfile, count_step_flops, load_profile
 from peergrad.task import BuiltTask, Task, build_task, task_from_config
 from peergrad.topology import make_topology, torus_shape
 from peergrad.train import checkpoint as ckpt
@@ -92,6 +93,7 @@ __all__ = [
     "resolve_device",
     "run_dir_for",
     "setting_warnings",
+    "system_profile",
     "train",
     "validate_config",
 ]
@@ -180,6 +182,7 @@ def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     resolve_device(config.device)
     NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+    system_profile(config)  # --system: the preset or TOML file, for --workers workers
     check_names(config)
     # --loss, --lr-schedule, --warmup-steps, --buffers, --loader-workers, --model-set, --data-set
     # and import paths (the CLI runs the same check before it creates anything)
@@ -308,6 +311,76 @@ def run_dir_for(
     return path
 
 
+def system_profile(config: TrainConfig) -> SystemProfile | None:
+    """The system profile of ``config.system`` for ``config.workers`` workers (None without one).
+
+    ``--system uniform`` takes its links from ``--latency-ms`` / ``--bandwidth-gbps`` (the
+    uniform-links shorthand); any other profile brings its own links, so those two flags must
+    then be left at their defaults. ``ValueError`` (one line naming ``--system``): an unknown
+    preset, a TOML file that is missing, has an unknown key or a bad value, or was written for
+    another number of workers (see :func:`peergrad.system.load_profile`); both link flags and
+    another profile; the distributed engine, which does not impose a profile yet.
+    """
+    if config.system is None:
+        return None
+    if not isinstance(config.system, str) or not config.system:
+        raise ValueError(
+            f"--system must be a preset name or a .toml file, got {config.system!r}"
+        )
+    if config.engine != "simulated":
+        raise ValueError(
+            "--system: the distributed engine does not impose a system profile yet; use "
+            "--engine simulated (the simulated clock) or leave --system out"
+        )
+    if config.system == "uniform":
+        network = NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+        return SystemProfile.uniform(config.workers, network)
+    given = [
+        f"{flag} {value:g}"
+        for flag, value, default in (
+            ("--latency-ms", config.latency_ms, TrainConfig.latency_ms),
+            ("--bandwidth-gbps", config.bandwidth_gbps, TrainConfig.bandwidth_gbps),
+        )
+        if value != default
+    ]
+    if given:
+        raise ValueError(
+            f"{' and '.join(given)} and --system {config.system} both set the links; the "
+            "profile's links are used with --system, so put them in its [links] table "
+            "(latency_ms, bandwidth_gbps), use --system uniform, or leave --system out"
+        )
+    try:
+        return load_profile(config.system, config.workers)
+    except ValueError as exc:
+        raise ValueError(f"--system {config.system}: {exc}") from None
+
+
+def clocked_communicator(
+    config: TrainConfig,
+    comm: Communicator,
+    profile: SystemProfile,
+    built: BuiltTask,
+    batch: tuple[Any, Any],
+) -> Communicator:
+    """The simulated communicator of ``comm``'s topology with a :class:`SystemClock` of
+    ``profile``. A profile that gives ``compute.device_flops`` only gets its step's FLOPs from
+    :func:`~peergrad.system.count_step_flops` on one worker's minibatch ``batch`` (forward and
+    backward of the task's module and loss). ``simulated_comm_time_s`` uses the profile's links
+    when they are uniform (the communicator's default), else ``--latency-ms`` /
+    ``--bandwidth-gbps`` (their defaults: :func:`system_profile` refuses others)."""
+    from peergrad.train.params import cross_entropy
+
+    if profile.step_s is None:
+        loss = built.model.loss_fn if built.model.loss_fn is not None else cross_entropy
+        profile = profile.with_flops_per_step(count_step_flops(built.module, batch, loss))
+    network = (
+        None
+        if profile.links.is_uniform
+        else NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
+    )
+    return SimulatedCommunicator(comm.topology, network=network, clock=SystemClock(profile))
+
+
 def make_communicator(config: TrainConfig, device: torch.device) -> Communicator:
     """The communicator of ``config.engine`` (joins the process group for ``distributed``)."""
     topology = make_topology(
@@ -375,6 +448,9 @@ def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
     algorithm = build_algorithm(config)
     comm = make_communicator(config, device)
     algorithm.check_topology(comm)
+    profile = system_profile(config)
+    if profile is not None:  # failures the algorithm (or a directed topology) cannot take
+        check_failures(algorithm, comm.topology, profile)
     worker_ids = comm.worker_ids.tolist()
     built = build_task(
         task if task is not None else task_from_config(config), config, device, dtype
@@ -389,7 +465,10 @@ def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
     )
     sampler = ShardSampler(built.shards, config.batch_size, config.seed, worker_ids)
     first = built.shards[worker_ids[0]][: config.batch_size]
-    built.model.check(*built.train.read(first.tolist()))
+    first_batch = built.train.read(first.tolist())
+    built.model.check(*first_batch)
+    if profile is not None:
+        comm = clocked_communicator(config, comm, profile, built, first_batch)
     total = config.steps or max(1, round(config.epochs * per_epoch))
     eval_every = config.eval_every or max(1, round(per_epoch / 2))
     schedule = LRSchedule.parse(

@@ -2,7 +2,8 @@
 
 The :class:`Recorder` sits beside the step loop (:mod:`peergrad.train.steps`): after every step
 it runs the NaN/Inf guard (:mod:`peergrad.train.guard`), accumulates the minibatch losses, every
-``eval_every`` steps appends one record to ``metrics.jsonl`` (fields: :data:`METRIC_FIELDS`;
+``eval_every`` steps appends one record to ``metrics.jsonl`` (fields: :data:`METRIC_FIELDS`,
+and :data:`SYSTEM_FIELDS` in a run with a system profile;
 the same records go to ``metrics.csv`` and, with ``--tensorboard``, to TensorBoard event files in
 ``tensorboard/``: :mod:`peergrad.train.logs`), saves checkpoints every ``checkpoint_every``
 steps (:mod:`peergrad.train.checkpoint`) and moves the progress bar. :meth:`Recorder.resume`
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = [
     "METRIC_FIELDS",
     "MIN_METRIC_FIELDS",
+    "SYSTEM_FIELDS",
+    "SYSTEM_SUMMARY_FIELDS",
     "TRAIN_EVAL_MAX",
     "WALL_CLOCK_FIELDS",
     "Evaluator",
@@ -82,6 +85,28 @@ METRIC_FIELDS: dict[str, str] = {
     "comm_rounds": "communication rounds so far (all-reduces, gossip rounds and all-gathers)",
     "wall_time_s": "training wall-clock time in seconds, evaluation excluded",
     "simulated_comm_time_s": "modelled communication time in seconds (latency/bandwidth model)",
+}
+#: Record fields present only in a run with a system profile (``--system``), after
+#: :data:`METRIC_FIELDS`. Without a profile there is no per-worker clock, and the run's
+#: time stays ``simulated_comm_time_s`` (communication only); nothing is made up in its place.
+SYSTEM_FIELDS: dict[str, str] = {
+    "simulated_time_s": "simulated wall-clock time in seconds under the system profile: "
+    "compute + communication + waiting of the slowest worker (peergrad.system.SystemClock)",
+}
+#: Keys of ``summary.json``'s ``system`` object (a run with ``--system``): the profile as given
+#: and each worker's clock split over the whole run, seconds, mean and max over the workers;
+#: per worker ``compute_s + comm_s + idle_s + absent_s`` is its simulated time.
+SYSTEM_SUMMARY_FIELDS: dict[str, str] = {
+    "profile": "--system as given (a preset name or a TOML file)",
+    "name": "the profile's name",
+    "compute_s_mean": "time spent computing steps, mean over workers",
+    "compute_s_max": "time spent computing steps, max over workers",
+    "comm_s_mean": "time spent receiving messages (latency + transfer), mean over workers",
+    "comm_s_max": "time spent receiving messages, max over workers",
+    "idle_s_mean": "time waiting for slower workers or barriers, mean over workers",
+    "idle_s_max": "time waiting for slower workers or barriers, max over workers",
+    "absent_s_mean": "time away (churn), mean over workers",
+    "absent_s_max": "time away (churn), max over workers",
 }
 WALL_CLOCK_FIELDS = ("wall_time_s",)
 TRAIN_EVAL_MAX = 10_000
@@ -231,11 +256,15 @@ class Evaluator:
 
 
 def _comm_counters(comm: Communicator) -> dict[str, Any]:
-    return {
+    out = {
         "bytes_sent": comm.bytes_sent.detach().clone(),
         "simulated_comm_time_s": float(comm.simulated_comm_time_s),
         "rounds": int(getattr(comm, "rounds", 0)),
     }
+    system_clock = getattr(comm, "clock", None)
+    if system_clock is not None:  # --system: every worker's time, churn counters, generator
+        out["clock"] = system_clock.state_dict()
+    return out
 
 
 def _restore_comm_counters(comm: Communicator, saved: dict[str, Any]) -> None:
@@ -244,6 +273,19 @@ def _restore_comm_counters(comm: Communicator, saved: dict[str, Any]) -> None:
             f"--resume: the checkpoint counts bytes for {saved['bytes_sent'].shape[0]} local "
             f"worker(s), this process holds {comm.bytes_sent.shape[0]}"
         )
+    system_clock, clock_state = getattr(comm, "clock", None), saved.get("clock")
+    if (system_clock is None) != (clock_state is None):
+        raise ValueError(
+            "--resume: the checkpoint was saved "
+            f"{'without' if clock_state is None else 'with'} a system profile (--system) and "
+            f"this run has {'one' if clock_state is None else 'none'}; resume with the run's "
+            "configuration"
+        )
+    if system_clock is not None:
+        try:
+            system_clock.load_state_dict(clock_state)
+        except ValueError as exc:
+            raise ValueError(f"--resume: {exc}") from None
     comm.bytes_sent.copy_(saved["bytes_sent"])
     comm.simulated_comm_time_s = float(saved["simulated_comm_time_s"])
     if hasattr(comm, "rounds"):
@@ -367,6 +409,9 @@ class Recorder:
         rec["comm_rounds"] = int(getattr(comm, "rounds", 0))
         rec["wall_time_s"] = self.wall
         rec["simulated_comm_time_s"] = comm.simulated_comm_time_s
+        simulated_time_s = getattr(comm, "simulated_time_s", None)
+        if simulated_time_s is not None:  # a system profile (SYSTEM_FIELDS)
+            rec["simulated_time_s"] = simulated_time_s
         self.loss_sum.zero_()
         self.loss_count = 0
         self.records.append(rec)
@@ -496,6 +541,15 @@ class Recorder:
         summary[metric_field("best_test_accuracy", mode)] = pick(values) if values else None
         summary["metric_mode"] = mode
         summary["engine"] = self.config.engine
+        system_clock = getattr(self.session.comm, "clock", None)
+        if system_clock is not None:  # SYSTEM_SUMMARY_FIELDS
+            split = system_clock.summary()
+            del split["simulated_time_s"]  # the last record's, already in the summary
+            summary["system"] = {
+                "profile": self.config.system,
+                "name": system_clock.profile.name,
+                **split,
+            }
         return summary
 
     def finish(self, summary: dict[str, Any], title: str, *, plots: bool = True) -> None:
@@ -534,8 +588,11 @@ def _postfix(rec: dict[str, Any]) -> dict[str, str]:
 def format_summary(summary: dict[str, Any]) -> str:
     """A two-column text table of the final metrics."""
     mode = summary.get("metric_mode") if summary.get("metric_mode") in ("max", "min") else "max"
-    names = (*metric_fields(mode), metric_field("best_test_accuracy", mode))
+    names = (*metric_fields(mode), *SYSTEM_FIELDS, metric_field("best_test_accuracy", mode))
     rows = [(k, summary[k]) for k in names if k in summary]
+    system = summary.get("system")
+    if isinstance(system, dict):  # --system: each worker's clock split, mean and max
+        rows += [(f"system.{k}", system[k]) for k in SYSTEM_SUMMARY_FIELDS if k in system]
     width = max(len(k) for k, _ in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 14}"]
     for k, v in rows:
