@@ -66,15 +66,16 @@ C(x) = x). Randomness: one uniform per coordinate, drawn per worker like QSGD's.
 
 Zero input (spec §2.3 item 6): C(0) = 0 exactly for every compressor but plain ``sign`` (see
 below), row by row (an all-zero worker's row decodes to 0 whatever the other rows hold) and
-segment by segment under :class:`Layerwise`; nothing divides by a zero norm (QSGD's ‖x‖ and TernGrad's s are replaced by 1
-in the division when they are 0, so the levels are 0 and the decoded values ``0 * level``).
+segment by segment under :class:`Layerwise`; nothing divides by a zero norm (QSGD's ‖x‖ and
+TernGrad's s are replaced by 1 in the division when they are 0, so the levels are 0 and the
+decoded values ``0 * level``).
 
 Deviations from the spec's table: scales and norms are sent in the values' dtype (4 bytes for
 float32, 8 for float64) so that float64 runs stay exact; top-k always uses int32 index coding
 (the bitmap ``ceil(D/8) + k*b`` is not offered); plain ``sign`` cannot send sign(0) = 0 in one bit
 and decodes exact zeros as +1 (so C(0) ≠ 0 for it: the spec's D bits per message leave no room
-for a zero flag; use ``scaled-sign``, whose scale is 0, where C(0) = 0 matters); TernGrad's ω is the
-tight (√D − 1)/2 rather than the spec's bound √D − 1 (see above), its codes use 2 bits (no
+for a zero flag; use ``scaled-sign``, whose scale is 0, where C(0) = 0 matters); TernGrad's ω is
+the tight (√D − 1)/2 rather than the spec's bound √D − 1 (see above), its codes use 2 bits (no
 base-3 packing), and the paper's gradient clipping and scale sharing across workers are not
 applied (per worker, per message, per segment under :class:`Layerwise`).
 
