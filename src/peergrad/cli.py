@@ -1,5 +1,5 @@
-"""The ``peergrad`` command: ``train``, ``compare``, ``topology``, ``algorithms``, ``plot``,
-``check-adam`` and ``counterexample``.
+"""The ``peergrad`` command: ``train``, ``compare``, ``topology``, ``system``, ``algorithms``,
+``plot``, ``check-adam`` and ``counterexample``.
 
 Algorithm hyper-parameters that have no flag of their own are given with ``--set key=value``
 (repeatable), so a new algorithm needs no CLI change; ``--lr``, ``--momentum`` and
@@ -94,6 +94,7 @@ def add_train_arguments(
     from peergrad.algorithms import REGISTRY
     from peergrad.data import DATASETS, PARTITIONS
     from peergrad.models import MODELS
+    from peergrad.system import PRESETS
     from peergrad.topology import TOPOLOGIES
 
     actions: list[argparse.Action] = []
@@ -254,13 +255,25 @@ def add_train_arguments(
         "--latency-ms",
         type=float,
         default=d.latency_ms,
-        help="network model: per-message latency in milliseconds",
+        help="network model: per-message latency in milliseconds (uniform links; with --system "
+        "only for --system uniform, other profiles bring their own links)",
     )
     add(
         "--bandwidth-gbps",
         type=float,
         default=d.bandwidth_gbps,
-        help="network model: link bandwidth in gigabits per second",
+        help="network model: link bandwidth in gigabits per second (uniform links; with "
+        "--system only for --system uniform)",
+    )
+    add(
+        "--system",
+        default=d.system,
+        metavar="PRESET|FILE.toml",
+        help="simulated engine: run a per-worker clock under this system profile (compute "
+        f"time, stragglers, uneven links, failures): a preset ({', '.join(PRESETS)}) or a TOML "
+        "file; records gain simulated_time_s and the summary each worker's compute / "
+        "communication / idle split; see `peergrad system` (default: none, the "
+        "communication-only simulated_comm_time_s)",
     )
     add(
         "--out",
@@ -676,6 +689,28 @@ def cmd_topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_system(args: argparse.Namespace) -> int:
+    """``peergrad system PRESET|FILE.toml --workers N``: the profile's compute, links and
+    failures (:func:`peergrad.system.report.profile_report`)."""
+    from peergrad.system import load_profile
+    from peergrad.system.report import profile_report
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be an integer >= 1, got {args.workers}")
+    if args.flops_per_step is not None and not args.flops_per_step > 0:
+        raise ValueError(f"--flops-per-step must be > 0, got {args.flops_per_step}")
+    profile = load_profile(args.profile, args.workers)
+    report = profile_report(profile, flops_per_step=args.flops_per_step)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    width = max(len(k) for k in report)
+    for k, v in report.items():
+        text = f"{v:.6g}" if isinstance(v, float) else str(v)
+        print(f"{k:<{width}}  {text}")
+    return 0
+
+
 def cmd_algorithms(args: argparse.Namespace) -> int:
     from peergrad.algorithms import describe
 
@@ -885,6 +920,33 @@ def build_parser() -> argparse.ArgumentParser:
     p_topo.add_argument("--json", action="store_true", help="print JSON")
     p_topo.add_argument("--show-matrix", action="store_true", help="print W(k)")
     p_topo.set_defaults(func=cmd_topology)
+
+    p_sys = sub.add_parser(
+        "system",
+        formatter_class=HelpFormatter,
+        help="compute, links and failures of a system profile (--system)",
+        description="Print a system profile for N workers: the step time, speeds and "
+        "stragglers, the links' latency and bandwidth (min / median / max over the directed "
+        "links, groups) and the failures, in the TOML file's units (ms, Gbit/s). PROFILE is a "
+        "preset or a TOML file (format: the docstring of peergrad.system.profile and "
+        "examples/system_two_racks.toml).",
+    )
+    p_sys.add_argument(
+        "profile",
+        metavar="PROFILE",
+        help="a preset (uniform, datacenter, two-datacenters, edge) or a .toml file",
+    )
+    p_sys.add_argument("--workers", type=int, required=True, help="number of workers n")
+    p_sys.add_argument(
+        "--flops-per-step",
+        type=float,
+        default=None,
+        metavar="F",
+        help="FLOPs of one step, to show the step time of a profile that gives only "
+        "compute.device_flops (default: reported as counted from the model at run time)",
+    )
+    p_sys.add_argument("--json", action="store_true", help="print JSON")
+    p_sys.set_defaults(func=cmd_system)
 
     p_alg = sub.add_parser(
         "algorithms",

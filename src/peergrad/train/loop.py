@@ -324,9 +324,7 @@ def system_profile(config: TrainConfig) -> SystemProfile | None:
     if config.system is None:
         return None
     if not isinstance(config.system, str) or not config.system:
-        raise ValueError(
-            f"--system must be a preset name or a .toml file, got {config.system!r}"
-        )
+        raise ValueError(f"--system must be a preset name or a .toml file, got {config.system!r}")
     if config.engine != "simulated":
         raise ValueError(
             "--system: the distributed engine does not impose a system profile yet; use "

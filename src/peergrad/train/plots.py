@@ -25,6 +25,7 @@ X_AXES = {
     "bytes_sent_per_worker": "bytes sent per worker",
     "comm_rounds": "communication rounds",
     "simulated_comm_time_s": "simulated communication time (s)",
+    "simulated_time_s": "simulated time (s): compute + communication + waiting, slowest worker",
     "wall_time_s": "wall time (s)",
     "epoch": "epochs",
 }
@@ -202,12 +203,24 @@ def plot_run(records: Sequence[Mapping[str, Any]], out_dir: str | Path, name: st
     ]
 
 
+#: ``compare_vs_<name>.png`` -> record field; ``simulated_time`` is resolved per plot by
+#: :func:`simulated_time_key`.
 COMPARE_AXES = {
     "samples": "samples_seen",
     "bytes": "bytes_sent_per_worker",
     "simulated_time": "simulated_comm_time_s",
     "rounds": "comm_rounds",
 }
+
+
+def simulated_time_key(runs: Mapping[str, Runs]) -> str:
+    """The record field of the ``simulated_time`` axis: ``simulated_time_s`` (the system
+    clock's time, compute and waiting included) when every record of ``runs`` has it (runs with
+    ``--system``), else ``simulated_comm_time_s`` (the communication-only alpha-beta time), so
+    that all curves of one plot share one clock."""
+    records = [r for value in runs.values() for run in as_runs(value) for r in run]
+    timed = bool(records) and all(r.get("simulated_time_s") is not None for r in records)
+    return "simulated_time_s" if timed else "simulated_comm_time_s"
 
 
 def plot_comparison(
@@ -220,12 +233,13 @@ def plot_comparison(
 ) -> list[Path]:
     """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve per
     label; a label mapping to several runs (seeds) is drawn as mean ± std (see
-    :func:`plot_curves`, also for ``metric_mode``)."""
+    :func:`plot_curves`, also for ``metric_mode``). The simulated-time plot uses
+    :func:`simulated_time_key`."""
     out_dir = Path(out_dir)
     return [
         plot_curves(
             runs,
-            x_key,
+            simulated_time_key(runs) if suffix == "simulated_time" else x_key,
             out_dir / f"compare_vs_{suffix}.png",
             title,
             target_accuracy=target_accuracy,
@@ -235,7 +249,8 @@ def plot_comparison(
     ]
 
 
-#: ``peergrad plot --x`` names -> record fields; each gives ``plot_vs_<name>.png``.
+#: ``peergrad plot --x`` names -> record fields; each gives ``plot_vs_<name>.png``
+#: (``simulated_time``: resolved by :func:`simulated_time_key`).
 PLOT_AXES = {
     "steps": "step",
     "samples": "samples_seen",

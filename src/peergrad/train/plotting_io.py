@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from peergrad.train.plots import PLOT_AXES, plot_curves
+from peergrad.train.plots import PLOT_AXES, plot_curves, simulated_time_key
 
 __all__ = [
     "PLOT_AXES",
@@ -261,6 +261,13 @@ def plot_folders(
         mode = recorded if recorded in ("max", "min") else None
     out_dir.mkdir(parents=True, exist_ok=True)
     return [
-        plot_curves(groups, PLOT_AXES[name], file, title, target_accuracy=target, metric_mode=mode)
+        plot_curves(
+            groups,
+            simulated_time_key(groups) if name == "simulated_time" else PLOT_AXES[name],
+            file,
+            title,
+            target_accuracy=target,
+            metric_mode=mode,
+        )
         for name, file in zip(names, files, strict=True)
     ]
