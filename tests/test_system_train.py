@@ -320,3 +320,16 @@ def test_without_system_the_tables_and_plots_keep_the_communication_time() -> No
     assert simulated_time_key({"a": records}) == "simulated_comm_time_s"
     mixed = [records, [{"simulated_comm_time_s": 0.0, "simulated_time_s": 0.5}]]
     assert simulated_time_key({"a": mixed}) == "simulated_comm_time_s"  # one clock per plot
+
+
+def test_compare_refuses_an_algorithm_that_cannot_take_the_failures_before_any_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second label is refused before the first one runs (one line, exit 2, no folder)."""
+    churn = write(tmp_path / "churn.toml", "[failures]\nleave_prob = 0.1\n")
+    out = tmp_path / "cmp"
+    argv = ["compare", "--algorithms", "dpsgd,d2", *SMALL, "--system", churn, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: d2: failures.leave_prob" in err, err
+    assert not out.exists()

@@ -574,8 +574,14 @@ def _private_groups() -> tuple[dist.ProcessGroup, dist.ProcessGroup]:
         if owner is world:
             return data, control
     _PRIVATE_GROUPS.clear()  # an earlier process group was destroyed
-    data = dist.new_group()
-    control = dist.new_group(backend="gloo") if dist.get_backend() == "nccl" else data
+    # new_group would otherwise take the backend's default timeout (30 min), not the one the
+    # user gave init_process_group.
+    seconds = process_group_timeout_s()
+    timeout = None if seconds is None else datetime.timedelta(seconds=seconds)
+    data = dist.new_group(timeout=timeout)
+    control = (
+        dist.new_group(backend="gloo", timeout=timeout) if dist.get_backend() == "nccl" else data
+    )
     _PRIVATE_GROUPS.append((world, data, control))
     return data, control
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from peergrad.algorithms import algorithm_class
+from peergrad.algorithms import algorithm_class, check_failures
 from peergrad.task import Task
 from peergrad.train.config import TrainConfig
 from peergrad.train.folders import check_compare_folder, clear_compare_files
@@ -50,6 +50,7 @@ from peergrad.train.loop import (
     RunResult,
     build_algorithm,
     prepare,
+    system_profile,
     train,
 )
 from peergrad.train.plots import plot_comparison
@@ -434,7 +435,12 @@ def validate(
             except ValueError as exc:
                 raise ValueError(f"{e.label}: {exc}") from None
         try:
-            build_algorithm(entry_config(base, e, None, seed=seed)).check_topology(comms[key])
+            config = entry_config(base, e, None, seed=seed)
+            algorithm = build_algorithm(config)
+            algorithm.check_topology(comms[key])
+            profile = system_profile(config)  # --system failures this algorithm cannot take
+            if profile is not None:
+                check_failures(algorithm, comms[key].topology, profile)
         except ValueError as exc:
             raise ValueError(f"{e.label}: {exc}") from None
 
