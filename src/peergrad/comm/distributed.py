@@ -19,6 +19,13 @@ worker (n − 1)·b and an all-reduce of b bytes 2(n − 1)/n·b (ring schedules
 ``record_wire=True`` every such tensor is logged in ``wire_log`` (:class:`WireRecord`), which the
 tests compare with ``bytes_sent``.
 
+System profiles (issue 26 item 5): with ``profile=`` a
+:class:`~peergrad.system.SystemProfile` is imposed on the real processes: sleeps for the
+profile's compute (:meth:`DistributedCommunicator.compute`), each gossip send posted at the time
+the profile's links say, a sleep of the profile's ring cost before each accounted collective,
+and the profile's link drops (Metropolis–Hastings weights of the surviving graph). The model and
+what it leaves out: :mod:`peergrad.system.impose`.
+
 Failures: every wait is bounded by ``timeout_s``, by default the timeout the default process
 group was created with (``init_process_group(timeout_s=...)``), so one number decides when a
 hung peer is reported. When a peer dies or stops answering, :class:`PeerFailure` names the step,
@@ -50,6 +57,8 @@ from peergrad.comm.base import (
     Workspace,
     message_nbytes,
 )
+from peergrad.system.impose import ImposedSystem, RankRound
+from peergrad.system.profile import SystemProfile
 from peergrad.topology import MixingMatrix, Topology
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -163,6 +172,7 @@ class PendingMix:
     sends: list[tuple[int, object]]
     buffers: list[tuple[int, float, Tensor]]  # (peer j, W_ij, receive buffer)
     decode: Decode | None = None
+    self_weight: float | None = None  # W'[i, i] of a round with dropped links, else W's
 
     done: bool = False
 
@@ -171,6 +181,9 @@ class PendingMix:
             raise RuntimeError("PendingMix.wait() was already called for this gossip round")
         self.done = True
         comm = self.comm
+        if comm.system is not None:  # the compute phase ends; the due sends leave
+            comm._end_compute()
+            comm._flush_sends()
         for peer, work in self.requests:
             comm._wait(work, f"gossip receive from worker {peer}", [peer])
         for peer, work in self.sends:
@@ -180,7 +193,8 @@ class PendingMix:
         own = decode(self.x)
         if out is None:
             out = torch.empty_like(own)
-        torch.mul(own, self.W.self_weight(i), out=out)
+        weight = self.W.self_weight(i) if self.self_weight is None else self.self_weight
+        torch.mul(own, weight, out=out)
         for _, weight, buf in self.buffers:
             out.add_(decode(buf.view_as(self.x)), alpha=weight)
         return out
@@ -207,9 +221,16 @@ class DistributedCommunicator(AllReduceAccounting):
             :data:`DEFAULT_TIMEOUT_S` when torch does not expose it. Read back as ``timeout_s``.
         record_wire: log every tensor handed to ``torch.distributed`` by an accounted
             operation in ``wire_log`` (a list of :class:`WireRecord`; ``None`` when off).
+        profile: a :class:`~peergrad.system.SystemProfile` for n workers to impose on the real
+            processes (sleeps for its compute, its links and its collectives; its link drops),
+            see :mod:`peergrad.system.impose`; read back as ``system``
+            (:class:`~peergrad.system.impose.ImposedSystem`, None without a profile). Every
+            process draws the profile's randomness from the same seed, so they agree on the
+            stragglers and dropped links of every step without a message, and with the
+            simulated engine under the same profile.
 
     Raises ``ValueError`` when the process group is not initialised or its size differs from
-    ``topology.n``.
+    ``topology.n``, or the profile is for another number of workers or has churn.
     """
 
     #: ``mix_start`` accepts ``workspace=`` (see :class:`peergrad.segments.SegmentComm`).
@@ -223,6 +244,7 @@ class DistributedCommunicator(AllReduceAccounting):
         group: dist.ProcessGroup | None = None,
         timeout_s: float | None = None,
         record_wire: bool = False,
+        profile: SystemProfile | None = None,
     ) -> None:
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -267,6 +289,17 @@ class DistributedCommunicator(AllReduceAccounting):
             self._store.delete_key(f"{FAILED_PREFIX}{self.rank}")
         self._nccl = dist.get_backend(group) == "nccl"
         self.timeout = datetime.timedelta(seconds=self.timeout_s)
+        if profile is not None and profile.n_workers != self.n_workers:
+            raise ValueError(
+                f"the system profile is for {profile.n_workers} workers but there are "
+                f"n = {self.n_workers}"
+            )
+        self.system = ImposedSystem(profile, self.rank) if profile is not None else None
+        self._link_free = 0.0  # time.monotonic() at which this worker's link is free again
+        # sends posted later (link delays): (due time, order, peer, payload, owning round)
+        self._due: list[tuple[float, int, int, Tensor, PendingMix]] = []
+        self._compute: tuple[float, float] | None = None  # (start, factor): relative mode
+        self._unaccounted: tuple[MixingMatrix, RankRound | None] | None = None
 
     @property
     def worker_ids(self) -> Tensor:
@@ -274,7 +307,11 @@ class DistributedCommunicator(AllReduceAccounting):
 
     # ------------------------------------------------------------------ failure handling
     def begin_step(self, step: int) -> None:
-        """Record the step (for error messages) and publish this worker's heartbeat."""
+        """Record the step (for error messages) and publish this worker's heartbeat; with a
+        system profile, end the previous compute phase and start the step's draws."""
+        if self.system is not None:
+            self._end_compute()
+            self.system.begin_step()
         self.current_step = step
         if self._store is not None:
             try:
@@ -365,6 +402,70 @@ class DistributedCommunicator(AllReduceAccounting):
             raise self._fail(what, peers, exc) from exc
         if finished is False:
             raise self._fail(what, peers, TimeoutError(f"no answer within {self.timeout}"))
+
+    # ------------------------------------------------------------------ system profile
+    def compute(self) -> None:
+        """The gradient is computed now (called by the training loop after ``begin_step`` and
+        the pre-gradient rounds). With a system profile giving a step time: sleep this
+        worker's compute time of the profile for this step, seconds. With one that gives none
+        (relative speeds): start timing the compute phase; the extra ``(f - 1) x measured``
+        seconds are slept when it ends (:mod:`peergrad.system.impose`). No-op without a
+        profile."""
+        if self.system is None:
+            return
+        self._end_compute()
+        value = self.system.compute()
+        if self.system.relative:
+            self._compute = (time.monotonic(), value)
+        else:
+            self._sleep_until(time.monotonic() + value)
+
+    def _end_compute(self) -> None:
+        """End a relative-mode compute phase: sleep ``(f - 1)`` times its measured length."""
+        if self._compute is None:
+            return
+        start, factor = self._compute
+        self._compute = None
+        if factor > 1.0:
+            now = time.monotonic()
+            self._sleep_until(now + (factor - 1.0) * (now - start))
+
+    def _sleep_until(self, deadline: float) -> None:
+        """Sleep until ``deadline`` (``time.monotonic()`` seconds), posting the sends that
+        fall due on the way, each at its time."""
+        while True:
+            now = time.monotonic()
+            due = self._due[0][0] if self._due else float("inf")
+            if due <= now:
+                self._post_due(now)
+                continue
+            until = min(due, deadline)
+            if until <= now:
+                return
+            time.sleep(until - now)
+
+    def _post_due(self, now: float) -> None:
+        """Post every pending send whose time has come (in due order)."""
+        while self._due and self._due[0][0] <= now:
+            _, _, peer, payload, pending = self._due.pop(0)
+            try:
+                work = dist.isend(payload, peer, group=self.group)
+            except Exception as exc:
+                raise self._fail("posting a gossip send", [peer], exc) from exc
+            pending.sends.append((peer, work))
+
+    def _flush_sends(self) -> None:
+        """Post every pending send, sleeping until each is due (before a blocking wait)."""
+        if self._due:
+            self._sleep_until(self._due[-1][0])
+            self._post_due(float("inf"))
+
+    def _before_collective(self, seconds: float) -> None:
+        """End the compute phase, post the pending sends, sleep the modelled collective."""
+        self._end_compute()
+        self._flush_sends()
+        if seconds > 0:
+            self._sleep_until(time.monotonic() + seconds)
 
     # ------------------------------------------------------------------ communication
     def _check(self, x: Tensor, what: str) -> None:
