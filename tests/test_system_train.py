@@ -120,6 +120,7 @@ def test_device_flops_only_counts_the_step_flops_of_the_model(tmp_path: Path) ->
     # logreg 64 -> 10 on a batch of 8: forward 2*8*64*10 FLOPs, backward the weight gradient
     # (the input gradient is not needed): 2 * 10240 FLOPs per step, 6 steps
     assert run.summary["system"]["compute_s_max"] == pytest.approx(6 * 20480 / 1e9, rel=1e-12)
+    assert run.summary["system"]["resolved"]["compute"]["flops_per_step"] == 20480
 
 
 # ---------------------------------------------------------------- resume

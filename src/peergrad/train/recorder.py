@@ -19,6 +19,7 @@ by chunk at every evaluation, never materialised whole.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -99,6 +100,8 @@ SYSTEM_FIELDS: dict[str, str] = {
 SYSTEM_SUMMARY_FIELDS: dict[str, str] = {
     "profile": "--system as given (a preset name or a TOML file)",
     "name": "the profile's name",
+    "resolved": "the profile as it ran (every field of peergrad.system.SystemProfile, SI units: "
+    "seconds, bytes/s; flops_per_step filled in when counted from the model)",
     "compute_s_mean": "time spent computing steps, mean over workers",
     "compute_s_max": "time spent computing steps, max over workers",
     "comm_s_mean": "time spent receiving messages (latency + transfer), mean over workers",
@@ -548,6 +551,7 @@ class Recorder:
             summary["system"] = {
                 "profile": self.config.system,
                 "name": system_clock.profile.name,
+                "resolved": dataclasses.asdict(system_clock.profile),
                 **split,
             }
         return summary
@@ -592,7 +596,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows = [(k, summary[k]) for k in names if k in summary]
     system = summary.get("system")
     if isinstance(system, dict):  # --system: each worker's clock split, mean and max
-        rows += [(f"system.{k}", system[k]) for k in SYSTEM_SUMMARY_FIELDS if k in system]
+        rows += [
+            (f"system.{k}", system[k])
+            for k in SYSTEM_SUMMARY_FIELDS
+            if k in system and k != "resolved"  # the whole profile: summary.json only
+        ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 14}"]
     for k, v in rows:
