@@ -210,7 +210,7 @@ BAD: list[tuple[str, str | None, list[str], list[str]]] = [
         "distributed",
         None,
         ["--system", "edge", "--engine", "distributed"],
-        ["distributed engine does not impose a system profile yet"],
+        ["failures.leave_prob", "distributed engine does not impose churn"],
     ),
 ]
 

@@ -270,10 +270,11 @@ def add_train_arguments(
         default=d.system,
         metavar="PRESET|FILE.toml",
         help="simulated engine: run a per-worker clock under this system profile (compute "
-        f"time, stragglers, uneven links, failures): a preset ({', '.join(PRESETS)}) or a TOML "
-        "file; records gain simulated_time_s and the summary each worker's compute / "
-        "communication / idle split; see `peergrad system` (default: none, the "
-        "communication-only simulated_comm_time_s)",
+        "time, stragglers, uneven links, failures; the distributed engine imposes it on its "
+        "processes with sleeps and dropped links, churn excepted): a preset "
+        f"({', '.join(PRESETS)}) or a TOML file; records gain simulated_time_s and the "
+        "summary each worker's compute / communication / idle split; see `peergrad system` "
+        "(default: none, the communication-only simulated_comm_time_s)",
     )
     add(
         "--out",

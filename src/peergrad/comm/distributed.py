@@ -40,6 +40,7 @@ failure nor got past this worker's step.
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import os
 import time
@@ -298,7 +299,11 @@ class DistributedCommunicator(AllReduceAccounting):
         self._link_free = 0.0  # time.monotonic() at which this worker's link is free again
         # sends posted later (link delays): (due time, order, peer, payload, owning round)
         self._due: list[tuple[float, int, int, Tensor, PendingMix]] = []
+        self._order = 0  # tie-break of equal due times: posting order
         self._compute: tuple[float, float] | None = None  # (start, factor): relative mode
+        #: relative mode: the measured compute phases (seconds, before the imposed sleeps)
+        self.compute_phase_s = 0.0
+        self.compute_phases = 0
         self._unaccounted: tuple[MixingMatrix, RankRound | None] | None = None
 
     @property
@@ -426,8 +431,10 @@ class DistributedCommunicator(AllReduceAccounting):
             return
         start, factor = self._compute
         self._compute = None
+        now = time.monotonic()
+        self.compute_phase_s += now - start
+        self.compute_phases += 1
         if factor > 1.0:
-            now = time.monotonic()
             self._sleep_until(now + (factor - 1.0) * (now - start))
 
     def _sleep_until(self, deadline: float) -> None:
@@ -481,9 +488,20 @@ class DistributedCommunicator(AllReduceAccounting):
 
     # ------------------------------------------------------------------ accounting
     def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
-        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round)."""
+        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round).
+
+        Under a profile's link drops the bytes are those of the surviving links: of the last
+        unaccounted round over this W, else of a fresh draw (as the simulated engine does)."""
+        survivors = None
+        if self.system is not None and self.system.link_drops:
+            kept, self._unaccounted = self._unaccounted, None
+            survivors = kept[1] if kept is not None and kept[0] is W else self.system.draw_round(W)
+        self._account_gossip(W, nbytes, survivors)
+
+    def _account_gossip(self, W: MixingMatrix, nbytes: float, survivors: RankRound | None) -> None:
         deg = W.out_degrees
-        self.bytes_sent += float(deg[self.rank]) * nbytes
+        sent = deg[self.rank] if survivors is None else len(survivors.out_peers)
+        self.bytes_sent += float(sent) * nbytes
         self.simulated_comm_time_s += self.network.gossip_time_s(float(deg.max()) * nbytes)
         self.rounds += 1
 
@@ -510,13 +528,38 @@ class DistributedCommunicator(AllReduceAccounting):
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
         i = self.rank
+        nbytes = message_nbytes(x) if message_bytes is None else message_bytes
+        system = self.system
+        survivors: RankRound | None = None
+        if system is not None:
+            self._end_compute()
+            if system.link_drops:  # this round's surviving graph (the simulated engine's draw)
+                survivors = system.draw_round(W)
+                if not account:
+                    self._unaccounted = (W, survivors)
+        if survivors is None:
+            out_peers = [j for j, _ in W.out_neighbors(i)]
+            in_peers = list(W.in_neighbors(i))
+        else:
+            out_peers, in_peers = list(survivors.out_peers), list(survivors.in_peers)
         payload = x[0].contiguous()
         ops, recv_peers, send_peers, buffers = [], [], [], []
-        for j, _ in W.out_neighbors(i):
-            ops.append(dist.P2POp(dist.isend, payload, j, self.group))
-            send_peers.append(j)
+        delayed: list[tuple[float, int]] = []  # (due time, peer): link delays of the profile
+        if system is not None and out_peers:
+            offsets, busy = system.send_offsets(out_peers, nbytes)
+            depart = max(time.monotonic(), self._link_free)
+            self._link_free = depart + busy
+            delayed = [(depart + o, j) for o, j in zip(offsets, out_peers, strict=True)]
+            if self._nccl:  # NCCL needs a round's sends and receives in one group: post all
+                self._sleep_until(max(d for d, _ in delayed))  # at the last one's time
+                delayed = []
+        if not delayed:
+            for j in out_peers:
+                ops.append(dist.P2POp(dist.isend, payload, j, self.group))
+                send_peers.append(j)
+        for j in out_peers:
             self._record("send", payload, j)
-        for j, weight in W.in_neighbors(i):
+        for j, weight in in_peers:
             buf = (workspace or self.workspace)(payload, f"recv{len(buffers)}")
             ops.append(dist.P2POp(dist.irecv, buf, j, self.group))
             recv_peers.append(j)
@@ -531,8 +574,15 @@ class DistributedCommunicator(AllReduceAccounting):
         sends = list(zip(send_peers, works[:n_send], strict=True))
         recvs = list(zip(recv_peers, works[n_send:], strict=True))
         if account:
-            self.account_gossip(W, message_nbytes(x) if message_bytes is None else message_bytes)
-        return PendingMix(self, W, x, recvs, sends, buffers, decode)
+            self._account_gossip(W, nbytes, survivors)
+        self_weight = None if survivors is None else survivors.self_weight
+        pending = PendingMix(self, W, x, recvs, sends, buffers, decode, self_weight)
+        for due, j in delayed:  # each send leaves at its time (posted by _sleep_until)
+            self._order += 1
+            bisect.insort(self._due, (due, self._order, j, payload, pending))
+        if delayed:
+            self._post_due(time.monotonic())
+        return pending
 
     def mix(
         self,
@@ -565,6 +615,10 @@ class DistributedCommunicator(AllReduceAccounting):
         the all-reduce itself (:meth:`account_mean`) passes ``account=False, record=True``.
         """
         self._check(x, "mean")
+        if self.system is not None:  # the profile's ring cost, before the real all-reduce
+            modelled = account if record is None else record
+            nbytes = message_nbytes(x) if message_bytes is None else message_bytes
+            self._before_collective(self.system.all_reduce_s(nbytes) if modelled else 0.0)
         out = self.workspace(x, "mean" if account else "mean-metrics").copy_(x)
         staged = out
         if self._nccl and out.device.type == "cpu":  # metrics kept on the CPU
@@ -594,6 +648,9 @@ class DistributedCommunicator(AllReduceAccounting):
         self._check(payload, "all_gather")
         if payload.dim() != 2:
             raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
+        if self.system is not None:  # the profile's ring cost, before the real all-gather
+            nbytes = message_nbytes(payload) if message_bytes is None else message_bytes
+            self._before_collective(self.system.all_gather_s(nbytes) if account else 0.0)
         src = payload.contiguous()
         if self._nccl and src.device.type == "cpu":
             src = src.to(torch.device("cuda", torch.cuda.current_device()))
@@ -614,6 +671,8 @@ class DistributedCommunicator(AllReduceAccounting):
     def gather(self, x: Tensor) -> Tensor | None:
         """Rows of all workers stacked ``[n, ...]`` on rank 0 (None elsewhere); not accounted."""
         self._check(x, "gather")
+        if self.system is not None:
+            self._before_collective(0.0)
         rows = [torch.empty_like(x) for _ in range(self.n_workers)] if self.rank == 0 else None
         try:
             work = dist.gather(x.contiguous(), rows, dst=0, group=self.group, async_op=True)
@@ -625,6 +684,8 @@ class DistributedCommunicator(AllReduceAccounting):
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
         """Overwrite ``x`` (``[1, ...]``) in place with worker ``src``'s row; not accounted."""
         self._check(x, "broadcast")
+        if self.system is not None:
+            self._before_collective(0.0)
         if not 0 <= src < self.n_workers:
             raise ValueError(f"src must be in [0, {self.n_workers - 1}], got {src}")
         try:
@@ -638,6 +699,8 @@ class DistributedCommunicator(AllReduceAccounting):
         """The largest of every worker's ``value`` (a small non-negative int): one 1-element
         all-reduce on the control group (CPU, so no device synchronisation); not accounted and
         not in the wire log. Collective. Raises :class:`PeerFailure` when a peer is missing."""
+        if self.system is not None:
+            self._before_collective(0.0)
         flag = torch.tensor([int(value)], dtype=torch.int32)
         if self._control_nccl:  # a group given by the user: NCCL reduces device tensors only
             flag = flag.to(torch.device("cuda", torch.cuda.current_device()))
@@ -650,6 +713,8 @@ class DistributedCommunicator(AllReduceAccounting):
         return int(flag[0])
 
     def barrier(self) -> None:
+        if self.system is not None:
+            self._before_collective(0.0)
         try:
             work = dist.barrier(group=self.group, async_op=True)
         except Exception as exc:

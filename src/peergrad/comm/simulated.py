@@ -174,7 +174,7 @@ class SimulatedCommunicator(AllReduceAccounting):
             return None
         s, d = src[up], dst[up]
         s, d, w, diag = surviving_weights(self.n_workers, s, d)
-        return _Round(s, d, w, diag)
+        return _Round(s, d, w, diag, self.workspace)
 
     def _check(self, x: Tensor, what: str) -> None:
         if x.dim() < 1 or x.shape[0] != self.n_workers:
@@ -408,15 +408,18 @@ class SimulatedPendingMix:
 @dataclass(frozen=True)
 class _Round:
     """One gossip round's surviving graph in edge-list form: ``src``, ``dst`` int64 ``[E']``,
-    ``weight`` float64 ``[E']`` (``W'[dst, src]``), ``diag`` float64 ``[n]`` (``W'[i, i]``)."""
+    ``weight`` float64 ``[E']`` (``W'[dst, src]``), ``diag`` float64 ``[n]`` (``W'[i, i]``).
+    ``scratch``: the communicator's :class:`Workspace` (one ``[n, D]`` gather buffer)."""
 
     src: Tensor
     dst: Tensor
     weight: Tensor
     diag: Tensor
+    scratch: Workspace | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def apply(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        """``W' @ x`` over the leading axis in O(E' D): a sparse product (dense when n <= 32)."""
+        """``W' @ x`` over the leading axis in O(E' D): dense when n <= 32, else on the CPU a
+        sum over the rows' entry slots (:meth:`_slots`), elsewhere a sparse product."""
         n = self.diag.numel()
         if out is None:
             out = torch.empty_like(x)
@@ -432,10 +435,69 @@ class _Round:
             torch.mm(M.to(dev, dt), flat, out=out.view(flat.shape))
             return out
         ids = torch.arange(n)
-        index = torch.stack([torch.cat([self.dst, ids]), torch.cat([self.src, ids])])
+        rows, cols = torch.cat([self.dst, ids]), torch.cat([self.src, ids])
         values = torch.cat([self.weight, self.diag])
+        if _SLOT_DTYPES.get(dt) and dev.type == "cpu" and out.is_contiguous() and flat.numel():
+            slots = _slots(n, rows, cols, values)
+            if slots is not None:
+                _apply_slots(flat, out.view(flat.shape), *slots, dt, self.scratch)
+                return out
+        index = torch.stack([rows, cols])
         A = torch.sparse_coo_tensor(index, values, (n, n)).coalesce().to(dev, dt)
         return out.copy_(torch.sparse.mm(A, flat).reshape(x.shape))
+
+
+#: dtypes whose CPU sparse product is one fused multiply-add per entry (BLAS ``axpy``)
+_SLOT_DTYPES = {torch.float32: True, torch.float64: True}
+
+
+def _slots(
+    n: int, rows: Tensor, cols: Tensor, values: Tensor
+) -> tuple[Tensor, Tensor, list[Tensor]] | None:
+    """The entries of a sparse ``[n, n]`` matrix (``rows``, ``cols``, ``values``; no two
+    alike) by slot: the k-th entry of each row in column order, the order in which the CPU
+    sparse product (``torch.sparse.mm`` of a coalesced COO matrix: one ``axpy`` per entry, in
+    row-then-column order) accumulates it. Returns ``cols`` and ``values`` as ``[K, n]``
+    (K = most entries in a row; a row with fewer has value 0 at its missing slots) and per slot
+    the rows that have no entry there; ``None`` if an entry repeats."""
+    key, order = torch.sort(rows * n + cols)
+    if bool((key[1:] == key[:-1]).any()):
+        return None
+    rows, cols, values = rows[order], cols[order], values[order]
+    counts = torch.bincount(rows, minlength=n)
+    slot = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
+    k = int(counts.max())
+    col_k = torch.arange(n).repeat(k, 1)
+    val_k = torch.zeros(k, n, dtype=values.dtype)
+    col_k[slot, rows] = cols
+    val_k[slot, rows] = values
+    missing = [(counts <= j).nonzero()[:, 0] for j in range(k)]
+    return col_k, val_k, missing
+
+
+def _apply_slots(
+    flat: Tensor,
+    out: Tensor,
+    col_k: Tensor,
+    val_k: Tensor,
+    missing: list[Tensor],
+    dtype: torch.dtype,
+    scratch: Workspace | None,
+) -> Tensor:
+    """``out = A @ flat`` from :func:`_slots`: starting from zero, slot by slot, every row adds
+    ``value * flat[col]`` with one ``addcmul_`` (a fused multiply-add, as the sparse product's
+    ``axpy``), so the result is bit for bit the sparse product's; a row without an entry in a
+    slot adds ``0 * 0`` (its gathered row is zeroed, so a non-finite value elsewhere stays
+    where the sparse product puts it). Vectorised over the rows: K gathers of ``[n, D]``."""
+    buf = scratch(flat, "failure-mix") if scratch is not None else torch.empty_like(flat)
+    vals = val_k.to(dtype)
+    out.zero_()
+    for j in range(col_k.shape[0]):
+        torch.index_select(flat, 0, col_k[j], out=buf)
+        if missing[j].numel():
+            buf.index_fill_(0, missing[j], 0)
+        out.addcmul_(vals[j].unsqueeze(1), buf)
+    return out
 
 
 @dataclass

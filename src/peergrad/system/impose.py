@@ -192,9 +192,7 @@ class ImposedSystem:
         i = self.rank
         out_peers = tuple(int(j) for j in d[s == i])
         into = d == i
-        in_peers = tuple(
-            (int(j), float(wt)) for j, wt in zip(s[into], w[into], strict=True)
-        )
+        in_peers = tuple((int(j), float(wt)) for j, wt in zip(s[into], w[into], strict=True))
         return RankRound(out_peers, in_peers, float(diag[i]))
 
     # ------------------------------------------------------------------ collectives

@@ -319,17 +319,13 @@ def system_profile(config: TrainConfig) -> SystemProfile | None:
     then be left at their defaults. ``ValueError`` (one line naming ``--system``): an unknown
     preset, a TOML file that is missing, has an unknown key or a bad value, or was written for
     another number of workers (see :func:`peergrad.system.load_profile`); both link flags and
-    another profile; the distributed engine, which does not impose a profile yet.
+    another profile; churn (``failures.leave_prob``/``offline``) on the distributed engine,
+    which imposes the rest of the profile on its processes (:mod:`peergrad.system.impose`).
     """
     if config.system is None:
         return None
     if not isinstance(config.system, str) or not config.system:
         raise ValueError(f"--system must be a preset name or a .toml file, got {config.system!r}")
-    if config.engine != "simulated":
-        raise ValueError(
-            "--system: the distributed engine does not impose a system profile yet; use "
-            "--engine simulated (the simulated clock) or leave --system out"
-        )
     if config.system == "uniform":
         network = NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
         return SystemProfile.uniform(config.workers, network)
@@ -348,9 +344,16 @@ def system_profile(config: TrainConfig) -> SystemProfile | None:
             "(latency_ms, bandwidth_gbps), use --system uniform, or leave --system out"
         )
     try:
-        return load_profile(config.system, config.workers)
+        profile = load_profile(config.system, config.workers)
     except ValueError as exc:
         raise ValueError(f"--system {config.system}: {exc}") from None
+    churn = [o for o in profile.failures.options if o != "failures.link_drop_prob"]
+    if config.engine == "distributed" and churn:  # peergrad.system.impose imposes no churn
+        raise ValueError(
+            f"--system {config.system}: {' and '.join(churn)}: the distributed engine does not "
+            "impose churn (absent workers); use --engine simulated or remove it"
+        )
+    return profile
 
 
 def clocked_communicator(
@@ -376,6 +379,15 @@ def clocked_communicator(
         if profile.links.is_uniform
         else NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
     )
+    if config.engine == "distributed":  # the profile imposed on the real processes
+        from peergrad.comm import distributed
+
+        assert isinstance(comm, distributed.DistributedCommunicator)
+        if network is None:  # as the simulated engine: the profile's uniform links
+            network = NetworkModel(profile.links.latency_s, profile.links.bandwidth_bytes_per_s)
+        return distributed.DistributedCommunicator(
+            comm.topology, network=network, timeout_s=comm.timeout_s, profile=profile
+        )
     return SimulatedCommunicator(comm.topology, network=network, clock=SystemClock(profile))
 
 
