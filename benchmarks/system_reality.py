@@ -31,6 +31,19 @@ profile*: ``step_ms = c`` with the case's speed factors, every link ``alpha0`` a
 the slow link ``alpha0 + 20 ms`` and ``1 / (1 / beta0 + 1 / beta_slow)``. The prediction per step
 is the clock's slowest-worker time over the same windows.
 
+Two calibrations (both measured at start, in the same run): gossip is predicted with the
+ping-pong's ``alpha0`` and ``beta0``; the algorithms that all-reduce (``allreduce``,
+``local-sgd``) with ``alpha0`` and the bandwidth at which the ring formula reproduces the measured
+all-reduce of one message (gloo's all-reduce on loopback is bound by the CPU's reductions and
+copies, 5-8 ms for 0.5-1 MB here, where the ping-pong fit predicts under 1 ms).
+
+``--sleep-compute-ms S`` imposes the compute as a sleep instead (the profile's ``step_ms = S``,
+a straggler sleeping ``4 S``) on top of a real gradient: the prediction's compute of worker i is
+then ``c + S / speed_i``. Use it when the machine has fewer cores than processes: stretching
+real compute there changes how fast the *other* processes compute (they share the cores), which
+no clock without CPU contention can predict. The README's table uses
+``--sleep-compute-ms 20 --hidden 128 --batch 64``.
+
 Printed: one line per case and algorithm with the measured ms/step (median over the windows and
 their range), the prediction and the ratio measured / predicted. Timings on a shared machine
 are noisy: run it when the machine is quiet and repeat it.
@@ -54,6 +67,7 @@ from peergrad.algorithms import Algorithm
 from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm import SimulatedCommunicator
 from peergrad.comm import distributed as pgdist
+from peergrad.comm.base import allreduce_bytes
 from peergrad.system import ComputeProfile, LinkOverride, LinkProfile, SystemClock, SystemProfile
 from peergrad.topology import make_topology
 from peergrad.train.params import FlatParams, bind_flat
@@ -79,6 +93,15 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30, help="steps per timed window")
     p.add_argument("--repeats", type=int, default=3, help="timed windows per case")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before the windows")
+    p.add_argument(
+        "--sleep-compute-ms",
+        type=float,
+        default=0.0,
+        help="impose the compute as a sleep of this many ms per step (the profile's step_ms; a "
+        "straggler sleeps 4x as long) on top of the real gradient, instead of stretching the "
+        "measured compute: use it when the machine has fewer cores than processes, where real "
+        "compute contends for the cores (default 0: relative mode)",
+    )
     return p.parse_args()
 
 
@@ -151,24 +174,34 @@ def run_steps(
     return state, ends
 
 
-def profiles(case: str, nbytes: int) -> SystemProfile:
-    """The imposed profile of a case, for 4 workers."""
+def profiles(case: str, nbytes: int, sleep_ms: float) -> SystemProfile:
+    """The imposed profile of a case, for 4 workers (``sleep_ms > 0``: compute imposed as a
+    sleep of ``sleep_ms / speed_i`` per step, absolute mode)."""
+    step_ms = sleep_ms if sleep_ms > 0 else None
     if case == "straggler":
         speed = tuple(1 / SLOWDOWN if i == STRAGGLER else 1.0 for i in range(4))
-        return SystemProfile(4, compute=ComputeProfile(speed=speed), links=FREE, name=case)
+        compute = ComputeProfile(step_ms=step_ms, speed=speed)
+        return SystemProfile(4, compute=compute, links=FREE, name=case)
     a, b = SLOW_EDGE
     bw = nbytes / SLOW_SERIAL_S
     slow = (LinkOverride(a, b, SLOW_LATENCY_S, bw), LinkOverride(b, a, SLOW_LATENCY_S, bw))
     links = LinkProfile(latency_s=0.0, bandwidth_bytes_per_s=1e15, overrides=slow)
-    return SystemProfile(4, links=links, name=case)
+    return SystemProfile(4, compute=ComputeProfile(step_ms=step_ms), links=links, name=case)
 
 
 def predicting(
     imposed: SystemProfile, c: float | list[float], alpha0: float, beta0: float
 ) -> SystemProfile:
     """The measured system plus the imposed profile (module docstring); ``c``: the compute of
-    every worker (seconds) or of each (the in-run measurement)."""
+    every worker (seconds) or of each (the in-run measurement). With an imposed ``step_ms``
+    (absolute mode), worker i computes ``c_i + step_ms / speed_i``."""
     speed = imposed.compute.speed
+    step_s = imposed.compute.step_s
+    if step_s:  # absolute mode: the real gradient plus the slept compute
+        base = speed if speed is not None else (1.0,) * 4
+        cs = c if isinstance(c, list) else [c] * 4
+        c = [ci + step_s / si for ci, si in zip(cs, base, strict=True)]
+        speed = None
     if isinstance(c, list):  # per-worker compute c_i: step c_max, speed_i = speed * c_max / c_i
         base = speed if speed is not None else (1.0,) * len(c)
         top = max(c)
@@ -238,13 +271,20 @@ def main() -> None:
         ar.append(time.monotonic() - t0)
     t_ar = all_mean(statistics.median(ar), group)
     ar_model = pgdist.NetworkModel(alpha0, beta0).allreduce_time_s(nbytes, n)
+    # gloo's all-reduce on loopback is bound by the CPU (reductions and copies), not by the
+    # ping-pong's bandwidth: the algorithms that all-reduce are predicted with the bandwidth at
+    # which the ring formula gives the measured all-reduce time (the "collective" calibration)
+    ring_bytes = allreduce_bytes(nbytes, n)
+    beta_ar = ring_bytes / max(t_ar - 2 * (n - 1) * alpha0, 1e-9)
     if rank == 0:
         print(
             f"4 gloo processes, MLP 784-{args.hidden}-{args.hidden}-10 ({dim} parameters, "
             f"{nbytes / 1e6:.2f} MB messages), batch {args.batch}; measured compute "
             f"{c * 1e3:.1f} ms/step, loopback latency {alpha0 * 1e6:.0f} us, bandwidth "
             f"{beta0 / 1e9:.2f} GB/s; all-reduce {t_ar * 1e3:.1f} ms (alpha-beta model "
-            f"{ar_model * 1e3:.1f} ms); {args.repeats} windows of {args.steps} steps after "
+            f"{ar_model * 1e3:.1f} ms; fitted all-reduce bandwidth {beta_ar / 1e9:.2f} GB/s); "
+            f"imposed compute sleep {args.sleep_compute_ms:g} ms; "
+            f"{args.repeats} windows of {args.steps} steps after "
             f"{args.warmup}",
             flush=True,
         )
@@ -253,7 +293,7 @@ def main() -> None:
             f"{'ratio':>6} {'in-run':>8} {'ratio':>6}   in-run compute ms (workers 0/1/2/3)"
         )
     for case in ("straggler", "slow-link"):
-        imposed = profiles(case, nbytes)
+        imposed = profiles(case, nbytes, args.sleep_compute_ms)
         for name in ALGORITHMS:
             comm = pgdist.DistributedCommunicator(topo, profile=imposed)
             alg = make_algorithm(name, **ALGORITHMS[name])
@@ -265,7 +305,8 @@ def main() -> None:
                 state, e = run_steps(alg, comm, worker.x, state, worker.grad, args.steps)
                 ends.append(e[-1])
             # in-run compute: this worker's mean measured compute phase (before the sleeps)
-            ends.append(comm.compute_phase_s / max(comm.compute_phases, 1))
+            phases = comm.compute_phases  # counted in relative mode only
+            ends.append(comm.compute_phase_s / phases if phases else c)
             # the slowest worker's finish of the warm-up and of every window
             everyone = comm.gather(torch.tensor([ends], dtype=torch.float64))
             comm.barrier()
@@ -274,9 +315,10 @@ def main() -> None:
             assert everyone is not None
             t = everyone[:, :-1].amax(0)
             measured = [float(t[w + 1] - t[w]) / args.steps for w in range(args.repeats)]
-            predicted = predict(name, predicting(imposed, c, alpha0, beta0), dim, args)
+            beta = beta_ar if name in ("allreduce", "local-sgd") else beta0
+            predicted = predict(name, predicting(imposed, c, alpha0, beta), dim, args)
             in_run = [float(v) for v in everyone[:, -1]]
-            predicted_in_run = predict(name, predicting(imposed, in_run, alpha0, beta0), dim, args)
+            predicted_in_run = predict(name, predicting(imposed, in_run, alpha0, beta), dim, args)
             m, p = statistics.median(measured), statistics.median(predicted)
             q = statistics.median(predicted_in_run)
             spread = f"[{min(measured) * 1e3:.1f}-{max(measured) * 1e3:.1f}]"

@@ -16,18 +16,23 @@
 # again; choco-sgd is refused there (it needs a fixed W): its refusal line is kept as the result.
 # One `peergrad compare` per method and scenario: a compare of several labels with --system
 # and --seeds/--lr-grid stops with KeyError 'simulated_time_s' after its first run (see README).
-# Usage: bash experiments/stragglers_and_failures/run.sh [OUT_DIR]   (default runs/stragglers_and_failures)
-# then   python experiments/stragglers_and_failures/summarize.py OUT_DIR [RESULTS_DIR]
-# with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad); SEEDS=0,1,2, LR_GRID, EPOCHS=10 and
-# ALGOS override the defaults; PARALLEL=1 runs two streams side by side (s1 then s2-s4; s5 then
-# s6), each with OMP_NUM_THREADS=1.
+# Usage: bash experiments/stragglers_and_failures/run.sh [OUT_DIR]   (default
+#        runs/stragglers_and_failures/n16), then
+#        python experiments/stragglers_and_failures/summarize.py OUT_DIR [RESULTS_DIR]
+# with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad); SEEDS=0,1,2, LR_GRID, EPOCHS=10,
+# ALGOS (the methods), SCENARIOS (default "s1 s2 s3 s4 s5 s6"; s2-s4 need s1's results) and
+# WORKERS=16 (32: the profiles in n32/, e.g. WORKERS=32 EPOCHS=20 SCENARIOS="s1 s2 s4 s5")
+# override the defaults; PARALLEL=1 runs two streams side by side (s1 then s2-s4; s5 then s6),
+# each with OMP_NUM_THREADS=1. A rerun skips every method and scenario already finished.
 # Measured: PARALLEL=1 on the 2-core machine shared with other sessions (load ~5): see README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-out=${1:-runs/stragglers_and_failures}
+n=${WORKERS:-16}
+prof=$here; [[ $n == 16 ]] || prof=$here/n$n   # n32/: the same profiles written for 32 workers
+out=${1:-runs/stragglers_and_failures/n$n}
 pg=${PEERGRAD:-peergrad}
 algos=${ALGOS:-allreduce dpsgd gradient-tracking local-sgd choco-sgd powersgd}
-common=(--topology ring --workers 16 --dataset mnist --model mlp --partition iid
+common=(--topology ring --workers "$n" --dataset mnist --model mlp --partition iid
         --epochs "${EPOCHS:-10}" --batch-size 32 --val-fraction 0.1
         --eval-workers 4 --seeds "${SEEDS:-0,1,2}" --target-accuracy 0.9 --no-progress)
 own() {   # each method's own options
@@ -51,7 +56,7 @@ sys.exit(bool(json.load(open(sys.argv[1]))['pending']))" "$dir/compare.json"; th
     rm -rf "$dir"
     local rc=0
     # shellcheck disable=SC2046
-    "$pg" compare --algorithms "$algo" "${common[@]}" $(own "$algo") --system "$here/$scen.toml" \
+    "$pg" compare --algorithms "$algo" "${common[@]}" $(own "$algo") --system "$prof/$scen.toml" \
         --out "$dir" "$@" 2> "$out/$scen/$algo.stderr" || rc=$?
     if [[ $rc == 2 ]] && grep -q 'cannot run under failures' "$out/$scen/$algo.stderr"; then
         grep -v '^$' "$out/$scen/$algo.stderr" | tail -1 > "$out/$scen/$algo.refused"
@@ -71,6 +76,7 @@ tuned() {   # scenarios where the lr is tuned on validation
 
 reuse_s1() {   # s2-s4: same iterates as s1, so s1's validation choice
     for scen in s2_persistent_straggler s3_transient_stragglers s4_two_racks; do
+        has "${scen%%_*}" || continue
         for a in $algos; do
             if [[ ! -f $out/s1_no_faults/$a/compare.json ]]; then
                 echo "$scen $a: skipped, s1_no_faults/$a has no result" >&2; continue
@@ -82,8 +88,16 @@ reuse_s1() {   # s2-s4: same iterates as s1, so s1's validation choice
     done
 }
 
-stream_a() { tuned s1_no_faults; reuse_s1; }
-stream_b() { tuned s5_link_drops s6_churn; }
+scens=${SCENARIOS:-s1 s2 s3 s4 s5 s6}
+has() { [[ " $scens " == *" $1 "* ]]; }
+stream_a() {
+    if has s1; then tuned s1_no_faults; fi
+    reuse_s1
+}
+stream_b() {
+    if has s5; then tuned s5_link_drops; fi
+    if has s6; then tuned s6_churn; fi
+}
 if [[ ${PARALLEL:-0} == 1 ]]; then
     export OMP_NUM_THREADS=1
     stream_a & a=$!

@@ -81,7 +81,7 @@ def load(out: Path) -> dict:
                     "mb_per_worker": lab["final"]["bytes_sent_per_worker"],
                     "curves": curves,
                     "split": split,
-                    "runs_lr": [r["lr"] for r in d["runs"] if r.get("chosen")],
+                    "pending": len(d.get("pending") or []),
                 }
             elif ref.is_file():
                 res[(scen, m)] = {"refused": ref.read_text().strip()}
@@ -120,7 +120,8 @@ def main() -> None:
             else:
                 t = r["time_to_target"]
                 time = pm(t, ".1f", 1e3) + f" ({t['reached']}/{t['runs']})" if t["reached"] else f"never (0/{t['runs']})"
-                cells.append(f"{time}; {pm(r['test_accuracy'], '.1f', 100)}%")
+                part = f" (unfinished: {r['pending']} runs left)" if r["pending"] else ""
+                cells.append(f"{time}; {pm(r['test_accuracy'], '.1f', 100)}%{part}")
         lines.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     lines += ["", "Step size per method and scenario (s2–s4 reuse s1's validation choice: same iterates).", ""]
     lines += ["| method | " + " | ".join(name for _, name in SCENARIOS) + " |", "|---|" + "--:|" * len(SCENARIOS)]
