@@ -354,3 +354,43 @@ def test_failures_on_a_directed_topology_are_refused_in_one_line(topology: str) 
 
 def test_no_failures_in_the_profile_checks_nothing() -> None:
     check_failures(make_algorithm("d2"), make_topology("one-peer-exponential", 8), faulty(8))
+
+
+@pytest.mark.parametrize("topology", ["ring", "torus", "star", "erdos-renyi"])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_a_failure_round_on_the_cpu_is_bit_for_bit_the_sparse_product(
+    topology: str, dtype: torch.dtype
+) -> None:
+    """Above the dense size (n > 32) a round with dropped links and absent workers mixes on the
+    CPU slot by slot (``_apply_slots``); that is exactly ``torch.sparse.mm`` of the coalesced
+    W', non-finite entries included, and W' is the surviving graph's Metropolis–Hastings W."""
+    from peergrad.comm.simulated import _Round
+    from peergrad.topology import surviving_weights
+
+    n = 40
+    topo = make_topology(topology, n, seed=3)
+    src, dst = graph_edges(topo.at(0))
+    away = (OfflineInterval(2, 0, 10), OfflineInterval(9, 2, 10))
+    clock = SystemClock(faulty(n, drop=0.3, offline=away))
+    comm = SimulatedCommunicator(topo)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    for k in range(6):
+        clock.begin_step()
+        up = clock.surviving_edges(src, dst)
+        s, d, w, diag = surviving_weights(n, src[up], dst[up], present=clock.present)
+        x = torch.randn(n, 3, 7, dtype=dtype) * 10 ** torch.randint(-3, 4, (n, 3, 7))
+        if k == 5:
+            x[1, 0, 2], x[7, 2, 0] = float("inf"), float("nan")
+        got = _Round(s, d, w, diag, comm.workspace).apply(x)
+        ids = torch.arange(n)
+        index = torch.stack([torch.cat([d, ids]), torch.cat([s, ids])])
+        A = torch.sparse_coo_tensor(index, torch.cat([w, diag]), (n, n)).coalesce().to(dtype)
+        want = torch.sparse.mm(A, x.reshape(n, -1)).reshape(x.shape)
+        nan = want.isnan()
+        assert torch.equal(got.isnan(), nan)
+        assert torch.equal(got.view(bits)[~nan], want.view(bits)[~nan])
+        if k < 5 and dtype == F64:
+            dense = torch.tensor(
+                surviving_mixing_matrix(n, s, d, present=clock.present).dense, dtype=F64
+            )
+            torch.testing.assert_close(got, (dense @ x.reshape(n, -1)).reshape(x.shape))
