@@ -49,7 +49,7 @@ def test_overlapped_step_equals_the_whole_buffer_step(case: Case, results: dict)
     # steps the buckets there (the global norm needs every gradient: no hooks)
     options = {k: v for k, v in case.options.items() if k != "clip_grad_norm"}
     algorithm = make_algorithm(case.algorithm, **options)
-    if algorithm.coordinatewise():
+    if algorithm.coordinatewise:
         assert row["buckets"] > 2, row["buckets"]  # really cut into buckets
         hooks = "clip_grad_norm" not in case.options
         assert row["overlapping"] == hooks, "buckets were (not) stepped from the gradient hooks"

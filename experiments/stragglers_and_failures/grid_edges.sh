@@ -50,9 +50,9 @@ b = json.load(open(sys.argv[2]))
 chosen = next(g for g in a["grid"] if g["lr"] == a["chosen_lr"])["val_accuracy"]["mean"]
 runs = b["runs"]
 extra = sum(r["final"]["val_accuracy"] for r in runs) / len(runs)
-lr = runs[0]["lr"] if runs[0].get("lr") is not None else b["labels"][0]["task"].get("lr")
+lr = runs[0]["hyperparameters"]["lr"]
 verdict = "the edge value stays chosen" if chosen >= extra else "the extended grid prefers the new value"
 print(f"{sys.argv[3]} {a['algorithm']}: chosen lr {a['chosen_lr']:g} (edge): validation "
-      f"{100 * chosen:.2f}%; lr {lr}: {100 * extra:.2f}% -> {verdict}")
+      f"{100 * chosen:.2f}%; lr {lr:g}: {100 * extra:.2f}% -> {verdict}")
 PY
 done

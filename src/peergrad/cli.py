@@ -31,6 +31,70 @@ from peergrad.train.spelling import cli_spelling
 
 DEFAULTS = TrainConfig()
 
+# The names the parser lists, as plain tuples: the registries they come from import torch, and
+# building the parser must not (``peergrad --help`` answers in well under a second; issue 25).
+# tests/test_startup.py checks that each equals its registry, in order.
+#: ``peergrad.algorithms.REGISTRY``
+ALGORITHM_NAMES: tuple[str, ...] = (
+    "allreduce",
+    "dpsgd",
+    "d2",
+    "gradient-tracking",
+    "detag",
+    "decentralized-amsgrad",
+    "decentralized-adagrad",
+    "decentralized-adam",
+    "dadam",
+    "dadam-naive",
+    "decentralized-adam-naive",
+    "ef-sgd",
+    "compressed-sgd",
+    "armijo-csgd",
+    "powersgd",
+    "choco-sgd",
+    "distributed-adam",
+    "local-sgd",
+)
+#: ``peergrad.topology.TOPOLOGIES``
+TOPOLOGY_NAMES: tuple[str, ...] = (
+    "ring",
+    "torus",
+    "exponential",
+    "one-peer-exponential",
+    "complete",
+    "star",
+    "erdos-renyi",
+    "identity",
+)
+#: ``peergrad.data.DATASETS``
+DATASET_NAMES: tuple[str, ...] = (
+    "mnist",
+    "digits",
+    "mnist1d",
+    "mnist-idx",
+    "cifar10",
+    "cifar100",
+    "synthetic-logistic",
+)
+#: ``peergrad.data.PARTITIONS``
+PARTITION_NAMES: tuple[str, ...] = ("iid", "sorted", "dirichlet")
+#: ``peergrad.models.MODELS``
+MODEL_NAMES: tuple[str, ...] = ("logreg", "mlp", "lenet5", "resnet20")
+#: ``peergrad.system.PRESETS``
+SYSTEM_PRESET_NAMES: tuple[str, ...] = ("uniform", "datacenter", "two-datacenters", "edge")
+#: ``peergrad.train.plots.PLOT_AXES`` (that module imports matplotlib)
+PLOT_AXIS_NAMES: tuple[str, ...] = (
+    "steps",
+    "samples",
+    "bytes",
+    "rounds",
+    "simulated_time",
+    "wall_time",
+    "epochs",
+)
+#: ``peergrad.transforms.generic_adam.PRESETS``
+ADAM_PRESET_NAMES: tuple[str, ...] = ("generic", "adam", "rmsprop", "adagrad", "adaema", "adamnc")
+
 #: The value that ``--lr``, ``--momentum`` and ``--weight-decay`` take when not given.
 ALGORITHM_DEFAULT = "the algorithm's own, see `peergrad algorithms NAME`"
 #: Exit status after Ctrl-C (128 + SIGINT) and when stdout's reader has gone (128 + SIGPIPE).
@@ -91,12 +155,6 @@ def add_train_arguments(
     """The flags of ``peergrad train``, except those named in ``exclude`` (e.g. ``"--out"``).
 
     Returns the added actions."""
-    from peergrad.algorithms import REGISTRY
-    from peergrad.data import DATASETS, PARTITIONS
-    from peergrad.models import MODELS
-    from peergrad.system import PRESETS
-    from peergrad.topology import TOPOLOGIES
-
     actions: list[argparse.Action] = []
 
     def add(flag: str, *more: str, **kwargs: Any) -> None:
@@ -117,7 +175,7 @@ def add_train_arguments(
         default=d.timeout_s,
         help="distributed engine: seconds to wait for a peer before stopping with an error",
     )
-    add("--algorithm", default=d.algorithm, help=f"one of: {', '.join(REGISTRY)}")
+    add("--algorithm", default=d.algorithm, help=f"one of: {', '.join(ALGORITHM_NAMES)}")
     add(
         "--set",
         dest="options",
@@ -126,7 +184,7 @@ def add_train_arguments(
         metavar="KEY=VALUE",
         help="algorithm hyper-parameter (repeatable), e.g. --set form=atc",
     )
-    add("--topology", default=d.topology, help=f"one of: {', '.join(TOPOLOGIES)}")
+    add("--topology", default=d.topology, help=f"one of: {', '.join(TOPOLOGY_NAMES)}")
     add("--workers", type=int, default=d.workers, help="number of workers n")
     add(
         "--erdos-renyi-p",
@@ -137,8 +195,8 @@ def add_train_arguments(
     add(
         "--dataset",
         default=d.dataset,
-        help=f"one of: {', '.join(DATASETS)}; or package.module:callable returning (train, test), "
-        "each a torch Dataset or an (x, y) pair of tensors",
+        help=f"one of: {', '.join(DATASET_NAMES)}; or package.module:callable returning "
+        "(train, test), each a torch Dataset or an (x, y) pair of tensors",
     )
     add(
         "--data-set",
@@ -164,8 +222,8 @@ def add_train_arguments(
     add(
         "--model",
         default=d.model,
-        help=f"one of: {', '.join(MODELS)}; or package.module:callable returning an nn.Module, "
-        "torchvision:NAME, timm:NAME (when installed)",
+        help=f"one of: {', '.join(MODEL_NAMES)}; or package.module:callable returning an "
+        "nn.Module, torchvision:NAME, timm:NAME (when installed)",
     )
     add(
         "--model-set",
@@ -182,7 +240,7 @@ def add_train_arguments(
         help="cross-entropy (records accuracy), mse, or package.module:callable "
         "loss_fn(outputs, targets) -> batch mean",
     )
-    add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITIONS)}")
+    add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITION_NAMES)}")
     add(
         "--dirichlet-alpha",
         type=float,
@@ -272,7 +330,7 @@ def add_train_arguments(
         help="simulated engine: run a per-worker clock under this system profile (compute "
         "time, stragglers, uneven links, failures; the distributed engine imposes it on its "
         "processes with sleeps and dropped links, churn excepted): a preset "
-        f"({', '.join(PRESETS)}) or a TOML file; records gain simulated_time_s and the "
+        f"({', '.join(SYSTEM_PRESET_NAMES)}) or a TOML file; records gain simulated_time_s and the "
         "summary each worker's compute / communication / idle split; see `peergrad system` "
         "(default: none, the communication-only simulated_comm_time_s)",
     )
@@ -774,12 +832,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _algorithm_names() -> list[str]:
-    from peergrad.algorithms import REGISTRY
-
-    return list(REGISTRY)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from peergrad import __version__
 
@@ -822,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL[,LABEL...]",
         help="comma-separated run labels: an algorithm name, optionally followed by @name to "
         "run one algorithm several times, e.g. dpsgd,allreduce,dpsgd@atc "
-        f"(algorithms: {', '.join(_algorithm_names())}); no default: required unless --resume",
+        f"(algorithms: {', '.join(ALGORITHM_NAMES)}); no default: required unless --resume",
     )
     add_train_arguments(p_cmp, exclude=("--algorithm", "--set", "--out", "--overwrite"))
     p_cmp.add_argument(
@@ -958,7 +1010,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(from the algorithm's docstrings).",
     )
     p_alg.add_argument(
-        "name", nargs="?", default=None, help=f"one of: {', '.join(_algorithm_names())}"
+        "name", nargs="?", default=None, help=f"one of: {', '.join(ALGORITHM_NAMES)}"
     )
     p_alg.add_argument("--json", action="store_true", help="print JSON")
     p_alg.set_defaults(func=cmd_algorithms)
@@ -970,8 +1022,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_plot_command(sub: Any) -> None:
     """``peergrad plot PATH... [--x AXES] [--out DIR] [--overwrite]``."""
-    from peergrad.train.plots import PLOT_AXES
-
     p_plot = sub.add_parser(
         "plot",
         formatter_class=HelpFormatter,
@@ -988,7 +1038,7 @@ def add_plot_command(sub: Any) -> None:
         "--x",
         default=None,
         metavar="AXES",
-        help=f"comma-separated x axes among {', '.join(PLOT_AXES)} (default: all of them)",
+        help=f"comma-separated x axes among {', '.join(PLOT_AXIS_NAMES)} (default: all of them)",
     )
     p_plot.add_argument(
         "--out",
@@ -1014,8 +1064,6 @@ SCHEDULE_HELP = (
 
 def add_generic_adam_commands(sub: Any) -> None:
     """``peergrad check-adam`` and ``peergrad counterexample`` (generic Adam, spec §5)."""
-    from peergrad.transforms.generic_adam import PRESETS
-
     p_chk = sub.add_parser(
         "check-adam",
         formatter_class=HelpFormatter,
@@ -1028,7 +1076,7 @@ def add_generic_adam_commands(sub: Any) -> None:
     )
     p_chk.add_argument(
         "--preset",
-        choices=tuple(PRESETS),
+        choices=ADAM_PRESET_NAMES,
         default="generic",
         help="start from a preset's schedules (default: generic = alpha_t 1/sqrt(t), "
         "theta_t zou:1, beta 0.9); --alpha/--theta/--beta replace them",

@@ -41,7 +41,7 @@ is β₁). ``param_groups`` is a real list of dicts: ``torch.optim.lr_scheduler`
 communication alone), although the algorithms' own ``lr`` option must be > 0. How per-group
 values are honoured:
 
-- *coordinate-wise* algorithms (:meth:`~peergrad.algorithms.Algorithm.coordinatewise`: D-PSGD,
+- *coordinate-wise* algorithms (:attr:`~peergrad.algorithms.Algorithm.coordinatewise`: D-PSGD,
   all-reduce, D², gradient tracking, DeTAG, the adaptive methods, local SGD, distributed Adam)
   step each group's slice of ``x`` with that group's values (per-segment math; the messages of
   a step are one per segment, and the byte counters charge them as one round);
@@ -377,7 +377,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         algorithm = bind_run(algorithm, segments=numels, shapes=[tuple(p.shape) for p in tensors])
         self._base = algorithm
         self._group_options = group_options
-        self._coordinatewise = algorithm.coordinatewise() and not algorithm.needs_closure
+        self._coordinatewise = algorithm.coordinatewise and not algorithm.needs_closure
         group_algorithms = self._group_algorithms()  # checks the groups' values
 
         self._comm = comm
@@ -752,7 +752,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 f"options are: {', '.join(sorted(fields)) or '(none)'}"
             )
         base = dataclasses.replace(self._base, **changes)  # type: ignore[type-var]
-        if base.coordinatewise() != self._base.coordinatewise():
+        if base.coordinatewise != self._base.coordinatewise:
             raise ValueError(
                 f"set_options({', '.join(sorted(changes))}) would change whether "
                 f"{self.algorithm_name} can be cut into buckets; build a new optimizer instead"

@@ -7,7 +7,7 @@ one instance of the algorithm per segment, on the views ``x[:, start:stop]`` and
 ``g[:, start:stop]``, with a state of its own.
 
 That is the same computation as one step on the whole buffer exactly when the algorithm is
-*coordinate-wise* (:meth:`peergrad.algorithms.Algorithm.coordinatewise`): every coordinate's new
+*coordinate-wise* (:attr:`peergrad.algorithms.Algorithm.coordinatewise`): every coordinate's new
 value depends only on that coordinate of x, g and the state, and the communication (gossip,
 all-reduce) acts coordinate by coordinate. Algorithms that couple coordinates (a top-k
 compressor, a line search on the whole loss, clipping by the global norm) run as one segment.
@@ -36,7 +36,7 @@ from typing import Any
 
 from torch import Tensor
 
-from peergrad.comm.base import Communicator, Decode, Workspace, message_nbytes
+from peergrad.comm.base import Communicator, Decode, MixFromStart, Workspace, message_nbytes
 from peergrad.topology import MixingMatrix
 
 
@@ -50,10 +50,11 @@ class Op:
     W: MixingMatrix | None = None
 
 
-class SegmentComm:
+class SegmentComm(MixFromStart):
     """The communicator one segment's algorithm sees: the real one, minus the accounting.
 
-    Every operation goes to ``base`` with ``account=False`` and is appended to :attr:`ops`;
+    Every operation goes to ``base`` with ``account=False`` and is appended to :attr:`ops`
+    (``mix`` is ``mix_start(...).wait(out)``, :class:`~peergrad.comm.base.MixFromStart`);
     :func:`settle` charges them. Each segment has its own :class:`Workspace` (scratch and, on the
     distributed engine, the receive buffers of its gossip rounds), so the rounds of two segments
     of equal size can be in flight at once.
@@ -87,21 +88,8 @@ class SegmentComm:
             x, W, message_bytes=message_bytes, decode=decode, account=False, **kwargs
         )
         if account:
-            self.ops.append(Op("gossip", _nbytes(x, message_bytes), W))
+            self.ops.append(Op("gossip", float(message_nbytes(x, message_bytes)), W))
         return pending
-
-    def mix(
-        self,
-        x: Tensor,
-        W: MixingMatrix,
-        *,
-        message_bytes: int | None = None,
-        out: Tensor | None = None,
-        decode: Decode | None = None,
-        account: bool = True,
-    ) -> Tensor:
-        pending = self.mix_start(x, W, message_bytes=message_bytes, decode=decode, account=account)
-        return pending.wait(out)
 
     def mean(
         self,
@@ -114,7 +102,7 @@ class SegmentComm:
         record = account if record is None else record
         out = self.base.mean(x, message_bytes=message_bytes, account=False, record=record)
         if account:
-            self.ops.append(Op("mean", _nbytes(x, message_bytes)))
+            self.ops.append(Op("mean", float(message_nbytes(x, message_bytes))))
         return out
 
     def all_gather(
@@ -122,7 +110,7 @@ class SegmentComm:
     ) -> Tensor:
         out = self.base.all_gather(payload, message_bytes=message_bytes, account=False)
         if account:
-            self.ops.append(Op("all_gather", _nbytes(payload, message_bytes)))
+            self.ops.append(Op("all_gather", float(message_nbytes(payload, message_bytes))))
         return out
 
     def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
@@ -154,10 +142,6 @@ class PreAveraged(SegmentComm):
 
 def _takes_workspace(comm: Communicator) -> bool:
     return bool(getattr(comm, "mix_start_takes_workspace", False))
-
-
-def _nbytes(x: Tensor, message_bytes: int | None) -> float:
-    return float(message_nbytes(x) if message_bytes is None else message_bytes)
 
 
 def settle(comms: Sequence[SegmentComm], base: Communicator) -> None:

@@ -71,7 +71,8 @@ class AllReduceSGD(SGDAlgorithm):
         if self.clip_grad_norm is not None:
             check_positive("clip_grad_norm", self.clip_grad_norm)
 
-    def coordinatewise(self) -> bool:
+    @property
+    def coordinatewise(self) -> bool:  # type: ignore[override]
         """True unless ``clip_grad_norm`` is set (the global norm couples the coordinates)."""
         return self.clip_grad_norm is None
 

@@ -39,7 +39,9 @@ absent worker's rows of x and of its state are put back after the step.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -89,6 +91,31 @@ class Algorithm:
     failures: ClassVar[str] = "supported"
     #: One line: what failures do to the method's invariants, or why it refuses them.
     failures_note: ClassVar[str] = ""
+    #: Whether one step is the same computation when the buffer is cut into column ranges: every
+    #: coordinate's update depends only on that coordinate of ``x``, ``g`` and the state, every
+    #: message is combined coordinate by coordinate (gossip, all-reduce), and the state tensors
+    #: are ``[w, k*D]``. Then :class:`~peergrad.optim.DistributedOptimizer` may step each bucket
+    #: on its own as soon as its gradients are ready (overlap with the backward pass) and give
+    #: each param group its own ``lr``/``momentum``/``weight_decay``. Default False (one step
+    #: over the whole buffer); a subclass whose answer depends on its options overrides it with
+    #: a property (``allreduce``: False with ``clip_grad_norm``). ``tests/test_optim_overlap.py``
+    #: checks every algorithm for which it is True.
+    coordinatewise: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Adapt a subclass that still defines ``coordinatewise`` as a method (before it was an
+        attribute): it becomes a property, with a ``DeprecationWarning``; a bound method read as
+        an attribute would otherwise always be true."""
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("coordinatewise")
+        if inspect.isfunction(legacy):
+            warnings.warn(
+                f"{cls.__qualname__}.coordinatewise is a method; declare it as a class attribute "
+                "(coordinatewise: ClassVar[bool] = True) or a property",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.coordinatewise = property(legacy)  # type: ignore[assignment]
 
     def init(self, x: Tensor, comm: Communicator) -> Any:
         raise NotImplementedError
@@ -110,19 +137,6 @@ class Algorithm:
 
     def check_topology(self, comm: Communicator) -> None:
         """Raise ``ValueError`` when the communicator's topology does not suit the method."""
-
-    def coordinatewise(self) -> bool:
-        """Whether one step is the same computation when the buffer is cut into column ranges.
-
-        True when every coordinate's update depends only on that coordinate of ``x``, ``g`` and
-        the state, and every message is combined coordinate by coordinate (gossip, all-reduce),
-        with state tensors of shape ``[w, k*D]``. Then :class:`~peergrad.optim.DistributedOptimizer`
-        may step each bucket on its own as soon as its gradients are ready (overlap with the
-        backward pass) and give each param group its own ``lr``/``momentum``/``weight_decay``.
-        Default False (one step over the whole buffer); ``tests/test_optim_overlap.py`` checks every
-        algorithm that returns True.
-        """
-        return False
 
     def uses_topology(self) -> bool:
         """Whether the method gossips over ``comm.topology`` (default True). Methods that only

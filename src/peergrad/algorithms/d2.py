@@ -94,9 +94,7 @@ class D2(SGDAlgorithm):
         "D²: gossip of 2x_t - x_(t-1) - lr (g_t - g_(t-1)); exact on heterogeneous data"
     )
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def check_topology(self, comm: Communicator) -> None:
         topo = comm.topology

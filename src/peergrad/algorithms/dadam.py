@@ -134,10 +134,11 @@ class LocalAdaptiveGossip(AdaptiveAlgorithm):
     weight_decay: float = 0.0
 
     keeps_v_hat: ClassVar[bool] = True
-
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
+    failures_note: ClassVar[str] = (
+        "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
+        "moments are frozen while it is away"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -263,10 +264,7 @@ class DADAMNaive(DADAM):
     b3: float = 0.0
 
     name: ClassVar[str] = "dadam-naive"
-    failures_note: ClassVar[str] = (
-        "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
-        "moments are frozen while it is away"
-    )
+    failures_note: ClassVar[str] = LocalAdaptiveGossip.failures_note
     summary: ClassVar[str] = (
         "naive decentralized AMSGrad (DADAM with b3 = 0): local AMSGrad, gossip of the model"
     )
@@ -301,10 +299,6 @@ class DecentralizedAdamNaive(LocalAdaptiveGossip):
     keeps_v_hat: ClassVar[bool] = False
 
     name: ClassVar[str] = "decentralized-adam-naive"
-    failures_note: ClassVar[str] = (
-        "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
-        "moments are frozen while it is away"
-    )
     paper: ClassVar[str] = (
         "Nazari, Tarzanagh, Michailidis, arXiv:1901.09109 (v_hat -> v); "
         "baseline of Chen et al., arXiv:2109.03194"

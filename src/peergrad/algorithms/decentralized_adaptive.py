@@ -151,11 +151,13 @@ class DecentralizedAdaptive(AdaptiveAlgorithm):
     weight_decay: float = 0.0
 
     paper: ClassVar[str] = PAPER
+    failures_note: ClassVar[str] = (
+        "x and the tracked second moment are gossiped with each round's surviving W (their "
+        "averages are kept); an absent worker keeps its share of the tracked moment while away"
+    )
     uses_v_raw: ClassVar[bool] = False
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -244,10 +246,6 @@ class DecentralizedAMSGrad(DecentralizedAdaptive):
     b2: float = 0.99
 
     name: ClassVar[str] = "decentralized-amsgrad"
-    failures_note: ClassVar[str] = (
-        "x and the tracked second moment are gossiped with each round's surviving W (their "
-        "averages are kept); an absent worker keeps its share of the tracked moment while away"
-    )
     summary: ClassVar[str] = (
         "decentralized AMSGrad: gossip the model and a tracked second moment (fused), "
         "every worker steps with the network's denominator"
@@ -278,10 +276,6 @@ class DecentralizedAdaGrad(DecentralizedAdaptive):
     lr: float = 1e-2
 
     name: ClassVar[str] = "decentralized-adagrad"
-    failures_note: ClassVar[str] = (
-        "x and the tracked second moment are gossiped with each round's surviving W (their "
-        "averages are kept); an absent worker keeps its share of the tracked moment while away"
-    )
     summary: ClassVar[str] = (
         "decentralized AdaGrad: tracked running mean of squared gradients as the denominator"
     )
@@ -300,10 +294,6 @@ class DecentralizedAdam(DecentralizedAdaptive):
     b2: float = 0.99
 
     name: ClassVar[str] = "decentralized-adam"
-    failures_note: ClassVar[str] = (
-        "x and the tracked second moment are gossiped with each round's surviving W (their "
-        "averages are kept); an absent worker keeps its share of the tracked moment while away"
-    )
     summary: ClassVar[str] = (
         "decentralized Adam (EMA second moment, no bias correction) in Chen et al.'s framework"
     )

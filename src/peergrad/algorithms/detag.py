@@ -138,9 +138,7 @@ class DeTAG(SGDAlgorithm):
         "minibatches"
     )
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

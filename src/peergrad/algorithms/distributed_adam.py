@@ -136,9 +136,7 @@ class DistributedAdam(AdaptiveAlgorithm):
         "(schedules alpha_t, beta_t, theta_t; presets adam, rmsprop, adagrad, ...)"
     )
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

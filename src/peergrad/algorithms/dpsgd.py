@@ -73,9 +73,7 @@ class DPSGD(SGDAlgorithm):
     paper: ClassVar[str] = "Lian et al., NeurIPS 2017, arXiv:1705.09056"
     summary: ClassVar[str] = "decentralized SGD: gossip the model with neighbours, local SGD step"
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -123,9 +123,7 @@ class GradientTracking(SGDAlgorithm):
         "gradient tracking: gossip the model and a tracker of the average gradient (fused)"
     )
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

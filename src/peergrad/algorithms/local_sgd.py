@@ -178,9 +178,7 @@ class LocalSGD(SGDAlgorithm):
         "local SGD: K local steps, then exact averaging (or gossip) and a block-momentum step"
     )
 
-    def coordinatewise(self) -> bool:
-        """True: element-wise updates and gossip/all-reduce messages (segments step alike)."""
-        return True
+    coordinatewise: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

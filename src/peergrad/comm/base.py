@@ -96,8 +96,11 @@ def allreduce_bytes(message_bytes: float, n: int) -> float:
     return 0.0 if n <= 1 else 2.0 * (n - 1) / n * message_bytes
 
 
-def message_nbytes(x: Tensor) -> int:
-    """Bytes of one worker's row of ``x`` (shape ``[w, ...]``) as it would cross the wire."""
+def message_nbytes(x: Tensor, message_bytes: int | None = None) -> int:
+    """Bytes of one worker's row of ``x`` (shape ``[w, ...]``) as it would cross the wire, or
+    ``message_bytes`` when given (a caller's override of the message size, as in ``mix``)."""
+    if message_bytes is not None:
+        return int(message_bytes)
     return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
 
 
@@ -159,6 +162,28 @@ Decode = Callable[[Tensor], Tensor]
 
 class PendingMix(Protocol):
     def wait(self, out: Tensor | None = None) -> Tensor: ...
+
+
+class MixFromStart:
+    """``mix`` as ``mix_start(...).wait(out)``, for communicators (and wrappers of one) whose
+    blocking gossip is the asynchronous one waited for at once."""
+
+    mix_start: Callable[..., PendingMix]  # the subclass's; same arguments as ``mix`` but ``out``
+
+    def mix(
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        out: Tensor | None = None,
+        decode: Decode | None = None,
+        account: bool = True,
+    ) -> Tensor:
+        """``W @ x`` over the worker axis (see :meth:`Communicator.mix`): the round started by
+        ``mix_start`` with the same arguments, waited for into ``out``."""
+        pending = self.mix_start(x, W, message_bytes=message_bytes, decode=decode, account=account)
+        return pending.wait(out)
 
 
 @runtime_checkable

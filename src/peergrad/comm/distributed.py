@@ -53,6 +53,7 @@ from torch import Tensor
 from peergrad.comm.base import (
     AllReduceAccounting,
     Decode,
+    MixFromStart,
     NetworkModel,
     PeerFailure,
     Workspace,
@@ -201,8 +202,12 @@ class PendingMix:
         return out
 
 
-class DistributedCommunicator(AllReduceAccounting):
+class DistributedCommunicator(AllReduceAccounting, MixFromStart):
     """Communicator of the distributed engine (worker axis of size 1; this process is ``rank``).
+
+    ``mix`` (from :class:`~peergrad.comm.base.MixFromStart`) is ``mix_start(...).wait(out)``:
+    this worker's row ``W_ii x_i + sum_j W_ij x_j`` (shape ``[1, ...]``); with ``decode``,
+    ``W_ii decode(x_i) + sum_j W_ij decode(x_j)``.
 
     Args:
         topology: the gossip schedule W(k); its n must equal the process group's world size.
@@ -528,7 +533,7 @@ class DistributedCommunicator(AllReduceAccounting):
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
         i = self.rank
-        nbytes = message_nbytes(x) if message_bytes is None else message_bytes
+        nbytes = message_nbytes(x, message_bytes)
         system = self.system
         survivors: RankRound | None = None
         if system is not None:
@@ -584,21 +589,6 @@ class DistributedCommunicator(AllReduceAccounting):
             self._post_due(time.monotonic())
         return pending
 
-    def mix(
-        self,
-        x: Tensor,
-        W: MixingMatrix,
-        *,
-        message_bytes: int | None = None,
-        out: Tensor | None = None,
-        decode: Decode | None = None,
-        account: bool = True,
-    ) -> Tensor:
-        """``W @ x`` for this worker's row: ``W_ii x_i + sum_j W_ij x_j`` (shape ``[1, ...]``);
-        with ``decode``, ``W_ii decode(x_i) + sum_j W_ij decode(x_j)``."""
-        pending = self.mix_start(x, W, message_bytes=message_bytes, decode=decode, account=account)
-        return pending.wait(out)
-
     def mean(
         self,
         x: Tensor,
@@ -617,7 +607,7 @@ class DistributedCommunicator(AllReduceAccounting):
         self._check(x, "mean")
         if self.system is not None:  # the profile's ring cost, before the real all-reduce
             modelled = account if record is None else record
-            nbytes = message_nbytes(x) if message_bytes is None else message_bytes
+            nbytes = message_nbytes(x, message_bytes)
             self._before_collective(self.system.all_reduce_s(nbytes) if modelled else 0.0)
         out = self.workspace(x, "mean" if account else "mean-metrics").copy_(x)
         staged = out
@@ -634,7 +624,7 @@ class DistributedCommunicator(AllReduceAccounting):
         if account if record is None else record:
             self._record("all_reduce", staged)
         if account:
-            self.account_mean(message_nbytes(x) if message_bytes is None else message_bytes)
+            self.account_mean(message_nbytes(x, message_bytes))
         return out
 
     def all_gather(
@@ -649,7 +639,7 @@ class DistributedCommunicator(AllReduceAccounting):
         if payload.dim() != 2:
             raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
         if self.system is not None:  # the profile's ring cost, before the real all-gather
-            nbytes = message_nbytes(payload) if message_bytes is None else message_bytes
+            nbytes = message_nbytes(payload, message_bytes)
             self._before_collective(self.system.all_gather_s(nbytes) if account else 0.0)
         src = payload.contiguous()
         if self._nccl and src.device.type == "cpu":
@@ -664,8 +654,7 @@ class DistributedCommunicator(AllReduceAccounting):
         out = torch.cat(rows).to(payload.device).unsqueeze(0)
         self._record("all_gather", src)
         if account:
-            nbytes = message_nbytes(payload) if message_bytes is None else message_bytes
-            self.account_all_gather(nbytes)
+            self.account_all_gather(message_nbytes(payload, message_bytes))
         return out
 
     def gather(self, x: Tensor) -> Tensor | None:

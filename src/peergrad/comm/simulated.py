@@ -207,9 +207,7 @@ class SimulatedCommunicator(AllReduceAccounting):
         must not change in between (as on the distributed engine). ``account=False``: nothing
         is charged (the caller accounts the round itself, see :meth:`account_gossip`).
         """
-        self._check_mix(x, W)
-        survivors = self._begin_round(W, _nbytes(x, message_bytes), account)
-        return SimulatedPendingMix(W, x, decode, survivors)
+        return self._start_round(x, W, message_bytes, decode, account)
 
     def mix(
         self,
@@ -229,17 +227,24 @@ class SimulatedCommunicator(AllReduceAccounting):
         result is ``W @ decode(x)`` (compressed gossip, see
         :func:`peergrad.comm.compressed.compressed_mix`). ``account=False``: nothing is charged.
         """
-        self._check_mix(x, W)
-        survivors = self._begin_round(W, _nbytes(x, message_bytes), account)
-        values = x if decode is None else decode(x)
-        if survivors is not None:
-            return survivors.apply(values, out)
-        return apply_mixing(W, values, out)
+        # not ``self.mix_start``: a subclass overriding both (to record messages) sees one call
+        return self._start_round(x, W, message_bytes, decode, account).wait(out)
 
-    def _check_mix(self, x: Tensor, W: MixingMatrix) -> None:
+    def _start_round(
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        message_bytes: int | None,
+        decode: Decode | None,
+        account: bool,
+    ) -> SimulatedPendingMix:
+        """Check ``x`` and W, draw and charge the round (:meth:`_begin_round`): the round that
+        ``mix`` and ``mix_start`` form at ``wait``."""
         self._check(x, "mix")
         if W.n != self.n_workers:
             raise ValueError(f"mix: W is {W.n}x{W.n} but there are n = {self.n_workers} workers")
+        survivors = self._begin_round(W, message_nbytes(x, message_bytes), account)
+        return SimulatedPendingMix(W, x, decode, survivors)
 
     def _begin_round(self, W: MixingMatrix, nbytes: float, account: bool) -> _Round | None:
         """Draw the round's surviving graph (failures only) and charge it when ``account``;
@@ -363,7 +368,7 @@ class SimulatedCommunicator(AllReduceAccounting):
         """
         self._check(x, "mean")
         if account:
-            self.account_mean(_nbytes(x, message_bytes))
+            self.account_mean(message_nbytes(x, message_bytes))
         quorum = account if record is None else record
         if self._present is not None and quorum:
             return x[self._present.to(x.device)].mean(dim=0, keepdim=True).expand_as(x)
@@ -384,7 +389,7 @@ class SimulatedCommunicator(AllReduceAccounting):
         if payload.dim() != 2:
             raise ValueError(f"all_gather: payload must be [w, P], got {tuple(payload.shape)}")
         if account:
-            self.account_all_gather(_nbytes(payload, message_bytes))
+            self.account_all_gather(message_nbytes(payload, message_bytes))
         if self._present is not None:  # only the present workers' payloads: [n, m, P]
             payload = payload[self._present.to(payload.device)]
         return payload.unsqueeze(0).expand(self.n_workers, *payload.shape)
@@ -541,10 +546,6 @@ def _put_rows(value: object, rows: Tensor, kept: Any) -> None:
         for v, k in zip(value, kept, strict=True):
             if k is not None:
                 _put_rows(v, rows, k)
-
-
-def _nbytes(x: Tensor, message_bytes: int | None) -> int:
-    return message_nbytes(x) if message_bytes is None else int(message_bytes)
 
 
 def apply_mixing(W: MixingMatrix, x: Tensor, out: Tensor | None = None) -> Tensor:
