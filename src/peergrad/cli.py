@@ -732,13 +732,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
             stacklevel=1,
         )
     report = topo.report(num_params=args.params, bytes_per_element=args.bytes_per_element)
-    if args.json:
-        print(json.dumps(report, indent=2))
+    if _print_report(report, as_json=args.json):
         return 0
-    width = max(len(k) for k in report)
-    for k, v in report.items():
-        text = f"{v:.6g}" if isinstance(v, float) else str(v)
-        print(f"{k:<{width}}  {text}")
     if args.show_matrix:
         import numpy as np
 
@@ -759,15 +754,21 @@ def cmd_system(args: argparse.Namespace) -> int:
     if args.flops_per_step is not None and not args.flops_per_step > 0:
         raise ValueError(f"--flops-per-step must be > 0, got {args.flops_per_step}")
     profile = load_profile(args.profile, args.workers)
-    report = profile_report(profile, flops_per_step=args.flops_per_step)
-    if args.json:
+    _print_report(profile_report(profile, flops_per_step=args.flops_per_step), as_json=args.json)
+    return 0
+
+
+def _print_report(report: dict[str, Any], *, as_json: bool) -> bool:
+    """Print a ``peergrad topology`` / ``peergrad system`` report: JSON, or one aligned
+    ``key  value`` line per entry; returns ``as_json``."""
+    if as_json:
         print(json.dumps(report, indent=2))
-        return 0
+        return True
     width = max(len(k) for k in report)
     for k, v in report.items():
         text = f"{v:.6g}" if isinstance(v, float) else str(v)
         print(f"{k:<{width}}  {text}")
-    return 0
+    return False
 
 
 def cmd_algorithms(args: argparse.Namespace) -> int:
