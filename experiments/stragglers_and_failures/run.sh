@@ -24,7 +24,9 @@
 # WORKERS=16 (32: the profiles in n32/, e.g. WORKERS=32 EPOCHS=20 SCENARIOS="s1 s2 s4 s5")
 # override the defaults; PARALLEL=1 runs two streams side by side (s1 then s2-s4; s5 then s6),
 # each with OMP_NUM_THREADS=1. A rerun skips every method and scenario already finished.
-# Measured: PARALLEL=1 on the 2-core machine shared with other sessions (load ~5): see README.md.
+# Measured: 20 min 24 s of wall clock with PARALLEL=1 (198 runs + 2 refusals) on the 2-core
+# machine shared with other sessions (load 5-8), the 32-worker subset running beside it for its
+# last 12 min; WORKERS=32 EPOCHS=20 SCENARIOS="s1 s2 s4 s5" PARALLEL=1: see README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 n=${WORKERS:-16}

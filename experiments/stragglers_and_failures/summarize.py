@@ -28,7 +28,7 @@ SCENARIOS = [
     ("s3_transient_stragglers", "3 10% transient 4× stragglers"),
     ("s4_two_racks", "4 two racks, 100× slower link"),
     ("s5_link_drops", "5 10% link drops"),
-    ("s6_churn", "6 churn (~7% absent)"),
+    ("s6_churn", "6 churn (~5% absent)"),
 ]
 METHODS = ["allreduce", "dpsgd", "gradient-tracking", "local-sgd", "choco-sgd", "powersgd"]
 NAMES = {
