@@ -316,6 +316,22 @@ def test_compare_with_system_reports_time_to_target_under_the_profile(
     assert (out / "compare_vs_simulated_time.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_with_system_and_seeds_writes_its_table_while_labels_are_pending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """compare.md is rewritten after every run: a label with no finished run yet has no
+    ``simulated_time_s`` (it crashed with a KeyError after the first run)."""
+    racks = write(tmp_path / "racks.toml", TWO_RACKS.format(speed=""))
+    out = tmp_path / "cmp"
+    argv = ["compare", "--algorithms", "dpsgd,allreduce", *SMALL, "--system", racks]
+    assert main([*argv, "--seeds", "0,1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    report = json.loads((out / "compare.json").read_text())
+    assert len(report["runs"]) == 4
+    assert all(lab["final"]["simulated_time_s"]["n"] == 2 for lab in report["labels"])
+    assert "simulated time (s)" in (out / "compare.md").read_text()
+
+
 def test_without_system_the_tables_and_plots_keep_the_communication_time() -> None:
     records = [{"simulated_comm_time_s": 0.0}, {"simulated_comm_time_s": 1.0}]
     assert simulated_time_key({"a": records}) == "simulated_comm_time_s"

@@ -1049,6 +1049,10 @@ def _reported_rows(
     return out
 
 
+#: the statistic of a field that no finished run of a label has yet (``_pm`` shows "—")
+_NO_STAT: dict[str, Any] = {"mean": None, "std": None, "n": 0}
+
+
 def _pm(stat: Mapping[str, Any], fmt: str, scale: float = 1.0) -> str:
     if stat["mean"] is None:
         return "—"
@@ -1098,7 +1102,7 @@ def format_study(
             f"{_pm(f['train_loss'], '.4g')} | {_pm(f[f'val_{word}'], '.4f')} | "
             f"{_pm(f['bytes_sent_per_worker'], '.4g', 1e6)} | "
             f"{_pm(f['simulated_comm_time_s'], '.4g')} |"
-            + (f" {_pm(f['simulated_time_s'], '.4g')} |" if timed else "")
+            + (f" {_pm(f.get('simulated_time_s', _NO_STAT), '.4g')} |" if timed else "")
             + f" {_pm(f['wall_time_s'], '.3g')} |"
         )
     lines += [
@@ -1116,7 +1120,7 @@ def format_study(
             f"{t['steps_to_target']['runs']} | {_pm(t['steps_to_target'], '.1f')} | "
             f"{_pm(t['samples_to_target'], ',.0f')} | {_pm(t['bytes_to_target'], '.4g', 1e6)} | "
             f"{_pm(t['simulated_comm_time_s_to_target'], '.4g')} |"
-            + (f" {_pm(t['simulated_time_s_to_target'], '.4g')} |" if timed else "")
+            + (f" {_pm(t.get('simulated_time_s_to_target', _NO_STAT), '.4g')} |" if timed else "")
             + f" {_pm(t['wall_time_s_to_target'], '.3g')} | {_pm(t['rounds_to_target'], '.1f')} |"
         )
     grids = [lab for lab in labels if "lr_grid" in lab]
