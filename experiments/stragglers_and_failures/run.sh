@@ -14,8 +14,9 @@
 # simulated_time_s), so s2-s4 have exactly s1's iterates and validation choice: they rerun each
 # method at s1's chosen lr only. Under failures (s5, s6) the mixing changes and the lr is tuned
 # again; choco-sgd is refused there (it needs a fixed W): its refusal line is kept as the result.
-# One `peergrad compare` per method and scenario: a compare of several labels with --system
-# and --seeds/--lr-grid stops with KeyError 'simulated_time_s' after its first run (see README).
+# One `peergrad compare` per method and scenario (each method has its own lr choice and
+# folder; a compare of several labels with --system and --seeds/--lr-grid stopped with a
+# KeyError when this study was run, since fixed).
 # Usage: bash experiments/stragglers_and_failures/run.sh [OUT_DIR]   (default
 #        runs/stragglers_and_failures/n16), then
 #        python experiments/stragglers_and_failures/summarize.py OUT_DIR [RESULTS_DIR]
