@@ -101,7 +101,7 @@ def algorithm_page(cls: type) -> str:
     parts = [
         f"# `{cls.name}`\n",
         f"{cls.summary[:1].upper()}{cls.summary[1:]}.\n",
-        "| | |\n|---|---|\n"
+        "| about | |\n|---|---|\n"
         f"| paper | {_cell(cls.paper)} |\n"
         f"| class | `{cls.__module__}.{cls.__qualname__}` |\n"
         f"| communication | {communication} |\n",
@@ -219,6 +219,40 @@ def on_files(files: Any, config: Any) -> Any:
             uri = png.relative_to(ROOT).as_posix()
             files.append(File.generated(config, uri, abs_src_path=str(png)))
     return files
+
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def double_list_indents(markdown: str) -> str:
+    """Double the leading spaces of every line outside fenced code blocks.
+
+    README-style Markdown (GitHub's) nests lists and continues list items with 2 spaces;
+    Python-Markdown needs 4. Doubling keeps every relative indentation and makes the pages read
+    as they do on GitHub (an indented code block at 4 spaces stays one at 8)."""
+    out = []
+    fence: str | None = None
+    for line in markdown.splitlines():
+        match = _FENCE.match(line)
+        if fence is None and match:
+            fence = match[1]
+        elif fence is not None and match and match[1] == fence:
+            fence = None
+            out.append(line)
+            continue
+        if fence is None or match:
+            stripped = line.lstrip(" ")
+            line = " " * (2 * (len(line) - len(stripped))) + stripped
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """2-space list indentation (as in README.md and the experiments' READMEs) -> 4 spaces;
+    the API pages (mkdocstrings' YAML options) are left alone."""
+    if page.file.src_uri.startswith("api/"):
+        return markdown
+    return double_list_indents(markdown)
 
 
 _MATH = re.compile(

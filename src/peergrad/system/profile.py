@@ -470,8 +470,9 @@ class SystemProfile:
 
     Args:
         n_workers: number of workers n (``>= 1``).
-        compute, links, failures: see :class:`ComputeProfile`, :class:`LinkProfile`,
-            :class:`FailureProfile`.
+        compute: see :class:`ComputeProfile`.
+        links: see :class:`LinkProfile`.
+        failures: see :class:`FailureProfile`.
         seed: seed of the clock's random draws (jitter, stragglers, link drops, churn).
         name: label used in reports.
 
