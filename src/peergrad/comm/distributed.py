@@ -239,7 +239,7 @@ class DistributedCommunicator(AllReduceAccounting, MixFromStart):
     ``topology.n``, or the profile is for another number of workers or has churn.
     """
 
-    #: ``mix_start`` accepts ``workspace=`` (see :class:`peergrad.segments.SegmentComm`).
+    #: ``mix_start`` accepts ``workspace=`` (see :class:`peergrad.comm.segments.SegmentComm`).
     mix_start_takes_workspace = True
 
     def __init__(
