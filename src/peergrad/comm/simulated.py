@@ -320,7 +320,8 @@ class SimulatedCommunicator(AllReduceAccounting):
         if self.clock is None:
             return
         present = self.clock.begin_step()
-        self._present = None if bool(present.all()) else present
+        # without failures every worker is always present: no need to look
+        self._present = None if not self._failures or bool(present.all()) else present
         self._pre_gradient = True
 
     def compute(self) -> None:

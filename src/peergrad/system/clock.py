@@ -27,8 +27,12 @@ of this module, not of a paper):
   winning). Vectorised: a segmented cumulative sum over the edges grouped by sender (a stable
   sort first unless they already are, as :func:`peergrad.topology.graph_edges` lists them) and
   ``scatter_reduce(..., "amax")`` over the edges: O(E) per round, no Python loop over edges or
-  workers. A worker does not wait for its own sends to complete (buffered sends), but its link
-  stays busy: the next round's messages leave at ``max(t_j, link_free_j)`` (ours).
+  workers. What depends only on the edge list, the profile and the message size (the grouping
+  by sender, each edge's latency and bandwidth, the delays ``latency + ser``, each link's busy
+  time) is computed once per edge list and size and cached: a round over the communicator's
+  per-W edges is then a handful of [n]- and [E]-sized operations. A worker does not wait for
+  its own sends to complete (buffered sends), but its link stays busy: the next round's
+  messages leave at ``max(t_j, link_free_j)`` (ours).
 - *pre-gradient* messages (``pre_gradient=True``: they depend only on x, and the engines post
   them before the gradient) leave from the sender's *step start* (its time at
   :meth:`begin_step`, before :meth:`compute`), so their transfer overlaps the computation: the
@@ -73,6 +77,7 @@ message loss, and link occupancy by the collectives.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -85,6 +90,46 @@ __all__ = ["SystemClock"]
 
 _STATE_VERSION = 1
 _TIMES = ("t", "t_pre", "link_free", "compute_s", "comm_s", "idle_s", "absent_s")
+_MAX_PLANS = 32  # edge lists cached (one per mixing matrix in practice)
+_MAX_SEEN = 64  # edge lists seen once, remembered by weak reference
+_MAX_COSTS = 8  # message sizes cached per edge list
+
+
+class _Route:
+    """What a round over one edge list needs that depends only on the edges and the profile:
+    the edges grouped by sender, their latency and bandwidth, who sends."""
+
+    __slots__ = ("all_send", "bw", "d", "lat", "order", "s", "sent")
+
+    def __init__(self, clock: SystemClock, src: Tensor, dst: Tensor) -> None:
+        if bool((src[1:] >= src[:-1]).all()):  # already grouped by sender (graph_edges)
+            self.order: Tensor | None = None
+            self.s, self.d = src, dst
+        else:
+            self.order = torch.argsort(src, stable=True)
+            self.s, self.d = src[self.order], dst[self.order]
+        self.lat: Tensor | None = None
+        self.bw: Tensor | None = None
+        if not clock._uniform:
+            assert clock._lat is not None and clock._bw is not None
+            self.lat, self.bw = clock._lat[self.s, self.d], clock._bw[self.s, self.d]
+        self.sent = torch.zeros(clock.n_workers, dtype=torch.bool).index_fill_(0, self.s, True)
+        self.all_send = bool(self.sent.all())
+
+
+class _Plan:
+    """The clock's cache for one edge list ``(src, dst)`` (kept while they are not modified in
+    place): its :class:`_Route`, the pairs of its link-drop draw, and per message size the
+    round's delays (:meth:`SystemClock._costs`)."""
+
+    __slots__ = ("costs", "dst", "pairs", "route", "src", "versions")
+
+    def __init__(self, src: Tensor, dst: Tensor) -> None:
+        self.src, self.dst = src, dst
+        self.versions = (src._version, dst._version)
+        self.route: _Route | None = None
+        self.pairs: tuple[int, Tensor] | None = None
+        self.costs: dict[float, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
 
 
 class SystemClock:
@@ -101,6 +146,12 @@ class SystemClock:
         compute_s, comm_s, idle_s, absent_s: float64 ``[n]``, cumulative split of ``t``.
         present: bool ``[n]``, the workers present in the current step.
         step: number of :meth:`begin_step` calls; rounds: number of communication calls.
+
+    Everything that depends only on an edge list and the profile (the edges grouped by sender,
+    their latencies and bandwidths, and per message size the delays of a round) is computed
+    once per list: an edge list passed a second time (the same ``src`` and ``dst`` tensors, not
+    modified in place since, as the communicator's per-W edges) is cached. This changes no
+    number: the cached values are the ones the round would compute.
 
     Raises:
         ValueError: if the profile's step time is pending.
@@ -125,16 +176,22 @@ class SystemClock:
         self._p_drop = f.link_drop_prob
         self._p_leave = f.leave_prob
         self._mean_down = f.mean_downtime_steps
+        self._log_stay = torch.log1p(torch.tensor(-1.0 / self._mean_down, dtype=torch.float64))
         self._off_worker = torch.tensor([o.worker for o in f.offline], dtype=torch.int64)
         self._off_start = torch.tensor([o.start_step for o in f.offline], dtype=torch.int64)
         self._off_stop = torch.tensor([o.stop_step for o in f.offline], dtype=torch.int64)
+        self._churn = self._p_leave > 0 or bool(f.offline)
         links = profile.links
         self._uniform = links.is_uniform
         self._network = NetworkModel(links.latency_s, links.bandwidth_bytes_per_s)
         self._lat: Tensor | None = None
         self._bw: Tensor | None = None
+        # non-uniform links: the collectives' ring with every worker present (first use)
+        self._ring_network: NetworkModel | None = None
         if not self._uniform:
             self._lat, self._bw = links.matrices(n)
+        self._plans: dict[tuple[int, int], _Plan] = {}
+        self._seen: dict[tuple[int, int], tuple[Any, Any, tuple[int, int]]] = {}
         self._inf = torch.full((n,), float("inf"), dtype=torch.float64)
         self._zeros = torch.zeros(n, dtype=torch.float64)
         self.t = torch.zeros(n, dtype=torch.float64)
@@ -178,6 +235,16 @@ class SystemClock:
         (the departure time of pre-gradient messages).
         """
         self._settle_pre()
+        if self._churn:  # without churn every worker is always present: nothing to draw
+            self._draw_presence()
+        self.t_pre = self.t.clone()
+        self._computed = False
+        self.step += 1
+        return self.present.clone()
+
+    def _draw_presence(self) -> None:
+        """This step's :attr:`present` (random churn, then scheduled absences); an absent
+        worker's clock is advanced to the earliest present worker's time."""
         n, k = self.n_workers, self.step
         absent = torch.zeros(n, dtype=torch.bool)
         if self._p_leave > 0:
@@ -186,8 +253,7 @@ class SystemClock:
             leave = (self._down == 0) & (u < self._p_leave)
             if self._mean_down > 1:
                 # Geometric on {1, 2, ...} with mean m: 1 + floor(log(U) / log(1 - 1/m)).
-                q = torch.log1p(torch.tensor(-1.0 / self._mean_down, dtype=torch.float64))
-                duration = 1 + torch.floor(torch.log1p(-v) / q).to(torch.int64)
+                duration = 1 + torch.floor(torch.log1p(-v) / self._log_stay).to(torch.int64)
             else:
                 duration = torch.ones(n, dtype=torch.int64)
             self._down = torch.where(leave, duration, self._down)
@@ -203,10 +269,6 @@ class SystemClock:
             wait = torch.where(absent, (ref - self.t).clamp(min=0), self._zeros)
             self.t += wait
             self.absent_s += wait
-        self.t_pre = self.t.clone()
-        self._computed = False
-        self.step += 1
-        return self.present.clone()
 
     def compute(self) -> None:
         """Every present worker computes one step (jitter and transient stragglers drawn now);
@@ -215,7 +277,8 @@ class SystemClock:
         dt = self._step_time
         if self._sigma > 0:
             z = torch.randn(self.n_workers, generator=self._generator, dtype=torch.float64)
-            dt = dt * torch.exp(self._sigma * z - 0.5 * self._sigma**2)
+            # dt * exp(sigma z - sigma^2 / 2), in place in z (the same float operations)
+            dt = z.mul_(self._sigma).sub_(0.5 * self._sigma**2).exp_().mul_(dt)
         if self._p_slow > 0:
             u = torch.rand(self.n_workers, generator=self._generator, dtype=torch.float64)
             dt = torch.where(u < self._p_slow, dt * self._slowdown, dt)
@@ -241,6 +304,53 @@ class SystemClock:
         self._pre_longest.zero_()
         self._pre_pending = False
 
+    # ------------------------------------------------------------------ edge lists
+    def _plan(self, src: Tensor, dst: Tensor) -> _Plan:
+        """The cache of the edge list ``(src, dst)``: the stored one when these very tensors
+        were passed before (and not modified in place since), else a fresh one, stored from
+        the second time they are passed (a list seen once, such as a round's surviving edges,
+        is only remembered by weak reference)."""
+        key = (id(src), id(dst))
+        versions = (src._version, dst._version)
+        plan = self._plans.get(key)
+        if plan is not None:
+            if plan.src is src and plan.dst is dst and plan.versions == versions:
+                return plan
+            del self._plans[key]
+        plan = _Plan(src, dst)
+        seen = self._seen.pop(key, None)
+        if seen is not None and seen[0]() is src and seen[1]() is dst and seen[2] == versions:
+            if len(self._plans) >= _MAX_PLANS:
+                del self._plans[next(iter(self._plans))]
+            self._plans[key] = plan
+        else:
+            if len(self._seen) >= _MAX_SEEN:
+                del self._seen[next(iter(self._seen))]
+            self._seen[key] = (weakref.ref(src), weakref.ref(dst), versions)
+        return plan
+
+    def _costs(self, route: _Route, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(delay, ser, busy, longest)`` of a round over ``route`` with ``x`` (float64
+        ``[E]``, in route order) the bytes of each message, or their serialisation times on
+        non-uniform links: per edge the transfer time (latency plus serialisation since its
+        sender's departure) and the serialisation alone; per worker its link's busy time and
+        the longest transfer it receives."""
+        s, d = route.s, route.d
+        # Segmented cumulative sum over each sender's messages: serialisation on its link.
+        cs = torch.cumsum(x, 0)
+        first = self._inf.scatter_reduce(0, s, cs - x, "amin", include_self=True)
+        cum = cs - first[s]
+        if self._uniform:
+            ser = cum / self._network.bandwidth_bytes_per_s
+            delay = self._network.latency_s + ser
+        else:
+            assert route.lat is not None
+            ser = cum
+            delay = route.lat + ser
+        busy = self._zeros.scatter_reduce(0, s, ser, "amax", include_self=True)
+        longest = self._zeros.scatter_reduce(0, d, delay, "amax", include_self=True)
+        return delay, ser, busy, longest
+
     # ------------------------------------------------------------------ failures
     def surviving_edges(self, src: Tensor, dst: Tensor) -> Tensor:
         """This round's surviving edges among ``(src, dst)`` (int64 ``[E]``): bool ``[E]``.
@@ -253,10 +363,14 @@ class SystemClock:
         if not self._all_present:
             keep &= self.present[src] & self.present[dst]
         if self._p_drop > 0 and src.numel():
-            n = self.n_workers
-            pair = torch.minimum(src, dst) * n + torch.maximum(src, dst)
-            unique, inverse = torch.unique(pair, return_inverse=True)
-            up = torch.rand(unique.numel(), generator=self._generator, dtype=torch.float64)
+            plan = self._plan(src, dst)
+            if plan.pairs is None:
+                n = self.n_workers
+                pair = torch.minimum(src, dst) * n + torch.maximum(src, dst)
+                unique, inverse = torch.unique(pair, return_inverse=True)
+                plan.pairs = (unique.numel(), inverse)
+            count, inverse = plan.pairs
+            up = torch.rand(count, generator=self._generator, dtype=torch.float64)
             keep &= (up >= self._p_drop)[inverse]
         return keep
 
@@ -282,60 +396,65 @@ class SystemClock:
                 f"gossip: src and dst must be int64 [E], got {tuple(src.shape)} and "
                 f"{tuple(dst.shape)}"
             )
-        b = torch.as_tensor(nbytes, dtype=torch.float64)
-        if b.dim() == 0:
-            b = b.expand(src.shape)
-        elif b.shape != src.shape:
-            raise ValueError(f"gossip: nbytes must be a number or [E], got {tuple(b.shape)}")
+        size = float(nbytes) if isinstance(nbytes, (int, float)) else None
+        b: Tensor | None = None
+        if size is None:
+            b = torch.as_tensor(nbytes, dtype=torch.float64)
+            if b.dim() == 0:
+                b = b.expand(src.shape)
+            elif b.shape != src.shape:
+                raise ValueError(f"gossip: nbytes must be a number or [E], got {tuple(b.shape)}")
         self.rounds += 1
         held = pre_gradient and not self._computed
         if not held:
             self._settle_pre()
-        if not self._all_present:
+        if self._all_present:
+            plan = self._plan(src, dst)
+        else:
             keep = self.present[src] & self.present[dst]
-            src, dst, b = src[keep], dst[keep], b[keep]
+            src, dst = src[keep], dst[keep]
+            if b is not None:
+                b = b[keep]
+            plan = _Plan(src, dst)
         if src.numel() == 0:
             return
-        if bool((src[1:] >= src[:-1]).all()):  # already grouped by sender (graph_edges)
-            s, d = src, dst
-        else:
-            order = torch.argsort(src, stable=True)
-            s, d, b = src[order], dst[order], b[order]
-        # Segmented cumulative sum over each sender's messages: serialisation on its link.
-        if self._uniform:
-            x = b
-        else:
-            assert self._lat is not None and self._bw is not None
-            x = b / self._bw[s, d]
-        cs = torch.cumsum(x, 0)
-        first = self._inf.scatter_reduce(0, s, cs - x, "amin", include_self=True)
-        cum = cs - first[s]
-        if self._uniform:
-            ser = cum / self._network.bandwidth_bytes_per_s
-            delay = self._network.latency_s + ser
-        else:
-            ser = cum
-            delay = self._lat[s, d] + ser
+        route = plan.route
+        if route is None:
+            route = plan.route = _Route(self, src, dst)
+        costs = plan.costs.get(size) if size is not None else None  # type: ignore[arg-type]
+        if costs is None:
+            if b is None:
+                b = torch.full(src.shape, size, dtype=torch.float64)  # type: ignore[arg-type]
+            elif route.order is not None:
+                b = b[route.order]
+            x = b if self._uniform else b / route.bw  # type: ignore[operator]
+            costs = self._costs(route, x)
+            if size is not None:
+                if len(plan.costs) >= _MAX_COSTS:
+                    del plan.costs[next(iter(plan.costs))]
+                plan.costs[size] = costs
+        delay, ser, busy, longest = costs
+        s, d = route.s, route.d
         ready = self.t_pre if pre_gradient else self.t
         depart = torch.maximum(ready, self.link_free)
-        arrive = depart[s] + delay
+        arrive = torch.index_select(depart, 0, s).add_(delay)
         if held:  # before compute(): applied by _settle_pre
             self._pre_arrive.scatter_reduce_(0, d, arrive, "amax", include_self=True)
             self._pre_longest.scatter_reduce_(0, d, delay, "amax", include_self=True)
             self._pre_pending = True
         else:
             new_t = self.t.scatter_reduce(0, d, arrive, "amax", include_self=True)
-            longest = self._zeros.scatter_reduce(0, d, delay, "amax", include_self=True)
             waited = new_t - self.t
             comm = torch.minimum(waited, longest)
             self.comm_s += comm
-            self.idle_s += waited - comm
+            self.idle_s += waited.sub_(comm)
             self.t = new_t
         if pre_gradient:
             self.t_pre = self.t_pre.scatter_reduce(0, d, arrive, "amax", include_self=True)
-        busy = self._zeros.scatter_reduce(0, s, ser, "amax", include_self=True)
-        sent = torch.zeros(self.n_workers, dtype=torch.bool).index_fill_(0, s, True)
-        self.link_free = torch.where(sent, depart + busy, self.link_free)
+        if route.all_send:
+            self.link_free = depart.add_(busy)
+        else:
+            self.link_free = torch.where(route.sent, depart.add_(busy), self.link_free)
 
     def all_reduce(self, nbytes: float) -> None:
         """A barrier over the present workers, then a ring all-reduce of ``nbytes`` per worker
@@ -358,11 +477,12 @@ class SystemClock:
             return
         network = self._network
         if not self._uniform:
-            assert self._lat is not None and self._bw is not None
-            nxt = torch.roll(members, -1)
-            network = NetworkModel(
-                float(self._lat[members, nxt].max()), float(self._bw[members, nxt].min())
-            )
+            if not self._all_present:
+                network = self._ring_links(members)
+            else:
+                if self._ring_network is None:
+                    self._ring_network = self._ring_links(members)
+                network = self._ring_network
         duration = cost(network, nbytes, m)
         if self._all_present:
             barrier = self.t.max()
@@ -374,6 +494,14 @@ class SystemClock:
             self.idle_s[members] += barrier - self.t[members]
             self.t[members] = float(barrier) + duration
             self.comm_s[members] += duration
+
+    def _ring_links(self, members: Tensor) -> NetworkModel:
+        """The ring over ``members`` (in id order) costed on its slowest link."""
+        assert self._lat is not None and self._bw is not None
+        nxt = torch.roll(members, -1)
+        return NetworkModel(
+            float(self._lat[members, nxt].max()), float(self._bw[members, nxt].min())
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
