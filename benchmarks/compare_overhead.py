@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 
 from peergrad.data import load_dataset
+from peergrad.study.compare import compare, entry_config, plan_runs
 from peergrad.train import TrainConfig, build_entries, resolve, train
-from peergrad.train.compare import compare, entry_config, plan_runs
 
 LABELS = "dpsgd,d2,gradient-tracking,detag"
 SEEDS = (0, 1, 2)

@@ -5,7 +5,7 @@ Timing (default). For each graph (ring, one-peer exponential; n = 256 by default
 builds, with the training loop's own machinery, one run per variant: ``prepare()`` of a
 :class:`~peergrad.train.TrainConfig` (``--dataset mnist1d``, the default MLP, D-PSGD, the
 default per-worker batch capped so that n shards of 4,000 samples each hold one batch), the
-:class:`~peergrad.train.steps.Session` that :func:`peergrad.train.train` builds, and with a
+:class:`~peergrad.train.session.Session` that :func:`peergrad.train.train` builds, and with a
 profile the communicator of ``peergrad train --system FILE.toml``
 (:func:`~peergrad.train.loop.clocked_communicator`). It then times the step loop itself
 (:func:`peergrad.train.steps._steps`: schedule, ``begin_step``, absent rows, pre-gradient rounds,
@@ -58,7 +58,8 @@ from _timing import timed
 
 from peergrad.train.config import TrainConfig
 from peergrad.train.loop import prepare
-from peergrad.train.steps import Session, _steps
+from peergrad.train.session import Session
+from peergrad.train.steps import _steps
 
 DATASET = "mnist1d"
 TRAIN_SAMPLES = 4000  # MNIST-1D's default training set: n shards must each hold one batch

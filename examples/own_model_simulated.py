@@ -4,7 +4,7 @@ A small CNN with BatchNorm and Dropout (:func:`make_model`) on scikit-learn's 8x
 (:func:`make_data`), trained by 16 workers on a ring, each holding a ``sorted`` shard (one or two
 classes per worker: the hard, heterogeneous case), with a cosine learning-rate schedule. It
 compares ``dpsgd``, ``gradient-tracking`` and ``decentralized-amsgrad`` through
-``peergrad.train.compare.compare(base, entries, task=task)``, prints the final test accuracy of
+``peergrad.study.compare.compare(base, entries, task=task)``, prints the final test accuracy of
 the averaged model x̄, the consensus distance (1/n) Σ‖x_i − x̄‖² and the bytes each worker sent,
 and writes the comparison folder (``compare.json``, ``compare.md``, plots, one run folder per
 algorithm)::
@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from peergrad import Task
+from peergrad.study.compare import CompareEntry, compare
 from peergrad.train import TrainConfig
-from peergrad.train.compare import CompareEntry, compare
 
 #: Per-algorithm options: the SGD family with heavy-ball momentum and lr ~0.1, the Adam family
 #: (decentralized AMSGrad, β₁ = 0.9 by default) with lr 1e-2.

@@ -88,3 +88,32 @@ def test_detector_finds_an_import(tmp_path: Path) -> None:
     assert imports_torch_distributed(f)
     f.write_text("import torch\n")
     assert not imports_torch_distributed(f)
+
+
+#: The layers below the training loop: none of them knows the loop, the CLI, the study package
+#: or the torch optimizer wrapper (issue 25). ``train/`` builds on them; ``study/`` and ``cli/``
+#: build on ``train/``.
+LOWER_LAYERS = (
+    "algorithms",
+    "comm",
+    "compress",
+    "topology",
+    "transforms",
+    "data",
+    "models",
+    "system",
+    "problems",
+)
+UPPER_LAYERS = ("peergrad.train", "peergrad.cli", "peergrad.study", "peergrad.optim")
+
+
+def test_nothing_below_train_imports_the_layers_above() -> None:
+    offenders = {
+        p.relative_to(SRC).as_posix(): sorted(
+            m for m in peergrad_imports(p) if m.startswith(UPPER_LAYERS)
+        )
+        for layer in LOWER_LAYERS
+        for p in (SRC / layer).rglob("*.py")
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert all((SRC / layer).is_dir() for layer in LOWER_LAYERS)

@@ -101,7 +101,7 @@ def test_ctrl_c_during_compare_names_the_run_and_the_finished_ones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second of two runs is interrupted at step 6 (after its checkpoint at step 4)."""
-    import peergrad.train.compare as compare_module
+    import peergrad.study.compare as compare_module
 
     real_train = compare_module.train
 

@@ -170,7 +170,7 @@ NEW_VALUES = {
 def test_new_flags_reach_the_config(command: str) -> None:
     """train and compare share the flags; KEY=VALUE values stay text, as with --set."""
     from peergrad.cli import build_parser, config_from_args
-    from peergrad.train.compare import PER_ENTRY_FIELDS
+    from peergrad.study.compare import PER_ENTRY_FIELDS
 
     extra = ["--algorithms", "dpsgd"] if command == "compare" else []
     args = build_parser().parse_args([command, *extra, *NEW_FLAGS])

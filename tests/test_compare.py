@@ -10,8 +10,8 @@ import pytest
 
 from _helpers import SMALL
 from peergrad.cli import main, parse_set_for
+from peergrad.study.compare import TARGET_FIELDS, compare, first_at_target
 from peergrad.train import METRIC_FIELDS, CompareEntry, TrainConfig, build_entries
-from peergrad.train.compare import TARGET_FIELDS, compare, first_at_target
 
 BASE = TrainConfig(
     dataset="digits",
@@ -226,7 +226,7 @@ def test_everything_is_validated_before_the_first_run(
     def no_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("a run started before validation finished")
 
-    monkeypatch.setattr("peergrad.train.compare.train", no_run)
+    monkeypatch.setattr("peergrad.study.compare.train", no_run)
     out = tmp_path / "never"
     assert main(["compare", *SMALL, "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err

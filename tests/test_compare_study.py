@@ -13,8 +13,7 @@ import torch
 
 from peergrad.cli import main
 from peergrad.data import validation_split
-from peergrad.train import CompareEntry, TrainConfig, build_entries
-from peergrad.train.compare import (
+from peergrad.study.compare import (
     TASK_OPTIONS,
     compare,
     mean_std,
@@ -23,6 +22,7 @@ from peergrad.train.compare import (
     plan_runs,
     select_lr,
 )
+from peergrad.train import CompareEntry, TrainConfig, build_entries
 
 BASE = TrainConfig(
     dataset="digits",
@@ -47,7 +47,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 def interrupt_at_third_run(argv: list[str]) -> None:
     """Run ``peergrad compare ARGV`` with a Ctrl-C when its 3rd run starts (exit status 130)."""
-    import peergrad.train.compare as cmp
+    import peergrad.study.compare as cmp
 
     real_train = cmp.train
     calls: list[str] = []
@@ -87,7 +87,7 @@ def test_validation_split_rejects_fractions_outside_range(fraction: float) -> No
 
 def test_training_never_reads_the_validation_samples(tmp_path: Path) -> None:
     """The shards hold only training indices, and val metrics are recorded."""
-    from peergrad.task import build_task, task_from_config
+    from peergrad.train.task import build_task, task_from_config
 
     config = BASE
     built = build_task(task_from_config(config), config, torch.device("cpu"), torch.float32)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from peergrad.cli import main
+from peergrad.study.compare import CompareEntry, compare
 from peergrad.train import TrainConfig, train
-from peergrad.train.compare import CompareEntry, compare
 
 TINY = {"dataset": "digits", "model": "logreg", "workers": 2, "steps": 1, "batch_size": 8}
 CLI_TINY = ["--dataset", "digits", "--model", "logreg", "--workers", "2", "--steps", "1"]

@@ -21,7 +21,8 @@ import pytest
 
 from _helpers import SMALL
 from peergrad.cli import main
-from peergrad.train import TrainConfig, plotting_io, train
+from peergrad.study import plotting_io
+from peergrad.train import TrainConfig, train
 from peergrad.train.plots import PLOT_AXES, X_AXES, band, plot_curves
 
 TINY = dict(

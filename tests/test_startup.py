@@ -78,7 +78,7 @@ def test_the_detector_sees_torch_where_a_command_needs_it() -> None:
 
 def test_parser_names_match_the_registries() -> None:
     """The parser's plain tuples list each registry's names in the registry's order; when this
-    fails, copy the registry's names into the tuple in ``peergrad/cli.py``."""
+    fails, copy the registry's names into the tuple in ``peergrad/cli/common.py``."""
     from peergrad.algorithms import REGISTRY
     from peergrad.data import DATASETS, PARTITIONS
     from peergrad.models import MODELS
@@ -110,12 +110,12 @@ def test_lazy_exports(module: object) -> None:
 
 def test_public_imports() -> None:
     from peergrad import Task
-    from peergrad.task import Task as TaskItself
+    from peergrad.study.compare import CompareEntry as CompareEntryItself
     from peergrad.train import CompareEntry, TrainConfig, format_summary, train
-    from peergrad.train.compare import CompareEntry as CompareEntryItself
     from peergrad.train.config import TrainConfig as TrainConfigItself
     from peergrad.train.loop import format_summary as format_summary_itself
     from peergrad.train.loop import train as train_itself
+    from peergrad.train.task import Task as TaskItself
 
     assert Task is TaskItself
     assert TrainConfig is TrainConfigItself

@@ -21,11 +21,11 @@ from torch import Tensor, nn
 from _task_models import BNNet
 from peergrad import Task
 from peergrad.data import load_dataset, partition
-from peergrad.task import task_from_config
 from peergrad.train import TrainConfig, train
 from peergrad.train.recorder import train_eval_indices
 from peergrad.train.sampler import ShardSampler
 from peergrad.train.schedules import LRSchedule
+from peergrad.train.task import task_from_config
 
 
 @pytest.fixture(scope="module")

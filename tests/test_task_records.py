@@ -24,9 +24,9 @@ from torch.nn import functional as F
 
 from peergrad import Task
 from peergrad.cli import main
+from peergrad.study.compare import compare, first_at_target, select_lr
 from peergrad.train import CompareEntry, TrainConfig, train
 from peergrad.train.checkpoint import atomic_write_text
-from peergrad.train.compare import compare, first_at_target, select_lr
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_FIELDS = ("model", "dataset", "loss", "data_root", "download", "model_options")

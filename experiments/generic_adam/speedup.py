@@ -27,8 +27,8 @@ import math
 import time
 from pathlib import Path
 
+from peergrad.study.compare import mean_std
 from peergrad.train import TrainConfig, train
-from peergrad.train.compare import mean_std
 from peergrad.train.plots import plt
 
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:  # the installed distribution's version: pyproject.toml is the one place it is written
-    __version__ = version("peergrad")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
+from peergrad._version import __version__
 
 __all__ = ["Task", "__version__"]
 
@@ -16,7 +10,7 @@ __all__ = ["Task", "__version__"]
 def __getattr__(name: str) -> object:
     """``peergrad.Task`` (imported on first use, so ``import peergrad`` stays light)."""
     if name == "Task":
-        from peergrad.task import Task
+        from peergrad.train.task import Task
 
         return Task
     raise AttributeError(f"module 'peergrad' has no attribute {name!r}")

@@ -280,7 +280,10 @@ def plot_counterexample(result: CounterexampleResult, path: str | Path, title: s
     """Two panels against t (log scale), means over the seeds: x_t, and the average regret
     ``R_t / t`` (one seed: online) or the objective gap ``F(x_t) - F(-1)`` (several seeds:
     stochastic, where the realised regret is too noisy to read). Writes a PNG; returns its path."""
-    from peergrad.train.plots import plt
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless, as peergrad.train.plots (problems/ sits below train/)
+    import matplotlib.pyplot as plt
 
     fig, (ax_x, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
     t = result.steps

@@ -16,7 +16,7 @@ from typing import Any
 
 #: Keys of ``config.json`` that record what ran rather than what was asked for; they are not
 #: :class:`TrainConfig` fields and :meth:`TrainConfig.from_dict` skips them. ``task``: a run on
-#: a user's :class:`~peergrad.task.Task` (``train(config, task)``) records the task there
+#: a user's :class:`~peergrad.train.task.Task` (``train(config, task)``) records the task there
 #: (name, model class, parameter counts, data sizes, loss, metric, ``metric_mode``) instead of
 #: the preset fields it did not use (``model``, ``dataset``, ``loss`` ...).
 RECORDED_KEYS: tuple[str, ...] = ("hyperparameters", "peergrad_version", "task")
@@ -122,7 +122,7 @@ class TrainConfig:
     def record(self, hyperparameters: dict[str, Any]) -> dict[str, Any]:
         """The content of ``config.json``: the fields (what the user gave) and, under
         :data:`RECORDED_KEYS`, the algorithm's resolved ``hyperparameters`` and the version."""
-        from peergrad import __version__
+        from peergrad._version import __version__
 
         return {
             **self.to_dict(),

@@ -3,7 +3,7 @@
 ``peergrad train --out DIR`` refuses a folder that already holds a run (any of
 :data:`RUN_FILES`, e.g. ``config.json``), naming ``--resume`` and ``--overwrite``; ``peergrad
 compare --out DIR`` refuses a folder that holds a comparison (any of
-:data:`peergrad.train.compare.OUTPUT_FILES` or a run folder). With ``overwrite=True`` only what
+:data:`peergrad.study.compare.OUTPUT_FILES` or a run folder). With ``overwrite=True`` only what
 peergrad wrote is removed (:func:`clear_run_files`, :func:`clear_compare_files`), and only once
 every check of the new run has passed: other files in the folder are kept, and a rejected command
 loses nothing. Names chosen by default (no ``--out``) take the next free suffix and never reuse a

@@ -1,10 +1,10 @@
 """Running a training job: checks, the run's pieces, and :func:`train`.
 
-:func:`train` trains a :class:`~peergrad.task.Task` (a built-in preset when none is given:
-:func:`~peergrad.task.task_from_config`) with ``config``'s algorithm on its engine. It is put
+:func:`train` trains a :class:`~peergrad.train.task.Task` (a built-in preset when none is given:
+:func:`~peergrad.train.task.task_from_config`) with ``config``'s algorithm on its engine. It is put
 together from three small parts, each in its own file:
 
-* the task, what is trained: model, data, loss, metric (:mod:`peergrad.task`, data reading in
+* the task, what is trained: model, data, loss, metric (:mod:`peergrad.train.task`, data reading in
   :mod:`peergrad.data.source`);
 * the step loop, the same on both engines (:mod:`peergrad.train.steps`);
 * the recorder: metrics, checkpoints, progress, plots and the NaN/Inf guard
@@ -43,7 +43,6 @@ from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.comm.base import Communicator
 from peergrad.data.source import BatchGather
 from peergrad.system import SystemClock, SystemProfile, count_step_flops, load_profile
-from peergrad.task import BuiltTask, Task, build_task, task_from_config
 from peergrad.topology import make_topology, torus_shape
 from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
@@ -67,8 +66,10 @@ from peergrad.train.recorder import (
 )
 from peergrad.train.resolve import check_config
 from peergrad.train.sampler import ShardSampler, worker_seed
+from peergrad.train.session import Session
 from peergrad.train.spelling import field_names
-from peergrad.train.steps import Session, run_steps
+from peergrad.train.steps import run_steps
+from peergrad.train.task import BuiltTask, Task, build_task, task_from_config
 
 __all__ = [
     "ALGORITHM_FIELDS",
@@ -157,8 +158,9 @@ def resolve_device(name: str) -> torch.device:
 def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
     """Reject a bad configuration before any work starts (``ValueError`` naming the option).
 
-    ``custom_task``: the run trains a user's :class:`~peergrad.task.Task`, so ``config.model``,
-    ``config.dataset`` and ``config.data_root`` are not read (and not checked)."""
+    ``custom_task``: the run trains a user's :class:`~peergrad.train.task.Task`, so
+    ``config.model``, ``config.dataset`` and ``config.data_root`` are not read (and not
+    checked)."""
     if not (isinstance(config.workers, int) and config.workers >= 1):
         raise ValueError(f"--workers must be an integer >= 1, got {config.workers!r}")
     if not (isinstance(config.batch_size, int) and config.batch_size >= 1):
@@ -423,7 +425,7 @@ def gather_rows(x: Tensor, comm: Communicator) -> Tensor:
 class Prepared:
     """Everything a run builds before its first step (all checks done).
 
-    ``task``: the :class:`~peergrad.task.BuiltTask` (module, :class:`WorkerModel`, data on the
+    ``task``: the :class:`~peergrad.train.task.BuiltTask` (module, :class:`WorkerModel`, data on the
     run's device, shards); ``total``: the run's last step; ``schedule``: the
     :class:`~peergrad.train.schedules.LRSchedule` over ``total`` steps."""
 
@@ -442,7 +444,7 @@ def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
     """Validate ``config`` and build the run's pieces, in the order that fails fastest.
 
     ``task``: what to train (None: the built-in preset of ``config.model`` / ``config.dataset``,
-    :func:`~peergrad.task.task_from_config`). Raises ``ValueError`` / ``TypeError``
+    :func:`~peergrad.train.task.task_from_config`). Raises ``ValueError`` / ``TypeError``
     (``FileNotFoundError`` for missing data files) naming the option or the task's attribute
     before any training starts: among others a Dataset whose items are not ``(input, target)``
     pairs, and a model, loss or metric that fails on a first batch
@@ -531,7 +533,7 @@ def progress_disabled(progress: bool | None, is_main: bool = True) -> bool | Non
     return False if progress else None
 
 
-#: :class:`TrainConfig` fields that a run on a user's :class:`~peergrad.task.Task` does not
+#: :class:`TrainConfig` fields that a run on a user's :class:`~peergrad.train.task.Task` does not
 #: read (the built-in preset's); ``config.json`` leaves them out and records ``task`` instead.
 PRESET_FIELDS: tuple[str, ...] = (
     "dataset",
@@ -579,7 +581,7 @@ def train(
     ``task``: a :class:`peergrad.Task` (any ``nn.Module``, Dataset or tensors, loss and metric);
     ``config.model`` and ``config.dataset`` are then not read, and ``task.name`` labels the run
     folder. None trains the built-in preset of ``config.model`` / ``config.dataset``
-    (:func:`~peergrad.task.task_from_config`).
+    (:func:`~peergrad.train.task.task_from_config`).
 
     Run folder: ``config.out``, or a new ``runs/<name>`` (:func:`run_dir_for`). A ``config.out``
     that already holds a run is refused (``ValueError`` naming ``--resume`` and

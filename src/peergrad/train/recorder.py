@@ -46,7 +46,7 @@ from peergrad.train.plots import plot_run
 if TYPE_CHECKING:
     from peergrad.train.config import TrainConfig
     from peergrad.train.params import WorkerModel
-    from peergrad.train.steps import Session
+    from peergrad.train.session import Session
 
 __all__ = [
     "METRIC_FIELDS",

@@ -475,7 +475,7 @@ def check_config(config: Any, *, custom_task: bool = False) -> None:
     and is callable, and takes the ``--model-set`` / ``--data-set`` keys; a built-in ``--model``
     takes its ``--model-set`` keys; a built-in ``--dataset`` takes no ``--data-set``.
 
-    With ``custom_task`` (the run trains a :class:`~peergrad.task.Task`) ``--model``,
+    With ``custom_task`` (the run trains a :class:`~peergrad.train.task.Task`) ``--model``,
     ``--dataset`` and their options are labels only and are not checked.
 
     Raises:

@@ -3,7 +3,7 @@
 Validation messages are written once, naming command-line flags (``--lr must be a finite
 number``), because a ``--flag`` is unambiguous in running text while a field name (``lr``,
 ``steps``, ``model``) is an ordinary word. The Python entry points (:func:`peergrad.train.train`,
-:func:`peergrad.train.compare`) are wrapped in :func:`field_names`: a ``ValueError`` or
+:func:`peergrad.study.compare`) are wrapped in :func:`field_names`: a ``ValueError`` or
 ``TypeError`` leaving them names every flag of a :class:`~peergrad.train.config.TrainConfig`
 field (or of the entry point's own keywords) as Python spells it (``lr must be a finite number``;
 ``--model-set`` becomes ``model_options``, ``--no-download`` ``download=False``). Flags that are
