@@ -103,7 +103,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -348,7 +348,7 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         def divisor(step: Tensor) -> float | Tensor:
             """a for the unscaled step ``step``: a float, or ``[w]`` in x's dtype."""
             if rule == "lag":
-                a = self.lag_scale(step, curvature, lag, cap)
+                a = self.lag_scale(step, cast(Tensor, curvature), cast(Tensor, lag), cap)
             elif rule == "contraction":
                 a = 1.0 / state.delta
             else:
@@ -399,7 +399,8 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
         delta = state.delta
         if rule == "contraction":
             residual = state.error if self.memory else p - C.decompress(msg)
-            delta = self.measured_contraction(p, residual, C.delta(D), delta)
+            # rule == "contraction" only when C has a delta (adaptive_rule)
+            delta = self.measured_contraction(p, residual, cast(float, C.delta(D)), delta)
         x.sub_(compressed_mean(comm, C, msg, exchange=self.exchange))
         return ArmijoState(
             state.step + 1,

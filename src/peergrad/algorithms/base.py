@@ -43,7 +43,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
@@ -162,6 +162,14 @@ class MomentumState:
     momentum_buffer: Tensor
 
 
+class MomentumLike(Protocol):
+    """Typing only: the fields :meth:`SGDAlgorithm.direction` uses, which every state of an
+    :class:`SGDAlgorithm` subclass has (:class:`MomentumState` or the method's own dataclass)."""
+
+    step: int
+    momentum_buffer: Tensor
+
+
 def check_positive(name: str, value: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -264,7 +272,8 @@ def bind_run(
     with that field (the Armijo reset rule). Values the user set are kept. The engines call this
     once the model and the data are known; other algorithms are returned unchanged.
     """
-    fields, changes = algorithm.hyperparameters(), {}
+    fields = algorithm.hyperparameters()
+    changes: dict[str, Any] = {}
     if segments is not None and getattr(algorithm, "layerwise", False):
         if "segments" in fields and algorithm.segments is None:  # type: ignore[attr-defined]
             changes["segments"] = tuple(int(s) for s in segments)
@@ -352,10 +361,10 @@ class SGDAlgorithm(Algorithm):
         check_unit_interval("momentum", self.momentum)
         check_non_negative("weight_decay", self.weight_decay)
 
-    def init(self, x: Tensor, comm: Communicator) -> MomentumState:
+    def init(self, x: Tensor, comm: Communicator) -> MomentumLike:
         return MomentumState(step=0, momentum_buffer=torch.zeros_like(x))
 
-    def direction(self, x: Tensor, g: Tensor, state: MomentumState) -> Tensor:
+    def direction(self, x: Tensor, g: Tensor, state: MomentumLike) -> Tensor:
         """``heavy_ball(buf, g + weight_decay * x)``; updates ``state.momentum_buffer``."""
         g = add_weight_decay(g, x, self.weight_decay)
         return heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)

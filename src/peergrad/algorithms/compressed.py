@@ -29,6 +29,7 @@ unbiased compressor C (``randomk``, ``qsgd``) as ``C / (1 + ω)`` (spec §2.1/§
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 from peergrad.algorithms.base import SGDAlgorithm
 from peergrad.comm.compressed import check_exchange
@@ -105,7 +106,8 @@ class CompressedSGDAlgorithm(SGDAlgorithm):
                 "layerwise=True needs segments (the parameter tensors' sizes); peergrad train and "
                 "DistributedOptimizer fill them from the model, otherwise pass segments=(...)"
             )
-        if self.layerwise and sum(self.segments) != D:
-            raise ValueError(f"segments sum to {sum(self.segments)} but x has D = {D} entries")
+        if self.layerwise and sum(cast(tuple[int, ...], self.segments)) != D:
+            segments = cast(tuple[int, ...], self.segments)
+            raise ValueError(f"segments sum to {sum(segments)} but x has D = {D} entries")
         C = self.make_compressor()
         return for_error_feedback(C) if error_feedback else C

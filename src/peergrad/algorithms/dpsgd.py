@@ -85,7 +85,8 @@ class DPSGD(SGDAlgorithm):
     def pre_gradient(self, x: Tensor, state: MomentumState, comm: Communicator) -> Any:
         """CTA: the gossip of x does not need the gradient, so it starts here."""
         if self.form == "cta":
-            return comm.mix_start(x, comm.topology.at(state.step))
+            # mix_start is not in the Communicator protocol (overlap-capable comms)
+            return comm.mix_start(x, comm.topology.at(state.step))  # type: ignore[attr-defined]
         return None
 
     def step(

@@ -150,7 +150,8 @@ class GradientTracking(SGDAlgorithm):
         if not self.overlaps(comm):
             return None
         state.gossip[:, : x.shape[1]].copy_(x)
-        return comm.mix_start(state.gossip, comm.topology.at(state.step))
+        # mix_start is not in the Communicator protocol (overlap-capable comms)
+        return comm.mix_start(state.gossip, comm.topology.at(state.step))  # type: ignore[attr-defined]
 
     def step(
         self,

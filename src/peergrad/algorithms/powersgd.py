@@ -88,7 +88,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -217,7 +217,7 @@ def _blocks(t: Tensor, matrices: tuple[Matrix, ...], which: str) -> list[Tensor]
 
 
 def _rng_tensor(gen: np.random.RandomState) -> Tensor:
-    _, keys, pos, *_ = gen.get_state()
+    _, keys, pos, *_ = cast(tuple[str, np.ndarray, int, int, float], gen.get_state())
     return torch.tensor(np.append(keys.astype(np.int64), pos))
 
 
@@ -225,7 +225,8 @@ def _next_seed(rng: Tensor) -> tuple[int, Tensor]:
     """The hook's ``state.rng.randint(1_000_000_000)`` from the saved state; the new state."""
     values = rng.cpu().numpy()
     gen = np.random.RandomState()
-    gen.set_state(("MT19937", values[:624].astype(np.uint32), int(values[624])))
+    # numpy accepts the 3-tuple (has_gauss and cached_gaussian default to 0); its stubs do not
+    gen.set_state(("MT19937", values[:624].astype(np.uint32), int(values[624])))  # type: ignore[arg-type]
     seed = int(gen.randint(1_000_000_000))
     return seed, _rng_tensor(gen)
 

@@ -17,6 +17,8 @@ step instead of 280,056 (k = 10^4 values of 4 bytes: 2 * 7/8 * 40,000 = 70,000 a
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor
 
 from peergrad.comm.base import Communicator
@@ -95,7 +97,7 @@ def compressed_mix(
     (``comm.mix``, ``D * itemsize`` bytes). ``out`` (``[w, D]``) receives the result when given.
     """
     if isinstance(compressor, Identity):
-        return comm.mix(msg.values, W, out=out)
+        return comm.mix(cast(Tensor, msg.values), W, out=out)
     D, dtype = msg.D, msg.dtype
 
     def decode(payload: Tensor) -> Tensor:

@@ -45,6 +45,7 @@ import datetime
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -97,7 +98,7 @@ def init_process_group(
         raise ValueError(f"--timeout-s must be > 0, got {timeout_s}")
     if backend is None:
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if backend == "nccl" and device is not None:
         kwargs["device_id"] = device
     dist.init_process_group(
@@ -548,7 +549,8 @@ class DistributedCommunicator(AllReduceAccounting, MixFromStart):
         else:
             out_peers, in_peers = list(survivors.out_peers), list(survivors.in_peers)
         payload = x[0].contiguous()
-        ops, recv_peers, send_peers, buffers = [], [], [], []
+        ops, recv_peers, send_peers = [], [], []
+        buffers: list[tuple[int, float, Tensor]] = []  # (peer j, W_ij, receive buffer)
         delayed: list[tuple[float, int]] = []  # (due time, peer): link delays of the profile
         if system is not None and out_peers:
             offsets, busy = system.send_offsets(out_peers, nbytes)

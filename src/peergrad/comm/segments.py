@@ -84,7 +84,7 @@ class SegmentComm(MixFromStart):
         kwargs: dict[str, Any] = {}
         if _takes_workspace(self.base):
             kwargs["workspace"] = self.workspace
-        pending = self.base.mix_start(
+        pending = self.base.mix_start(  # type: ignore[attr-defined]  # not in the Protocol
             x, W, message_bytes=message_bytes, decode=decode, account=False, **kwargs
         )
         if account:

@@ -97,7 +97,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -262,16 +262,16 @@ class Identity(Compressor):
         return Message(D=x.shape[1], dtype=x.dtype, values=x.clone())
 
     def decompress(self, msg: Message) -> Tensor:
-        return msg.values
+        return cast(Tensor, msg.values)
 
     def linear_values(self, msg: Message) -> Tensor:
-        return msg.values
+        return cast(Tensor, msg.values)
 
     def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
         return values
 
     def pack(self, msg: Message) -> Tensor:
-        return _bytes_of(msg.values)
+        return _bytes_of(cast(Tensor, msg.values))
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
         return Message(D=D, dtype=dtype, values=_from_bytes(payload, dtype, D))
@@ -300,11 +300,13 @@ class TopK(Compressor):
         return Message(D=x.shape[1], dtype=x.dtype, values=x.gather(1, idx), indices=idx)
 
     def decompress(self, msg: Message) -> Tensor:
-        out = msg.values.new_zeros(msg.values.shape[0], msg.D)
-        return out.scatter_(1, msg.indices, msg.values)
+        values, indices = cast(Tensor, msg.values), cast(Tensor, msg.indices)
+        out = values.new_zeros(values.shape[0], msg.D)
+        return out.scatter_(1, indices, values)
 
     def pack(self, msg: Message) -> Tensor:
-        return torch.cat([_bytes_of(msg.values), _bytes_of(msg.indices.to(torch.int32))], dim=1)
+        values, indices = cast(Tensor, msg.values), cast(Tensor, msg.indices)
+        return torch.cat([_bytes_of(values), _bytes_of(indices.to(torch.int32))], dim=1)
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
         k, b = _k(self.ratio, D), _itemsize(dtype)
@@ -351,20 +353,21 @@ class RandomK(Compressor):
         return Message(D=D, dtype=x.dtype, values=values, indices=idx, seed=seed)
 
     def decompress(self, msg: Message) -> Tensor:
-        return self.linear_decode(msg, msg.values)
+        return self.linear_decode(msg, cast(Tensor, msg.values))
 
     def linear_values(self, msg: Message) -> Tensor:
-        return msg.values
+        return cast(Tensor, msg.values)
 
     def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
         out = values.new_zeros(values.shape[0], msg.D)
-        out[:, msg.indices.to(values.device)] = values
+        out[:, cast(Tensor, msg.indices).to(values.device)] = values
         return out
 
     def pack(self, msg: Message) -> Tensor:
-        w = msg.values.shape[0]
-        seed = _bytes_of(msg.seed.to(msg.values.device).reshape(1, 1)).expand(w, 8)
-        return torch.cat([_bytes_of(msg.values), seed], dim=1)
+        values, msg_seed = cast(Tensor, msg.values), cast(Tensor, msg.seed)
+        w = values.shape[0]
+        seed = _bytes_of(msg_seed.to(values.device).reshape(1, 1)).expand(w, 8)
+        return torch.cat([_bytes_of(values), seed], dim=1)
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
         k, b = _k(self.ratio, D), _itemsize(dtype)
@@ -402,13 +405,15 @@ class Sign(Compressor):
         return Message(D=x.shape[1], dtype=x.dtype, signs=x < 0, scale=scale)
 
     def decompress(self, msg: Message) -> Tensor:
-        one = torch.ones((), dtype=msg.dtype, device=msg.signs.device)
-        out = torch.where(msg.signs, -one, one)
+        signs = cast(Tensor, msg.signs)
+        one = torch.ones((), dtype=msg.dtype, device=signs.device)
+        out = torch.where(signs, -one, one)
         return out * msg.scale[:, None] if msg.scale is not None else out
 
     def pack(self, msg: Message) -> Tensor:
-        bits = _pack_bits(msg.signs.to(torch.int64), 1)
-        return torch.cat([bits, _bytes_of(msg.scale[:, None])], dim=1) if self.scaled else bits
+        bits = _pack_bits(cast(Tensor, msg.signs).to(torch.int64), 1)
+        scale = cast(Tensor, msg.scale)
+        return torch.cat([bits, _bytes_of(scale[:, None])], dim=1) if self.scaled else bits
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
         nb = math.ceil(D / 8)
@@ -448,13 +453,16 @@ class QSGD(Compressor):
         return Message(D=D, dtype=x.dtype, signs=x < 0, levels=lev, scale=norm)
 
     def decompress(self, msg: Message) -> Tensor:
-        mag = msg.levels.to(msg.dtype) * (msg.scale[:, None] / self.levels)
-        return torch.where(msg.signs, -mag, mag)
+        levels, scale = cast(Tensor, msg.levels), cast(Tensor, msg.scale)
+        mag = levels.to(msg.dtype) * (scale[:, None] / self.levels)
+        return torch.where(cast(Tensor, msg.signs), -mag, mag)
 
     def pack(self, msg: Message) -> Tensor:
-        code = msg.signs.to(torch.int64) | (msg.levels << 1)
+        signs, levels = cast(Tensor, msg.signs), cast(Tensor, msg.levels)
+        code = signs.to(torch.int64) | (levels << 1)
         return torch.cat(
-            [_bytes_of(msg.scale[:, None]), _pack_bits(code, 1 + self.level_bits)], dim=1
+            [_bytes_of(cast(Tensor, msg.scale)[:, None]), _pack_bits(code, 1 + self.level_bits)],
+            dim=1,
         )
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
@@ -490,12 +498,14 @@ class TernGrad(Compressor):
         )
 
     def decompress(self, msg: Message) -> Tensor:
-        mag = msg.levels.to(msg.dtype) * msg.scale[:, None]
-        return torch.where(msg.signs, -mag, mag)
+        levels, scale = cast(Tensor, msg.levels), cast(Tensor, msg.scale)
+        mag = levels.to(msg.dtype) * scale[:, None]
+        return torch.where(cast(Tensor, msg.signs), -mag, mag)
 
     def pack(self, msg: Message) -> Tensor:
-        code = msg.levels | (msg.signs.to(torch.int64) << 1)
-        return torch.cat([_bytes_of(msg.scale[:, None]), _pack_bits(code, 2)], dim=1)
+        signs, levels = cast(Tensor, msg.signs), cast(Tensor, msg.levels)
+        code = levels | (signs.to(torch.int64) << 1)
+        return torch.cat([_bytes_of(cast(Tensor, msg.scale)[:, None]), _pack_bits(code, 2)], dim=1)
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
         b = _itemsize(dtype)
@@ -565,19 +575,21 @@ class Layerwise(Compressor):
         return Message(D=x.shape[1], dtype=x.dtype, parts=parts)
 
     def decompress(self, msg: Message) -> Tensor:
-        return torch.cat([self.inner.decompress(p) for p in msg.parts], dim=1)
+        return torch.cat([self.inner.decompress(p) for p in cast(list[Message], msg.parts)], dim=1)
 
     def linear_values(self, msg: Message) -> Tensor:
-        return torch.cat([self.inner.linear_values(p) for p in msg.parts], dim=1)
+        parts = cast(list[Message], msg.parts)
+        return torch.cat([self.inner.linear_values(p) for p in parts], dim=1)
 
     def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
-        chunks = torch.split(values, [p.values.shape[1] for p in msg.parts], dim=1)
+        parts = cast(list[Message], msg.parts)
+        chunks = torch.split(values, [cast(Tensor, p.values).shape[1] for p in parts], dim=1)
         return torch.cat(
-            [self.inner.linear_decode(p, v) for p, v in zip(msg.parts, chunks, strict=True)], dim=1
+            [self.inner.linear_decode(p, v) for p, v in zip(parts, chunks, strict=True)], dim=1
         )
 
     def pack(self, msg: Message) -> Tensor:
-        return torch.cat([self.inner.pack(p) for p in msg.parts], dim=1)
+        return torch.cat([self.inner.pack(p) for p in cast(list[Message], msg.parts)], dim=1)
 
     def unpack(self, payload: Tensor, D: int, dtype: torch.dtype) -> Message:
         self._check_width(D)
@@ -593,12 +605,12 @@ class Layerwise(Compressor):
     def delta(self, D: int) -> float | None:
         self._check_width(D)
         deltas = [self.inner.delta(s) for s in self.segments]
-        return None if any(d is None for d in deltas) else min(deltas)
+        return None if any(d is None for d in deltas) else min(cast(list[float], deltas))
 
     def omega(self, D: int) -> float | None:
         self._check_width(D)
         omegas = [self.inner.omega(s) for s in self.segments]
-        return None if any(o is None for o in omegas) else max(omegas)
+        return None if any(o is None for o in omegas) else max(cast(list[float], omegas))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -641,10 +653,10 @@ class Contraction(Compressor):
         return self.inner.compress(x, generator, worker_ids=worker_ids, n_workers=n_workers)
 
     def decompress(self, msg: Message) -> Tensor:
-        return self.inner.decompress(msg) / (1.0 + self.inner.omega(msg.D))
+        return self.inner.decompress(msg) / (1.0 + cast(float, self.inner.omega(msg.D)))
 
     def linear_values(self, msg: Message) -> Tensor:
-        return self.inner.linear_values(msg) / (1.0 + self.inner.omega(msg.D))
+        return self.inner.linear_values(msg) / (1.0 + cast(float, self.inner.omega(msg.D)))
 
     def linear_decode(self, msg: Message, values: Tensor) -> Tensor:
         return self.inner.linear_decode(msg, values)
@@ -659,7 +671,7 @@ class Contraction(Compressor):
         return self.inner.nbytes(D, dtype)
 
     def delta(self, D: int) -> float:
-        return 1.0 / (1.0 + self.inner.omega(D))
+        return 1.0 / (1.0 + cast(float, self.inner.omega(D)))
 
 
 def for_error_feedback(compressor: Compressor) -> Compressor:

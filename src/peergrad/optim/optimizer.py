@@ -36,7 +36,7 @@ import contextlib
 import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -188,7 +188,7 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
         _bind(self._params, self._x_views, self._g_views)
         # Every worker starts from worker 0's parameters (as DistributedDataParallel does), so
         # a model seeded differently on each rank cannot silently break the methods' invariants.
-        comm.broadcast(self._x, src=0)
+        comm.broadcast(self._x, src=0)  # type: ignore[attr-defined]  # on both communicators
         for seg in self._segments:
             seg.state = seg.algorithm.init(self._seg_x(seg), seg.comm)
         self._steps = 0
@@ -580,12 +580,14 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
         self._sync()
         if amp:
             self._amp_seen = True
-            if self._unscale_or_skip(grad_scale, found_inf):
+            # amp is `found_inf is not None` (step)
+            if self._unscale_or_skip(grad_scale, cast(Tensor, found_inf)):
                 return True
+        # _clip_mode is not None exactly when _clip is not None (__init__)
         if self._clip_mode == "local":
-            clip_rows(self._g, self._clip)
+            clip_rows(self._g, cast(float, self._clip))
         elif self._clip_mode == "averaged":
-            self._g.copy_(clip_rows(self._comm.mean(self._g).clone(), self._clip))
+            self._g.copy_(clip_rows(self._comm.mean(self._g).clone(), cast(float, self._clip)))
         self._refresh_algorithms()
         with torch.no_grad():
             for seg in self._order:
@@ -692,7 +694,7 @@ def _sync_module_buffers(module: torch.nn.Module, mode: str, comm: Communicator)
                 by_dtype.setdefault(b.dtype, []).append(b)
         for bufs in by_dtype.values():
             flat = torch.cat([b.reshape(1, -1) for b in bufs], dim=1)
-            comm.broadcast(flat, src=0)
+            comm.broadcast(flat, src=0)  # type: ignore[attr-defined]  # on both communicators
             offset = 0
             for b in bufs:
                 b.copy_(flat[:, offset : offset + b[0].numel()].view_as(b))

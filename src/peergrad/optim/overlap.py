@@ -89,7 +89,7 @@ Consequences of overlap (gradient hooks) that a plain ``torch.optim`` user must 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -133,6 +133,14 @@ class _Overlap:
     _coordinatewise: bool
     _clip_mode: str | None
     _cached_values: Any
+
+    if TYPE_CHECKING:  # the optimizer's methods (see the class docstring); no runtime effect
+
+        def _sync(self, first: int = 0, last: int | None = None) -> None: ...
+        def _seg_x(self, seg: _Segment) -> Tensor: ...
+        def _run_segment(self, seg: _Segment, trial: Any = None) -> None: ...
+        def _refresh_algorithms(self) -> None: ...
+        def _group_values(self) -> list[dict[str, Any]]: ...
 
     # ------------------------------------------------------------------ construction
     def _choose_overlap(
@@ -234,7 +242,9 @@ class _Overlap:
             s.index for s in self._order if s.index not in traced
         ]
         shared = torch.tensor([order], dtype=torch.int64, device=self._x.device)
-        self._comm.broadcast(shared, src=0)  # every worker uses worker 0's order
+        # every worker uses worker 0's order (broadcast: on both communicators, not in the
+        # Communicator protocol)
+        self._comm.broadcast(shared, src=0)  # type: ignore[attr-defined]
         self._order = [self._segments[int(i)] for i in shared[0].tolist()]
         allowed = (
             self._coordinatewise

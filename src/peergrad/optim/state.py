@@ -270,7 +270,7 @@ def _restore_like(current: Any, saved: Any) -> Any:
         device = current.device if isinstance(current, Tensor) else saved.device
         return saved.detach().to(device, copy=True)
     if isinstance(saved, dict):
-        cur = current if isinstance(current, dict) else {}
+        cur: Any = current if isinstance(current, dict) else {}  # a list or tuple below
         return {k: _restore_like(cur.get(k), v) for k, v in saved.items()}
     if isinstance(saved, list | tuple):
         cur = current if isinstance(current, list | tuple) and len(current) == len(saved) else None

@@ -39,7 +39,7 @@ import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from peergrad.algorithms import algorithm_class, check_failures
 from peergrad.train.config import TrainConfig
@@ -349,7 +349,7 @@ def entry_config(
     options = dict(entry.options)
     if lr is not None:
         options["lr"] = lr
-    shared = {k: None for k in ALGORITHM_FIELDS if k in options}
+    shared: dict[str, Any] = {k: None for k in ALGORITHM_FIELDS if k in options}
     return dataclasses.replace(
         base,
         algorithm=entry.algorithm,
@@ -357,7 +357,7 @@ def entry_config(
         out=None if out is None else str(out),
         **shared,
         **entry.task,
-        **({"seed": seed} if seed is not None else {}),
+        **cast(dict[str, Any], {"seed": seed} if seed is not None else {}),
     )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from peergrad.train.plots import PLOT_AXES, plot_curves, simulated_time_key
 
@@ -232,17 +232,18 @@ def plot_folders(
         raise ValueError("--out DIR is required with several PATHs (where to write the plots)")
     loaded = [load_folder(p) for p in paths]
     groups: Groups = {}
-    for path, (kind, found, _) in zip(paths, loaded, strict=True):
+    # paths holds Path objects from here on (its declared type is the argument's)
+    for path, (kind, found, _) in zip(cast(list[Path], paths), loaded, strict=True):
         for label, runs in found.items():
             shown = (
                 f"{_folder_name(path)}/{label}" if kind == "compare" and len(paths) > 1 else label
             )
             groups[_unique(shown, groups)] = runs
-    out_dir = Path(out) if out is not None else paths[0]
+    out_dir = Path(out) if out is not None else cast(Path, paths[0])
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file, not a folder; choose a folder")
     files = [out_dir / plot_name(name) for name in names]
-    found = [f.name for f in files if f.exists()]
+    found = [f.name for f in files if f.exists()]  # type: ignore[assignment]  # name reused
     if found and not overwrite:
         raise ValueError(
             f"{str(out_dir)!r} already holds {', '.join(found)}: replace them with --overwrite "
@@ -250,9 +251,9 @@ def plot_folders(
         )
     if len(paths) == 1:
         kind, found_groups, info = loaded[0]
-        title = _title(kind, found_groups, info, _folder_name(paths[0]))
+        title = _title(kind, found_groups, info, _folder_name(cast(Path, paths[0])))
     else:
-        title = ", ".join(_folder_name(p) for p in paths)
+        title = ", ".join(_folder_name(cast(Path, p)) for p in paths)
     target, mode = None, None  # None: read the metric's direction from the records
     if len(paths) == 1 and loaded[0][0] == "compare":
         value = loaded[0][2].get("target_accuracy")

@@ -98,12 +98,12 @@ class FlatParams:
     def unflatten_rows(self, x: Tensor) -> dict[str, Tensor]:
         """Views of every worker's row of ``x`` (``[w, dim]``), shaped ``[w, *shape]``, by name."""
         w = x.shape[0]
-        chunks = torch.split(x, self.numels, dim=1)
+        chunks = torch.split(x, self.numels, dim=1)  # type: ignore[arg-type]  # a tuple works
         return {n: c.view(w, *s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
     def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
         """Views of ``flat`` (``[dim]``) shaped like the parameters, by name."""
-        chunks = torch.split(flat, self.numels)
+        chunks = torch.split(flat, self.numels)  # type: ignore[arg-type]  # a tuple works
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
 
 
@@ -505,8 +505,9 @@ class WorkerModel:
                 self._check_plain(xb, yb)
                 self._check_vectorised(xb, yb)
         finally:
-            for m, t in modes.items():
-                m.training = t
+            # t is reused: a Tensor in the loop over (xb, yb) above, a bool here
+            for m, t in modes.items():  # type: ignore[assignment]
+                m.training = t  # type: ignore[assignment]
 
     def _check_plain(self, xb: Tensor, yb: Tensor) -> None:
         name = type(self.module).__name__

@@ -131,7 +131,8 @@ def plot_curves(
     outside = len(runs) > LEGEND_INSIDE_MAX
     fig, axes = plt.subplots(1, len(panels), figsize=(13.5 if outside else 11, 4))
     # the default cycle has 10 colours; more runs would share them
-    colors = plt.get_cmap("tab20").colors if len(runs) > 10 else [None] * len(runs)
+    # tab20 is a ListedColormap (the base Colormap type has no .colors)
+    colors = plt.get_cmap("tab20").colors if len(runs) > 10 else [None] * len(runs)  # type: ignore[attr-defined]
     groups = [
         (name, [_visible(run, x_key) for run in as_runs(value)]) for name, value in runs.items()
     ]

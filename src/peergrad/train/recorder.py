@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -207,7 +207,7 @@ class Evaluator:
                     acc[1] = m_.double() if acc[1] is None else acc[1] + m_.double()
         count = len(data)
         return [
-            (loss / count, metric / count if metric is not None else None)  # type: ignore[operator]
+            (loss / count, metric / count if metric is not None else None)  # type: ignore[operator, misc]
             for loss, metric in sums
         ]
 
@@ -592,7 +592,12 @@ def _postfix(rec: dict[str, Any]) -> dict[str, str]:
 def format_summary(summary: dict[str, Any]) -> str:
     """A two-column text table of the final metrics."""
     mode = summary.get("metric_mode") if summary.get("metric_mode") in ("max", "min") else "max"
-    names = (*metric_fields(mode), *SYSTEM_FIELDS, metric_field("best_test_accuracy", mode))
+    # mode is "max" or "min" (checked on the line above)
+    names = (
+        *metric_fields(cast(str, mode)),
+        *SYSTEM_FIELDS,
+        metric_field("best_test_accuracy", cast(str, mode)),
+    )
     rows = [(k, summary[k]) for k in names if k in summary]
     system = summary.get("system")
     if isinstance(system, dict):  # --system: each worker's clock split, mean and max

@@ -22,7 +22,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -271,7 +271,8 @@ def resolve_model(
     if sig is not None:
         for key, value in (("input_shape", input_shape), ("num_classes", num_classes)):
             if key in sig.parameters and key not in kwargs and value is not None:
-                kwargs[key] = tuple(value) if key == "input_shape" else int(value)
+                # value is input_shape (a tuple) or num_classes (an int), as the key says
+                kwargs[key] = tuple(value) if key == "input_shape" else int(value)  # type: ignore[arg-type]
 
     def user() -> nn.Module:
         return _checked_module(spec, fn(**kwargs))
@@ -455,7 +456,7 @@ def resolve_loss(
             fn = fn()
         except TypeError as exc:
             raise ValueError(f"--loss {spec}: cannot build it without arguments: {exc}") from None
-    return fn, None
+    return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], fn), None
 
 
 #: Values of ``--buffers``.

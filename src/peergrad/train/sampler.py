@@ -8,6 +8,8 @@ dropped.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor
 
@@ -75,8 +77,8 @@ class ShardSampler:
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
-        for g, s in zip(self.generators, state["generators"], strict=True):  # type: ignore[arg-type]
+        for g, s in zip(self.generators, cast(list[Any], state["generators"]), strict=True):
             g.set_state(s)
-        self.orders = [o.clone() for o in state["orders"]]  # type: ignore[union-attr]
-        self.positions = list(state["positions"])  # type: ignore[arg-type]
+        self.orders = [o.clone() for o in cast(list[Any], state["orders"])]
+        self.positions = list(cast(list[Any], state["positions"]))
         self._stacked = None

@@ -237,4 +237,5 @@ class LRSchedule:
         f = self.factor(step)
         if f == 1.0:
             return algorithm
-        return dataclasses.replace(algorithm, lr=algorithm.lr * f)
+        # is_dataclass narrowed the Any argument to DataclassInstance | type[DataclassInstance]
+        return dataclasses.replace(algorithm, lr=algorithm.lr * f)  # type: ignore[type-var, union-attr]

@@ -67,7 +67,7 @@ def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: i
         t0 = clock()
         algorithm = s.schedule.apply(s.algorithm, step)
         rounds = getattr(s.comm, "rounds", 0)
-        s.comm.begin_step(step)
+        s.comm.begin_step(step)  # type: ignore[attr-defined]  # on both communicators
         # absent workers (system profile churn) keep x and their state: rows saved here
         held = hold_absent(s.x, s.state) if hold_absent is not None else None
         pending = algorithm.pre_gradient(s.x, s.state, s.comm)
@@ -76,7 +76,7 @@ def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: i
         xb, yb = s.read(s.sampler.next().to(s.device))
         g, losses = s.grad(s.x, xb, yb, out=g_out)
         # line searches get the loss at x from the gradient pass, trials from s.loss
-        closure = LossClosure(lambda xt, xb=xb, yb=yb: s.loss(xt, xb, yb), losses)
+        closure = LossClosure(lambda xt, xb=xb, yb=yb: s.loss(xt, xb, yb), losses)  # type: ignore[misc]
         s.state = algorithm.step(s.x, g, s.state, s.comm, closure=closure, pending=pending)
         if held is not None:
             held.restore(s.x, s.state)
