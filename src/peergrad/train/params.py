@@ -505,9 +505,8 @@ class WorkerModel:
                 self._check_plain(xb, yb)
                 self._check_vectorised(xb, yb)
         finally:
-            # t is reused: a Tensor in the loop over (xb, yb) above, a bool here
-            for m, t in modes.items():  # type: ignore[assignment]
-                m.training = t  # type: ignore[assignment]
+            for m, training in modes.items():
+                m.training = training
 
     def _check_plain(self, xb: Tensor, yb: Tensor) -> None:
         name = type(self.module).__name__
