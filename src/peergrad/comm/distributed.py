@@ -146,10 +146,6 @@ def hosts_store() -> bool:
 
 
 def destroy_process_group() -> None:
-    """Destroy every process group, peergrad's private ones included, and drop peergrad's
-    references to them, so that no group object outlives torch.distributed into interpreter
-    shutdown."""
-    _PRIVATE_GROUPS.clear()
     if dist.is_initialized():
         dist.destroy_process_group()
 
