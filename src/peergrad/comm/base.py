@@ -118,31 +118,17 @@ class AllReduceAccounting:
     bytes_sent: Tensor
     simulated_comm_time_s: float
     rounds: int
-    #: bool ``[w]`` of the workers present in this step while some are absent (the simulated
-    #: engine under churn), else None: the collectives' bytes are then charged to the present
-    #: workers only, as a collective among m of them; the time stays the nominal n-worker one.
-    _present: Tensor | None = None
 
     def account_mean(self, nbytes: float) -> None:
         """Charge one all-reduce of ``nbytes`` per worker."""
-        self._charge_collective(nbytes, allreduce_bytes, NetworkModel.allreduce_time_s)
+        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
+        self.rounds += 1
 
     def account_all_gather(self, nbytes: float) -> None:
         """Charge one all-gather of ``nbytes`` per worker."""
-        self._charge_collective(nbytes, allgather_bytes, NetworkModel.allgather_time_s)
-
-    def _charge_collective(
-        self,
-        nbytes: float,
-        sent: Callable[[float, int], float],
-        duration: Callable[[NetworkModel, float, int], float],
-    ) -> None:
-        n = self.n_workers
-        if self._present is None:
-            self.bytes_sent += sent(nbytes, n)
-        else:
-            self.bytes_sent[self._present] += sent(nbytes, int(self._present.sum()))
-        self.simulated_comm_time_s += duration(self.network, nbytes, n)
+        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
+        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
         self.rounds += 1
 
 

@@ -67,6 +67,8 @@ from peergrad.comm.base import (
     Decode,
     NetworkModel,
     Workspace,
+    allgather_bytes,
+    allreduce_bytes,
     message_nbytes,
 )
 from peergrad.topology import MixingMatrix, Topology, graph_edges, surviving_weights
@@ -283,15 +285,25 @@ class SimulatedCommunicator(AllReduceAccounting):
 
     def account_mean(self, nbytes: float) -> None:
         """Charge one all-reduce of ``nbytes`` per worker (under churn: among the present)."""
-        super().account_mean(nbytes)
+        self._account_collective(nbytes, allreduce_bytes, NetworkModel.allreduce_time_s)
         if self.clock is not None:
             self.clock.all_reduce(nbytes)
 
     def account_all_gather(self, nbytes: float) -> None:
         """Charge one all-gather of ``nbytes`` per worker (under churn: among the present)."""
-        super().account_all_gather(nbytes)
+        self._account_collective(nbytes, allgather_bytes, NetworkModel.allgather_time_s)
         if self.clock is not None:
             self.clock.all_gather(nbytes)
+
+    def _account_collective(self, nbytes: float, sent: Any, duration: Any) -> None:
+        n = self.n_workers
+        if self._present is None:
+            self.bytes_sent += sent(nbytes, n)
+        else:
+            m = int(self._present.sum())
+            self.bytes_sent[self._present] += sent(nbytes, m)
+        self.simulated_comm_time_s += duration(self.network, nbytes, n)
+        self.rounds += 1
 
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
         """Overwrite every row of ``x`` in place with row ``src``; not accounted."""
