@@ -146,8 +146,18 @@ def hosts_store() -> bool:
 
 
 def destroy_process_group() -> None:
+    """Destroy the default process group and every group created on it, and drop peergrad's
+    references to its private groups (:func:`_private_groups`).
+
+    Dropping them here matters: a gloo group whose last reference lives until interpreter exit
+    keeps its worker threads alive into finalization, and a thread that then releases a
+    finished work (its tensors need the GIL) aborts the process with ``terminate called
+    without an active exception`` after all work is done. Communicators built before stay
+    unusable afterwards (their group is shut down), as with ``torch.distributed``'s own
+    groups. Calling it with no process group initialised is a no-op."""
     if dist.is_initialized():
         dist.destroy_process_group()
+    _PRIVATE_GROUPS.clear()
 
 
 @dataclass(frozen=True)
