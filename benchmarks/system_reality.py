@@ -41,7 +41,7 @@ copies, 5-8 ms for 0.5-1 MB here, where the ping-pong fit predicts under 1 ms).
 a straggler sleeping ``4 S``) on top of a real gradient: the prediction's compute of worker i is
 then ``c + S / speed_i``. Use it when the machine has fewer cores than processes: stretching
 real compute there changes how fast the *other* processes compute (they share the cores), which
-no clock without CPU contention can predict. The README's table uses
+no clock without CPU contention can predict. The table in docs/benchmarks.md uses
 ``--sleep-compute-ms 20 --hidden 128 --batch 64``.
 
 Printed: one line per case and algorithm with the measured ms/step (median over the windows and

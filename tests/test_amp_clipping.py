@@ -1,8 +1,8 @@
-"""Gradient clipping with ``torch.amp.GradScaler`` on ``DistributedOptimizer`` (the README's
-recipe): ``clip_grad_norm=`` on the optimizer with a plain ``scaler.step(opt)`` clips the
-unscaled gradient, with or without overlap, and equals torch's own recipe
-(``scaler.unscale_``, ``clip_grad_norm_``, ``scaler.step``) on ``torch.optim.SGD``; torch's recipe
-also works on the optimizer when the gradient hooks are off."""
+"""Gradient clipping with ``torch.amp.GradScaler`` on ``DistributedOptimizer`` (the recipe in
+docs/guide/distributed-optimizer.md): ``clip_grad_norm=`` on the optimizer with a plain
+``scaler.step(opt)`` clips the unscaled gradient, with or without overlap, and equals torch's own
+recipe (``scaler.unscale_``, ``clip_grad_norm_``, ``scaler.step``) on ``torch.optim.SGD``;
+torch's recipe also works on the optimizer when the gradient hooks are off."""
 
 from __future__ import annotations
 

@@ -352,7 +352,8 @@ def test_cli_progress_flag_forces_the_bar(
     assert recorded["progress"] is (True if shown else None)
 
 
-def test_readme_lists_the_progress_flag() -> None:
-    readme = (ROOT / "README.md").read_text()
-    options = readme.split("### `peergrad train`")[1].split("Bring your own model")[0]
+def test_train_guide_lists_the_progress_flag() -> None:
+    # the options of `peergrad train` moved from the README to the user guide's train page
+    guide = (ROOT / "docs" / "guide" / "train.md").read_text()
+    options = guide.split("## Options")[1].split("## Your own model")[0]
     assert "`--progress`" in options and "`--no-progress`" in options
