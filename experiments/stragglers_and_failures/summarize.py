@@ -127,25 +127,23 @@ def main() -> None:
             return pm(t, ".0f" if t["mean"] >= 0.1 else ".1f", 1e3) + miss + part
         return pm(r["test_accuracy"], ".1f", 100) + part
 
+    def rows(what: str) -> list[str]:
+        return [
+            f"| {NAMES[m]} | {' | '.join(cell(res.get((s, m)), what) for s, _ in SCENARIOS)} |"
+            for m in METHODS
+        ]
+
     lines += [
         f"Simulated time (ms) until the averaged model first reaches {TARGET:.0%} test accuracy, "
         "mean ± std over the seeds (all three reached it unless said), at the chosen lr.",
         "",
         *head,
-    ]
-    lines += [
-        f"| {NAMES[m]} | " + " | ".join(cell(res.get((s, m)), "time") for s, _ in SCENARIOS) + " |"
-        for m in METHODS
-    ]
-    lines += [
+        *rows("time"),
         "",
         "Final test accuracy (%) of the averaged model, mean ± std over the seeds.",
         "",
         *head,
-    ]
-    lines += [
-        f"| {NAMES[m]} | " + " | ".join(cell(res.get((s, m)), "acc") for s, _ in SCENARIOS) + " |"
-        for m in METHODS
+        *rows("acc"),
     ]
     lines += [
         "",
