@@ -15,14 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from _helpers import SMALL
-from peergrad.algorithms import ALGORITHMS, make_algorithm
 from peergrad.cli import main
-from peergrad.comm import SimulatedCommunicator
-from peergrad.problems import heterogeneous_quadratics
-from peergrad.topology import make_topology
 from peergrad.train import checkpoint as ckpt
 from peergrad.train.loop import TrainingInterrupted
 
@@ -202,30 +197,9 @@ def test_a_topology_given_to_an_algorithm_that_ignores_it_warns(
     ]
 
 
-@pytest.mark.parametrize(
-    ("name", "options"),
-    [(cls.name, {}) for cls in ALGORITHMS] + [("local-sgd", {"gossip": True})],
-    ids=lambda v: v if isinstance(v, str) else ",".join(f"{k}={x}" for k, x in v.items()),
-)
-def test_uses_topology_says_whether_the_topology_changes_the_iterates(
-    name: str, options: dict
-) -> None:
-    """The warning and the folder name rest on ``uses_topology()``: ten steps on the
-    heterogeneous quadratics give the same iterates on a ring and on the complete graph exactly
-    when the algorithm says it uses no topology."""
-    algorithm = make_algorithm(name, **options)
-    problem = heterogeneous_quadratics(n=4, d=5, seed=0)
-
-    def run(topology: str) -> torch.Tensor:
-        comm = SimulatedCommunicator(make_topology(topology, 4))
-        x = torch.zeros(4, 5, dtype=torch.float64)
-        state = algorithm.init(x, comm)
-        for _ in range(10):
-            state = algorithm.step(x, problem.grad(x), state, comm, closure=problem.loss)
-        return x
-
-    same = torch.equal(run("ring"), run("complete"))
-    assert same is not algorithm.uses_topology()
+# ``uses_topology()`` tells the truth (the warning above and the run folder's name rest on it):
+# checked over the whole registry, and local SGD with gossip, by the conformance kit
+# (``uses_topology`` in tests/test_conformance.py).
 
 
 def test_the_first_ctrl_c_is_taken_between_steps_and_a_second_at_once() -> None:

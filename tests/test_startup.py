@@ -4,7 +4,9 @@
 answers must not reach it (issue 25, item 8): ``peergrad.cli`` builds its parser from
 ``TrainConfig`` (a torch-free module) and from plain tuples of registry names, checked here
 against the registries themselves; ``peergrad`` and ``peergrad.train`` export their heavy names
-lazily. What is checked is the set of imported modules, not a time.
+lazily. Nor may ``peergrad train``'s refusal of a bad range, name or schedule (issue 25, item 1:
+the torch-free checks of ``validate`` run before the command imports torch). What is checked is
+the set of imported modules, not a time.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def imported_modules(*args: str) -> tuple[subprocess.CompletedProcess[str], set[
         (["train", "--workers", "two"], 2, "argument --workers: invalid int value"),
         (["train", "--engine", "both"], 2, "argument --engine: invalid choice"),
         (["check-adam", "--preset", "adamw"], 2, "argument --preset: invalid choice"),
+        (["train", "--workers", "0"], 2, "--workers must be an integer >= 1, got 0"),
+        (["train", "--algorithm", "nope"], 2, "--algorithm: unknown algorithm 'nope'"),
+        (["train", "--steps", "2", "--warmup-steps", "2"], 2, "--warmup-steps 2 must be less"),
     ],
     ids=[
         "help",
@@ -60,6 +65,9 @@ def imported_modules(*args: str) -> tuple[subprocess.CompletedProcess[str], set[
         "bad-type",
         "bad-choice",
         "adam-preset",
+        "bad-range",
+        "bad-name",
+        "bad-schedule",
     ],
 )
 def test_answers_without_importing_torch(args: list[str], code: int, says: str) -> None:
@@ -78,7 +86,7 @@ def test_the_detector_sees_torch_where_a_command_needs_it() -> None:
 
 def test_parser_names_match_the_registries() -> None:
     """The parser's plain tuples list each registry's names in the registry's order; when this
-    fails, copy the registry's names into the tuple in ``peergrad/cli/common.py``."""
+    fails, copy the registry's names into the tuple in ``peergrad/train/names.py``."""
     from peergrad.algorithms import REGISTRY
     from peergrad.data import DATASETS, PARTITIONS
     from peergrad.models import MODELS

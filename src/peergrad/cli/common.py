@@ -1,5 +1,6 @@
-"""What every ``peergrad`` command shares: the torch-free name tuples the parser lists, the help
-formatter, ``KEY=VALUE`` parsing, exit statuses and the handling of a lost peer.
+"""What every ``peergrad`` command shares: the torch-free name tuples the parser lists (from
+:mod:`peergrad.train.names`), the help formatter, ``KEY=VALUE`` parsing, exit statuses and the
+handling of a lost peer.
 
 Nothing here imports torch (``peergrad --help`` must not; see tests/test_startup.py).
 """
@@ -10,79 +11,29 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
+from peergrad.train.config import KEY_VALUE_FIELDS as KEY_VALUE_FIELDS
 from peergrad.train.config import TrainConfig
+from peergrad.train.config import flag_of as flag_of
+
+# The names the parser lists (torch-free tuples, checked against the registries by
+# tests/test_startup.py), the CLI's vocabulary: defined in peergrad.train.names.
+from peergrad.train.names import ADAM_PRESET_NAMES as ADAM_PRESET_NAMES
+from peergrad.train.names import ALGORITHM_DEFAULT as ALGORITHM_DEFAULT
+from peergrad.train.names import ALGORITHM_NAMES as ALGORITHM_NAMES
+from peergrad.train.names import DATASET_NAMES as DATASET_NAMES
+from peergrad.train.names import MODEL_NAMES as MODEL_NAMES
+from peergrad.train.names import PARTITION_NAMES as PARTITION_NAMES
+from peergrad.train.names import PLOT_AXIS_NAMES as PLOT_AXIS_NAMES
+from peergrad.train.names import SYSTEM_PRESET_NAMES as SYSTEM_PRESET_NAMES
+from peergrad.train.names import TOPOLOGY_NAMES as TOPOLOGY_NAMES
+from peergrad.train.validate import validate
 
 DEFAULTS = TrainConfig()
 
-# The names the parser lists, as plain tuples: the registries they come from import torch, and
-# building the parser must not (``peergrad --help`` answers in well under a second; issue 25).
-# tests/test_startup.py checks that each equals its registry, in order.
-#: ``peergrad.algorithms.REGISTRY``
-ALGORITHM_NAMES: tuple[str, ...] = (
-    "allreduce",
-    "dpsgd",
-    "d2",
-    "gradient-tracking",
-    "detag",
-    "decentralized-amsgrad",
-    "decentralized-adagrad",
-    "decentralized-adam",
-    "dadam",
-    "dadam-naive",
-    "decentralized-adam-naive",
-    "ef-sgd",
-    "compressed-sgd",
-    "armijo-csgd",
-    "powersgd",
-    "choco-sgd",
-    "distributed-adam",
-    "local-sgd",
-)
-#: ``peergrad.topology.TOPOLOGIES``
-TOPOLOGY_NAMES: tuple[str, ...] = (
-    "ring",
-    "torus",
-    "exponential",
-    "one-peer-exponential",
-    "complete",
-    "star",
-    "erdos-renyi",
-    "identity",
-)
-#: ``peergrad.data.DATASETS``
-DATASET_NAMES: tuple[str, ...] = (
-    "mnist",
-    "digits",
-    "mnist1d",
-    "mnist-idx",
-    "cifar10",
-    "cifar100",
-    "synthetic-logistic",
-)
-#: ``peergrad.data.PARTITIONS``
-PARTITION_NAMES: tuple[str, ...] = ("iid", "sorted", "dirichlet")
-#: ``peergrad.models.MODELS``
-MODEL_NAMES: tuple[str, ...] = ("logreg", "mlp", "lenet5", "resnet20")
-#: ``peergrad.system.PRESETS``
-SYSTEM_PRESET_NAMES: tuple[str, ...] = ("uniform", "datacenter", "two-datacenters", "edge")
-#: ``peergrad.train.plots.PLOT_AXES`` (that module imports matplotlib)
-PLOT_AXIS_NAMES: tuple[str, ...] = (
-    "steps",
-    "samples",
-    "bytes",
-    "rounds",
-    "simulated_time",
-    "wall_time",
-    "epochs",
-)
-#: ``peergrad.transforms.generic_adam.PRESETS``
-ADAM_PRESET_NAMES: tuple[str, ...] = ("generic", "adam", "rmsprop", "adagrad", "adaema", "adamnc")
-
-#: The value that ``--lr``, ``--momentum`` and ``--weight-decay`` take when not given.
-ALGORITHM_DEFAULT = "the algorithm's own, see `peergrad algorithms NAME`"
 #: Exit status after Ctrl-C (128 + SIGINT) and when stdout's reader has gone (128 + SIGPIPE).
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
@@ -121,26 +72,15 @@ def parse_set(items: Sequence[str], *, flag: str = "--set") -> dict[str, str]:
     return out
 
 
-#: ``TrainConfig`` fields given as repeatable ``KEY=VALUE`` flags, with their flag.
-KEY_VALUE_FIELDS: dict[str, str] = {
-    "options": "--set",
-    "model_options": "--model-set",
-    "data_options": "--data-set",
-}
-
-
-def flag_of(name: str) -> str:
-    """The command-line flag of the ``TrainConfig`` field ``name`` (``model_options`` ->
-    ``--model-set``, ``batch_size`` -> ``--batch-size``)."""
-    return KEY_VALUE_FIELDS.get(name, "--" + name.replace("_", "-"))
-
-
 def check_config(config: TrainConfig) -> None:
-    """The checks of issue 14's fields that need no data (``ValueError`` naming the flag):
-    see :func:`peergrad.train.resolve.check_config`."""
-    from peergrad.train.resolve import check_config as check
-
-    check(config)
+    """Deprecated: :func:`peergrad.train.validate.validate` (which this calls) checks every
+    option; ``ValueError`` naming the flag."""
+    warnings.warn(
+        "peergrad.cli.check_config is deprecated: use peergrad.train.validate.validate",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    validate(config)
 
 
 def stop_on_peer_failure(command: str, exc: Exception, config: TrainConfig) -> NoReturn:

@@ -9,13 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from peergrad.train.config import TrainConfig
+from peergrad.train.config import ALGORITHM_FIELDS, TrainConfig, merge_algorithm_options
 
 from .common import (
     ALGORITHM_NAMES,
     EXIT_INTERRUPTED,
     HelpFormatter,
-    check_config,
     command_argv,
     is_main_process,
     parse_set,
@@ -191,10 +190,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _resumed_plan(args: argparse.Namespace) -> Plan:
     """``--resume DIR``: the plan recorded in ``DIR/compare.json``; sets ``args.out`` and
-    ``args.target_accuracy`` from it.
-
-    TODO(issue 25, item 1): the refusal of other options belongs with the library's resume
-    check (one ``validate``), not here."""
+    ``args.target_accuracy`` from it. Any other option is refused (the comparison continues as
+    it was planned); :func:`~peergrad.study.compare.compare` validates every run again."""
     from peergrad.study.compare import load_plan
 
     # every flag counts, not only the train flags: --seeds, --lr-grid, --target-accuracy ...
@@ -217,15 +214,14 @@ def _resumed_plan(args: argparse.Namespace) -> Plan:
 
 
 def _new_plan(args: argparse.Namespace) -> Plan:
-    """A new comparison from the command line.
-
-    TODO(issue 25, item 1): the conflict checks (``--set lr`` with ``--lr`` / ``--lr-grid``,
-    the validation split of a grid) are library logic: they move into the one ``validate`` /
-    the one ``lr``-``momentum``-``weight_decay`` merge, next to ``loop.build_algorithm``'s."""
+    """A new comparison from the command line. What only the command line knows is checked
+    here: ``--set KEY=...`` beside the shared ``--lr`` / ``--momentum`` / ``--weight-decay``
+    (:func:`~peergrad.train.config.merge_algorithm_options`, the check of ``peergrad train``)
+    and ``--set lr`` beside ``--lr-grid``; a grid without ``--val-fraction`` holds 0.1 out.
+    Everything else is validated by :func:`~peergrad.study.compare.compare`, before the first
+    run."""
     from peergrad.study.compare import PER_ENTRY_FIELDS, build_entries, parse_lr_grid, parse_seeds
-    from peergrad.train.loop import ALGORITHM_FIELDS
 
-    run_plots = args.run_plots
     if not args.algorithms:
         raise ValueError("compare needs --algorithms LABEL[,LABEL...] (or --resume DIR)")
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
@@ -233,28 +229,18 @@ def _new_plan(args: argparse.Namespace) -> Plan:
     base = dataclasses.replace(
         config_from_args(args, skip=PER_ENTRY_FIELDS), progress=args.progress
     )
-    check_config(base)
     common = parse_set(args.options)
-    for key in ALGORITHM_FIELDS:
-        value = getattr(args, key)
-        if value is not None and key in common:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(
-                f"--set {key}={common[key]} and {flag} {value} both set {key}; give only one "
-                f"of them (--set-for LABEL:{key}=... changes it for one run)"
-            )
+    shared = {key: getattr(args, key) for key in ALGORITHM_FIELDS}
+    merge_algorithm_options(
+        common, shared, hint=" (--set-for LABEL:{key}=... changes it for one run)"
+    )
     if lr_grid is not None and "lr" in common:
         raise ValueError("--set lr and --lr-grid both set the learning rate; give one")
     entries = build_entries(args.algorithms, common, parse_set_for(args.set_for))
     tuned = lr_grid is not None or any(e.lr_grid is not None for e in entries)
     if args.val_fraction is None and tuned:
         base = dataclasses.replace(base, val_fraction=0.1)
-    elif tuned and not (0 < base.val_fraction <= 0.5):
-        raise ValueError(
-            f"--val-fraction must be in (0, 0.5] with a learning-rate grid, got "
-            f"{base.val_fraction!r}"
-        )
-    return base, entries, seeds, lr_grid, run_plots
+    return base, entries, seeds, lr_grid, args.run_plots
 
 
 def _announcer(

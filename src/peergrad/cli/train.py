@@ -1,35 +1,31 @@
 """``peergrad train``: its flags (shared with ``peergrad compare``), the config they give,
 ``--resume`` and the command itself.
 
-The flag table restates ``TrainConfig``'s fields by hand; generating it from the fields'
-metadata is issue 25 item 1. It is split into groups (in ``--help`` order) only to keep each
-function short.
+The flags are generated from :class:`~peergrad.train.config.TrainConfig`'s fields: one flag (two
+for an on/auto/off field such as ``--progress`` / ``--no-progress``) per field, with the flag
+name, help, choices, metavar and type of the field's metadata
+(:class:`~peergrad.train.fields.Option`), in ``--help`` sections by
+:data:`~peergrad.train.config.GROUPS`. Adding a field adds its flag.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from peergrad.train.config import RESUMABLE_CHANGES, TrainConfig
+from peergrad.train.config import GROUPS, RESUMABLE_CHANGES, TrainConfig
+from peergrad.train.fields import FIELD_DEFAULT, Option, field_type, option_of
+from peergrad.train.validate import validate
 
 from .common import (
-    ALGORITHM_DEFAULT,
-    ALGORITHM_NAMES,
-    DATASET_NAMES,
-    DEFAULTS,
     EXIT_INTERRUPTED,
     KEY_VALUE_FIELDS,
-    MODEL_NAMES,
-    PARTITION_NAMES,
-    SYSTEM_PRESET_NAMES,
-    TOPOLOGY_NAMES,
     HelpFormatter,
-    check_config,
     command_argv,
     flag_of,
     is_main_process,
@@ -37,290 +33,71 @@ from .common import (
     stop_on_peer_failure,
 )
 
-#: ``add(flag, *more, **kwargs)``: adds one ``peergrad train`` flag unless it is excluded.
-AddArgument = Callable[..., None]
+#: ``peergrad train`` flags that are no ``TrainConfig`` field: what to do with the run folder.
+COMMAND_FLAGS: tuple[str, ...] = ("--overwrite", "--resume")
 
 
 def add_train_arguments(
-    p: argparse.ArgumentParser, *, exclude: Collection[str] = ()
+    p: argparse.ArgumentParser,
+    *,
+    exclude: Collection[str] = (),
+    config_class: type[TrainConfig] = TrainConfig,
+    groups: dict[str, Any] | None = None,
 ) -> list[argparse.Action]:
-    """The flags of ``peergrad train``, except those named in ``exclude`` (e.g. ``"--out"``).
+    """The flags of ``peergrad train``, one per field of ``config_class`` (two for a
+    ``tristate`` field), except those named in ``exclude`` (e.g. ``"--out"``).
 
-    Returns the added actions."""
+    Each field's flag comes from its :class:`~peergrad.train.fields.Option`: ``value`` fields
+    take ``--flag VALUE`` (typed as the field: int, float or text), ``key_value`` fields are
+    repeatable ``KEY=VALUE``, ``switch`` / ``negated`` / ``tristate`` fields are on/off flags.
+    ``groups`` (when given) receives the ``--help`` sections by key of
+    :data:`~peergrad.train.config.GROUPS`, for more flags to join them. Returns the added
+    actions."""
+    groups = {} if groups is None else groups
+    for key, title in GROUPS.items():
+        if key not in groups:
+            groups[key] = p.add_argument_group(title)
     actions: list[argparse.Action] = []
-
-    def add(flag: str, *more: str, **kwargs: Any) -> None:
-        if flag not in exclude:
-            actions.append(p.add_argument(flag, *more, **kwargs))
-
-    for group in (
-        _setup_arguments,
-        _model_data_arguments,
-        _step_arguments,
-        _record_arguments,
-        _output_arguments,
-    ):
-        group(add, DEFAULTS)
+    for field in dataclasses.fields(config_class):
+        opt = option_of(field)
+        group = groups.get(opt.group)
+        if group is None:
+            group = groups[opt.group] = p.add_argument_group(opt.group)
+        for flag, kwargs in _flag_arguments(config_class, field, opt):
+            if flag not in exclude:
+                actions.append(group.add_argument(flag, **kwargs))
     return actions
 
 
-def _setup_arguments(add: AddArgument, d: TrainConfig) -> None:
-    """Engine, algorithm and topology."""
-    add(
-        "--engine",
-        default=d.engine,
-        choices=("simulated", "distributed"),
-        help="simulated: all workers in this process; distributed: one worker per process "
-        "(start with torchrun --nproc-per-node N)",
-    )
-    add(
-        "--timeout-s",
-        type=float,
-        default=d.timeout_s,
-        help="distributed engine: seconds to wait for a peer before stopping with an error",
-    )
-    add("--algorithm", default=d.algorithm, help=f"one of: {', '.join(ALGORITHM_NAMES)}")
-    add(
-        "--set",
-        dest="options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="algorithm hyper-parameter (repeatable), e.g. --set form=atc",
-    )
-    add("--topology", default=d.topology, help=f"one of: {', '.join(TOPOLOGY_NAMES)}")
-    add("--workers", type=int, default=d.workers, help="number of workers n")
-    add(
-        "--erdos-renyi-p",
-        type=float,
-        default=d.erdos_renyi_p,
-        help="edge probability of --topology erdos-renyi",
-    )
-
-
-def _model_data_arguments(add: AddArgument, d: TrainConfig) -> None:
-    """Data set, model, loss and partition."""
-    add(
-        "--dataset",
-        default=d.dataset,
-        help=f"one of: {', '.join(DATASET_NAMES)}; or package.module:callable returning "
-        "(train, test), each a torch Dataset or an (x, y) pair of tensors",
-    )
-    add(
-        "--data-set",
-        dest="data_options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword argument of a --dataset callable (repeatable); values read as int, float, "
-        "true/false, comma-separated tuple, else text",
-    )
-    add(
-        "--data-root",
-        default=d.data_root,
-        help="directory of mnist-idx / cifar10 / cifar100 files (default: none)",
-    )
-    add(
-        "--no-download",
-        dest="download",
-        action="store_false",
-        help="never download --dataset mnist-idx / cifar10 / cifar100 files missing from "
-        "--data-root (fail with the expected layout instead)",
-    )
-    add(
-        "--model",
-        default=d.model,
-        help=f"one of: {', '.join(MODEL_NAMES)}; or package.module:callable returning an "
-        "nn.Module, torchvision:NAME, timm:NAME (when installed)",
-    )
-    add(
-        "--model-set",
-        dest="model_options",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model option (repeatable): hidden=256,128 (mlp), norm=batch|group|none and "
-        "groups=N (resnet20), or a keyword argument of the --model callable",
-    )
-    add(
-        "--loss",
-        default=d.loss,
-        help="cross-entropy (records accuracy), mse, or package.module:callable "
-        "loss_fn(outputs, targets) -> batch mean",
-    )
-    add("--partition", default=d.partition, help=f"one of: {', '.join(PARTITION_NAMES)}")
-    add(
-        "--dirichlet-alpha",
-        type=float,
-        default=d.dirichlet_alpha,
-        help="concentration of --partition dirichlet (smaller = more skewed)",
-    )
-
-
-def _step_arguments(add: AddArgument, d: TrainConfig) -> None:
-    """Length of the run, batch, step size, seed and numerics."""
-    add(
-        "--epochs",
-        type=float,
-        default=d.epochs,
-        help="passes over the training set by all workers together",
-    )
-    add(
-        "--steps",
-        type=int,
-        default=d.steps,
-        help="iterations; overrides --epochs (default: from --epochs)",
-    )
-    add("--batch-size", type=int, default=d.batch_size, help="per-worker minibatch B")
-    add("--lr", type=float, default=d.lr, help=f"step size (default: {ALGORITHM_DEFAULT})")
-    add(
-        "--lr-schedule",
-        default=d.lr_schedule,
-        metavar="SCHEDULE",
-        help="multiplier of every algorithm's step size over the run: constant, "
-        "step:EVERY,GAMMA, multistep:M1,M2,...,GAMMA, cosine (to 0), linear (to 0); "
-        "steps counted after the warm-up",
-    )
-    add(
-        "--warmup-steps",
-        type=int,
-        default=d.warmup_steps,
-        metavar="N",
-        help="linear warm-up: the step size at step k <= N is k/(N+1) times the base one",
-    )
-    add(
-        "--momentum",
-        type=float,
-        default=d.momentum,
-        help=f"local heavy-ball momentum, or beta1 of the Adam family (default: "
-        f"{ALGORITHM_DEFAULT}: 0 for the SGD family, 0.9 for the Adam family)",
-    )
-    add(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"L2 weight decay (default: {ALGORITHM_DEFAULT}: 0)",
-    )
-    add("--seed", type=int, default=d.seed, help="seed of the data split, model and sampling")
-    add("--device", default=d.device, help="cpu, cuda, cuda:N or mps")
-    add(
-        "--dtype",
-        default=d.dtype,
-        choices=("float32", "float64"),
-        help="floating-point type of the parameters, the data and the algorithm state",
-    )
-
-
-def _record_arguments(add: AddArgument, d: TrainConfig) -> None:
-    """Evaluation, the network and system model, and the run folder."""
-    add(
-        "--eval-every",
-        type=int,
-        default=d.eval_every,
-        help="steps between metric records (default: half an epoch)",
-    )
-    add(
-        "--eval-workers",
-        type=int,
-        default=d.eval_workers,
-        help="how many workers' own models to evaluate (evenly spaced)",
-    )
-    add(
-        "--latency-ms",
-        type=float,
-        default=d.latency_ms,
-        help="network model: per-message latency in milliseconds (uniform links; with --system "
-        "only for --system uniform, other profiles bring their own links)",
-    )
-    add(
-        "--bandwidth-gbps",
-        type=float,
-        default=d.bandwidth_gbps,
-        help="network model: link bandwidth in gigabits per second (uniform links; with "
-        "--system only for --system uniform)",
-    )
-    add(
-        "--system",
-        default=d.system,
-        metavar="PRESET|FILE.toml",
-        help="simulated engine: run a per-worker clock under this system profile (compute "
-        "time, stragglers, uneven links, failures; the distributed engine imposes it on its "
-        "processes with sleeps and dropped links, churn excepted): a preset "
-        f"({', '.join(SYSTEM_PRESET_NAMES)}) or a TOML file; records gain simulated_time_s and the "
-        "summary each worker's compute / communication / idle split; see `peergrad system` "
-        "(default: none, the communication-only simulated_comm_time_s)",
-    )
-    add(
-        "--out",
-        default=d.out,
-        help="run folder; one that holds a run is refused unless --overwrite (default: a new "
-        "runs/<algorithm>-<topology><n>-<dataset>-<partition>-seed<seed>, the topology left out "
-        "for algorithms that do not use it)",
-    )
-    add(
-        "--overwrite",
-        action="store_true",
-        help="replace the run in --out (its config.json, metrics, plots and checkpoints; other "
-        "files stay) instead of refusing",
-    )
-
-
-def _output_arguments(add: AddArgument, d: TrainConfig) -> None:
-    """Progress bar, buffers, loading, validation split, checkpoints and TensorBoard."""
-    add(
-        "--progress",
-        dest="progress",
-        action="store_const",
-        const=True,
-        default=d.progress,
-        help="show the progress bar even when stderr is not a terminal (default: shown only on a "
-        "terminal, so a log file gets none)",
-    )
-    add(
-        "--no-progress",
-        dest="progress",
-        action="store_const",
-        const=False,
-        default=d.progress,
-        help="hide the progress bar (default: shown only when stderr is a terminal)",
-    )
-    add(
-        "--buffers",
-        default=d.buffers,
-        choices=("local", "average"),
-        help="model buffers (BatchNorm running statistics): local = each worker its own; "
-        "average = averaged over the workers for evaluation and checkpoints",
-    )
-    add(
-        "--loader-workers",
-        type=int,
-        default=d.loader_workers,
-        metavar="N",
-        help="DataLoader worker processes reading a map-style --dataset (0: in this process)",
-    )
-    add(
-        "--val-fraction",
-        type=float,
-        default=None,
-        metavar="F",
-        help="hold F in [0, 0.5] of the training data out as a fixed validation split (the same "
-        "for every seed and algorithm; records val_loss and val_accuracy); default 0 (none), "
-        "and 0.1 in `peergrad compare` when a learning-rate grid is given",
-    )
-    add(
-        "--checkpoint-every",
-        type=int,
-        default=d.checkpoint_every,
-        metavar="N",
-        help="save a checkpoint into the run folder every N steps and after the last one "
-        "(resume with --resume RUN_DIR; default: never)",
-    )
-    add(
-        "--tensorboard",
-        action="store_true",
-        help="also write every record as TensorBoard scalars into RUN_DIR/tensorboard/ "
-        "(needs pip install 'peergrad[tensorboard]')",
-    )
+def _flag_arguments(
+    cls: type, field: dataclasses.Field[Any], opt: Option
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(flag, add_argument keywords)`` of one field (two for ``tristate``)."""
+    name, flags = field.name, opt.flags_for(field.name)
+    flag = flags[0]
+    common: dict[str, Any] = {"dest": name, "help": opt.help}
+    if opt.kind == "key_value":
+        return [(flag, {**common, "action": "append", "default": [], "metavar": opt.metavar})]
+    if opt.kind == "switch":
+        return [(flag, {**common, "action": "store_true"})]
+    if opt.kind == "negated":
+        return [(flag, {**common, "action": "store_false"})]
+    default = field.default if opt.parser_default is FIELD_DEFAULT else opt.parser_default
+    if opt.kind == "tristate":
+        negated = {**common, "help": opt.negated_help, "const": False}
+        return [
+            (flag, {**common, "action": "store_const", "const": True, "default": default}),
+            (flags[1], {**negated, "action": "store_const", "default": default}),
+        ]
+    kind = field_type(cls, name)
+    kwargs = {**common, "default": default}
+    if kind in (int, float):
+        kwargs["type"] = kind
+    if opt.choices is not None:
+        kwargs["choices"] = opt.choices
+    if opt.metavar is not None:
+        kwargs["metavar"] = opt.metavar
+    return [(flag, kwargs)]
 
 
 def config_from_args(args: argparse.Namespace, *, skip: Collection[str] = ()) -> TrainConfig:
@@ -373,7 +150,7 @@ def resume_config(args: argparse.Namespace, explicit: Collection[str]) -> TrainC
             continue
         if name not in RESUMABLE_CHANGES:
             flag = flag_of(name)
-            allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE_CHANGES)
+            allowed = ", ".join(flag_of(k) for k in RESUMABLE_CHANGES)
             raise ValueError(
                 f"{flag} {value!r} differs from the run's {before!r}: a resumed run keeps its "
                 f"configuration (it may change only {allowed})"
@@ -420,14 +197,22 @@ def explicit_fields(argv: Sequence[str]) -> set[str]:
 
 
 def add_train_command(sub: Any) -> None:
-    """``peergrad train``."""
+    """``peergrad train``: a flag per ``TrainConfig`` field, ``--overwrite`` and ``--resume``."""
     p_train = sub.add_parser(
         "train",
         formatter_class=HelpFormatter,
         help="train a model with one algorithm on a topology",
     )
-    add_train_arguments(p_train)
-    p_train.add_argument(
+    groups: dict[str, Any] = {}
+    add_train_arguments(p_train, groups=groups)
+    output = groups["output"]
+    output.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its config.json, metrics, plots and checkpoints; other "
+        "files stay) instead of refusing",
+    )
+    output.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
@@ -438,11 +223,10 @@ def add_train_command(sub: Any) -> None:
     p_train.set_defaults(func=cmd_train)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from peergrad.comm import PeerFailure
-    from peergrad.train import NonFiniteError, format_summary, train
-    from peergrad.train.loop import TrainingInterrupted
-
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The configuration ``peergrad train ARGS`` runs: the flags' (:func:`config_from_args`),
+    or with ``--resume`` the run's with the allowed changes (:func:`resume_config`), checked
+    by :func:`~peergrad.train.validate.validate` (``ValueError`` naming the flag)."""
     explicit = explicit_fields(command_argv(args))
     if args.resume is not None:
         if args.overwrite:
@@ -453,13 +237,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(args, explicit)
     else:
         config = config_from_args(args)
-    check_config(config)
+    validate(config)  # its torch-free checks answer before torch is imported
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = train_config(args)
+    from peergrad.comm import PeerFailure
+    from peergrad.train import NonFiniteError, format_summary, train
+    from peergrad.train.loop import TrainingInterrupted
+
     try:
         result = train(
             config,
             resume=args.resume is not None,
             overwrite=args.overwrite,
-            topology_given="topology" in explicit,
+            topology_given="topology" in explicit_fields(command_argv(args)),
         )
     except TrainingInterrupted as exc:
         if is_main_process(config):

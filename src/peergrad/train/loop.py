@@ -1,4 +1,4 @@
-"""Running a training job: checks, the run's pieces, and :func:`train`.
+"""Running a training job: the run's pieces and :func:`train`.
 
 :func:`train` trains a :class:`~peergrad.train.task.Task` (a built-in preset when none is given:
 :func:`~peergrad.train.task.task_from_config`) with ``config``'s algorithm on its engine. It is put
@@ -10,8 +10,9 @@ together from three small parts, each in its own file:
 * the recorder: metrics, checkpoints, progress, plots and the NaN/Inf guard
   (:mod:`peergrad.train.recorder`, :mod:`peergrad.train.guard`).
 
-This module checks the configuration (:func:`validate_config`, before any work), builds the
-algorithm, communicator, task, sampler and schedule (:func:`prepare`), and runs them.
+This module checks the configuration (:func:`peergrad.train.validate.validate`, before any work),
+builds the algorithm, communicator, task, sampler and schedule (:func:`prepare`, with
+:mod:`peergrad.train.build`), and runs them.
 
 Reliability: with ``checkpoint_every`` the run saves resumable checkpoints
 (:mod:`peergrad.train.checkpoint`) and ``train(..., resume=True)`` continues one exactly; every
@@ -19,14 +20,18 @@ step a NaN/Inf guard (:func:`nonfinite_codes`) stops the run with :class:`NonFin
 first step where some worker's loss or parameters stop being finite (the algorithm state is
 checked before every checkpoint; on the distributed engine the ranks compare notes every
 ``NONFINITE_SYNC_EVERY`` steps and before every record and checkpoint).
+
+Names that moved (``resolve_device``, ``system_profile``, ``build_algorithm``, ``DTYPES`` ... to
+:mod:`peergrad.train.build`, ``ALGORITHM_FIELDS`` to :mod:`peergrad.train.config`, ``ENGINES``
+and ``ROOT_DATASETS`` to :mod:`peergrad.train.names`) are still importable from here, with a
+``DeprecationWarning``; ``validate_config`` is :func:`peergrad.train.validate.validate`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-import math
-import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -37,15 +42,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from peergrad.algorithms import Algorithm, check_failures, make_algorithm
+from peergrad.algorithms import Algorithm, check_failures
 from peergrad.algorithms.base import bind_run
 from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.comm.base import Communicator
 from peergrad.data.source import BatchGather
-from peergrad.system import SystemClock, SystemProfile, count_step_flops, load_profile
+from peergrad.system import SystemClock, SystemProfile, count_step_flops
 from peergrad.topology import make_topology, torus_shape
+from peergrad.train import build
 from peergrad.train import checkpoint as ckpt
-from peergrad.train.config import TrainConfig
+from peergrad.train.config import PRESET_FIELDS, TrainConfig
 from peergrad.train.folders import check_run_folder, clear_run_files
 from peergrad.train.guard import (
     NONFINITE_SYNC_EVERY,
@@ -64,19 +70,17 @@ from peergrad.train.recorder import (
     Recorder,
     format_summary,
 )
-from peergrad.train.resolve import check_config
 from peergrad.train.sampler import ShardSampler, worker_seed
 from peergrad.train.session import Session
 from peergrad.train.spelling import field_names
 from peergrad.train.steps import run_steps
 from peergrad.train.task import BuiltTask, Task, build_task, task_from_config
+from peergrad.train.validate import validate
 
 __all__ = [
-    "ALGORITHM_FIELDS",
-    "DTYPES",
-    "ENGINES",
     "METRIC_FIELDS",
     "NONFINITE_SYNC_EVERY",
+    "PRESET_FIELDS",
     "TRAIN_EVAL_MAX",
     "WALL_CLOCK_FIELDS",
     "BatchGather",
@@ -86,21 +90,63 @@ __all__ = [
     "RunResult",
     "Task",
     "TrainingInterrupted",
-    "build_algorithm",
     "describe_nonfinite",
     "format_summary",
     "nonfinite_codes",
     "prepare",
-    "resolve_device",
     "run_dir_for",
     "setting_warnings",
-    "system_profile",
     "train",
-    "validate_config",
 ]
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-ENGINES = ("simulated", "distributed")
+#: Names that moved out of this module, with their new module: importing them from here still
+#: works and warns (:func:`__getattr__`).
+MOVED: dict[str, str] = {
+    "ALGORITHM_FIELDS": "peergrad.train.config",
+    "DEVICES_HELP": "peergrad.train.build",
+    "DTYPES": "peergrad.train.build",
+    "ENGINES": "peergrad.train.names",
+    "ROOT_DATASETS": "peergrad.train.names",
+    "build_algorithm": "peergrad.train.build",
+    "resolve_device": "peergrad.train.build",
+    "system_profile": "peergrad.train.build",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :data:`MOVED`, from their new module, with a ``DeprecationWarning``."""
+    module = MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"peergrad.train.loop.{name} moved to {module}.{name}; import it from there",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)
+
+
+def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
+    """Deprecated: :func:`peergrad.train.validate.validate` (which this calls)."""
+    warnings.warn(
+        "peergrad.train.loop.validate_config is deprecated: use peergrad.train.validate.validate",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    validate(config, custom_task=custom_task)
+
+
+def check_names(config: TrainConfig) -> None:
+    """Deprecated: part of :func:`peergrad.train.validate.validate`
+    (:func:`peergrad.train.checks.check_names`, which this calls)."""
+    from peergrad.train.checks import check_names as check
+
+    warnings.warn(
+        "peergrad.train.loop.check_names is deprecated: use peergrad.train.validate.validate",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    check(config, custom_task=True)
 
 
 @dataclasses.dataclass
@@ -117,175 +163,6 @@ class RunResult:
     comm: Communicator
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
     buffers: dict[str, Tensor] = dataclasses.field(default_factory=dict)
-
-
-#: What ``--device`` accepts (checked by :func:`resolve_device`).
-DEVICES_HELP = "cpu, cuda, cuda:N (N < the number of visible GPUs) or mps (where available)"
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device of ``--device``; ``ValueError`` (one line naming ``--device`` and what it
-    accepts) for names torch does not know, devices this machine does not have (``cuda:9`` on
-    a one-GPU machine, ``mps`` off Apple silicon) and devices that cannot train (``meta``)."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"--device must be one of {DEVICES_HELP}; got {name!r}") from None
-    if device.type == "cpu":
-        return device
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"--device {name}: CUDA is not available on this machine; use --device cpu"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise ValueError(
-                f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to "
-                f"cuda:{count - 1}"
-            )
-        return device
-    if device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"--device {name}: MPS is not available on this machine")
-        if device.index not in (None, 0):
-            raise ValueError(f"--device {name}: there is one MPS device, mps (or mps:0)")
-        return device
-    raise ValueError(f"--device must be one of {DEVICES_HELP}; got {name!r}")
-
-
-def validate_config(config: TrainConfig, *, custom_task: bool = False) -> None:
-    """Reject a bad configuration before any work starts (``ValueError`` naming the option).
-
-    ``custom_task``: the run trains a user's :class:`~peergrad.train.task.Task`, so
-    ``config.model``, ``config.dataset`` and ``config.data_root`` are not read (and not
-    checked)."""
-    if not (isinstance(config.workers, int) and config.workers >= 1):
-        raise ValueError(f"--workers must be an integer >= 1, got {config.workers!r}")
-    if not (isinstance(config.batch_size, int) and config.batch_size >= 1):
-        raise ValueError(f"--batch-size must be an integer >= 1, got {config.batch_size!r}")
-    if config.steps is None and not (math.isfinite(config.epochs) and config.epochs > 0):
-        raise ValueError(f"--epochs must be > 0, got {config.epochs!r}")
-    if config.steps is not None and config.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {config.steps!r}")
-    vf = config.val_fraction
-    if not (isinstance(vf, int | float) and not isinstance(vf, bool) and 0 <= vf <= 0.5):
-        raise ValueError(f"--val-fraction must be in [0, 0.5] (0: no validation split), got {vf!r}")
-    if config.eval_every is not None and config.eval_every < 1:
-        raise ValueError(f"--eval-every must be >= 1, got {config.eval_every!r}")
-    if config.eval_workers < 1:
-        raise ValueError(f"--eval-workers must be >= 1, got {config.eval_workers!r}")
-    if config.engine not in ENGINES:
-        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {config.engine!r}")
-    if not (math.isfinite(config.timeout_s) and config.timeout_s > 0):
-        raise ValueError(f"--timeout-s must be a number > 0, got {config.timeout_s!r}")
-    if config.dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
-    resolve_device(config.device)
-    NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
-    system_profile(config)  # --system: the preset or TOML file, for --workers workers
-    check_names(config)
-    # --loss, --lr-schedule, --warmup-steps, --buffers, --loader-workers, --model-set, --data-set
-    # and import paths (the CLI runs the same check before it creates anything)
-    check_config(config, custom_task=custom_task)
-    if config.checkpoint_every is not None and not (
-        isinstance(config.checkpoint_every, int) and config.checkpoint_every >= 1
-    ):
-        raise ValueError(
-            f"--checkpoint-every must be an integer >= 1 (steps), got {config.checkpoint_every!r}"
-        )
-    if config.engine == "distributed" and config.checkpoint_every is not None and not config.out:
-        raise ValueError(
-            "--checkpoint-every with --engine distributed needs --out DIR: a folder every "
-            "process can write (each rank saves its own shard there)"
-        )
-    if config.engine == "distributed":
-        from peergrad.comm import distributed
-
-        if not distributed.launched_by_torchrun():
-            distributed.init_process_group(timeout_s=config.timeout_s)  # raises the clear error
-        world = int(os.environ["WORLD_SIZE"])
-        if world != config.workers:
-            raise ValueError(
-                f"world size {world} (torchrun --nproc-per-node x --nnodes) differs from the "
-                f"number of workers n = {config.workers} (--workers); they must be equal"
-            )
-    if not (math.isfinite(config.dirichlet_alpha) and config.dirichlet_alpha > 0):
-        raise ValueError(f"--dirichlet-alpha must be a number > 0, got {config.dirichlet_alpha!r}")
-    if config.topology == "erdos-renyi" and not 0 < config.erdos_renyi_p <= 1:
-        raise ValueError(f"--erdos-renyi-p must be in (0, 1], got {config.erdos_renyi_p!r}")
-    for key in ("lr", "weight_decay"):
-        value = getattr(config, key)
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"--{key.replace('_', '-')} must be a finite number, got {value!r}")
-    if config.dataset in ROOT_DATASETS and not custom_task:
-        layout = ROOT_DATASETS[config.dataset]
-        if config.data_root is None:
-            raise ValueError(
-                f"--dataset {config.dataset} needs --data-root DIR, a folder holding {layout}"
-            )
-        root = Path(config.data_root)
-        if root.exists() and not root.is_dir():
-            raise ValueError(
-                f"--data-root {config.data_root!r} is not a folder; --dataset {config.dataset} "
-                f"expects a folder holding {layout}"
-            )
-        if not root.exists() and not config.download:
-            raise ValueError(
-                f"--data-root {config.data_root!r} does not exist (and --no-download is set); "
-                f"--dataset {config.dataset} expects a folder holding {layout}"
-            )
-
-
-#: Data sets read from ``--data-root``, with the layout their folder must have.
-ROOT_DATASETS = {
-    "mnist-idx": "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
-    "t10k-labels-idx1-ubyte (each optionally .gz) directly or in MNIST/raw",
-    "cifar10": "cifar-10-batches-py/{data_batch_1..5, test_batch} (the CIFAR python version)",
-    "cifar100": "cifar-100-python/{train, test} (the CIFAR python version)",
-}
-
-
-def check_names(config: TrainConfig) -> None:
-    """Unknown algorithm / topology / partition names, with the valid ones. ``--model`` and
-    ``--dataset`` (built-in names, ``package.module:callable`` ...) are checked by
-    :func:`peergrad.train.resolve.check_config`."""
-    from peergrad.algorithms import REGISTRY
-    from peergrad.data import PARTITIONS
-    from peergrad.topology import TOPOLOGIES
-
-    for flag, what, value, valid in (
-        ("--algorithm", "algorithm", config.algorithm, tuple(REGISTRY)),
-        ("--topology", "topology", config.topology, tuple(TOPOLOGIES)),
-        ("--partition", "partition", config.partition, PARTITIONS),
-    ):
-        if value not in valid:
-            raise ValueError(f"{flag}: unknown {what} {value!r}; choose one of: {', '.join(valid)}")
-
-
-#: ``TrainConfig`` fields passed to the algorithm when set (None: the algorithm's default).
-ALGORITHM_FIELDS = ("lr", "momentum", "weight_decay")
-
-
-def build_algorithm(config: TrainConfig) -> Algorithm:
-    """The algorithm of ``config``: ``config.options`` plus ``lr``, ``momentum`` and
-    ``weight_decay`` where set; the algorithm's own defaults for everything else. Setting one of
-    those three both ways (``--set momentum=0.5 --momentum 0.2``) raises ``ValueError`` naming
-    both."""
-    options = dict(config.options)
-    for key in ALGORITHM_FIELDS:
-        value = getattr(config, key)
-        if value is None:
-            continue
-        if key in options:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(
-                f"--set {key}={options[key]} and {flag} {value} both set {key}; give only one "
-                "of them"
-            )
-        options[key] = value
-    return make_algorithm(config.algorithm, **options)
 
 
 def run_dir_for(
@@ -313,51 +190,6 @@ def run_dir_for(
     return path
 
 
-def system_profile(config: TrainConfig) -> SystemProfile | None:
-    """The system profile of ``config.system`` for ``config.workers`` workers (None without one).
-
-    ``--system uniform`` takes its links from ``--latency-ms`` / ``--bandwidth-gbps`` (the
-    uniform-links shorthand); any other profile brings its own links, so those two flags must
-    then be left at their defaults. ``ValueError`` (one line naming ``--system``): an unknown
-    preset, a TOML file that is missing, has an unknown key or a bad value, or was written for
-    another number of workers (see :func:`peergrad.system.load_profile`); both link flags and
-    another profile; churn (``failures.leave_prob``/``offline``) on the distributed engine,
-    which imposes the rest of the profile on its processes (:mod:`peergrad.system.impose`).
-    """
-    if config.system is None:
-        return None
-    if not isinstance(config.system, str) or not config.system:
-        raise ValueError(f"--system must be a preset name or a .toml file, got {config.system!r}")
-    if config.system == "uniform":
-        network = NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
-        return SystemProfile.uniform(config.workers, network)
-    given = [
-        f"{flag} {value:g}"
-        for flag, value, default in (
-            ("--latency-ms", config.latency_ms, TrainConfig.latency_ms),
-            ("--bandwidth-gbps", config.bandwidth_gbps, TrainConfig.bandwidth_gbps),
-        )
-        if value != default
-    ]
-    if given:
-        raise ValueError(
-            f"{' and '.join(given)} and --system {config.system} both set the links; the "
-            "profile's links are used with --system, so put them in its [links] table "
-            "(latency_ms, bandwidth_gbps), use --system uniform, or leave --system out"
-        )
-    try:
-        profile = load_profile(config.system, config.workers)
-    except ValueError as exc:
-        raise ValueError(f"--system {config.system}: {exc}") from None
-    churn = [o for o in profile.failures.options if o != "failures.link_drop_prob"]
-    if config.engine == "distributed" and churn:  # peergrad.system.impose imposes no churn
-        raise ValueError(
-            f"--system {config.system}: {' and '.join(churn)}: the distributed engine does not "
-            "impose churn (absent workers); use --engine simulated or remove it"
-        )
-    return profile
-
-
 def clocked_communicator(
     config: TrainConfig,
     comm: Communicator,
@@ -370,7 +202,8 @@ def clocked_communicator(
     :func:`~peergrad.system.count_step_flops` on one worker's minibatch ``batch`` (forward and
     backward of the task's module and loss). ``simulated_comm_time_s`` uses the profile's links
     when they are uniform (the communicator's default), else ``--latency-ms`` /
-    ``--bandwidth-gbps`` (their defaults: :func:`system_profile` refuses others)."""
+    ``--bandwidth-gbps`` (their defaults: :func:`~peergrad.train.build.system_profile` refuses
+    others)."""
     from peergrad.train.params import cross_entropy
 
     if profile.step_s is None:
@@ -441,7 +274,8 @@ class Prepared:
 
 
 def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
-    """Validate ``config`` and build the run's pieces, in the order that fails fastest.
+    """Validate ``config`` (:func:`~peergrad.train.validate.validate`) and build the run's
+    pieces, in the order that fails fastest.
 
     ``task``: what to train (None: the built-in preset of ``config.model`` / ``config.dataset``,
     :func:`~peergrad.train.task.task_from_config`). Raises ``ValueError`` / ``TypeError``
@@ -455,12 +289,12 @@ def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
 
     if task is not None and not isinstance(task, Task):
         raise TypeError(f"task must be a peergrad.Task, got {type(task).__name__}")
-    validate_config(config, custom_task=task is not None)
-    device, dtype = resolve_device(config.device), DTYPES[config.dtype]
-    algorithm = build_algorithm(config)
+    validate(config, custom_task=task is not None)
+    device, dtype = build.resolve_device(config.device), build.DTYPES[config.dtype]
+    algorithm = build.build_algorithm(config)
     comm = make_communicator(config, device)
     algorithm.check_topology(comm)
-    profile = system_profile(config)
+    profile = build.system_profile(config)
     if profile is not None:  # failures the algorithm (or a directed topology) cannot take
         check_failures(algorithm, comm.topology, profile)
     worker_ids = comm.worker_ids.tolist()
@@ -533,19 +367,6 @@ def progress_disabled(progress: bool | None, is_main: bool = True) -> bool | Non
     return False if progress else None
 
 
-#: :class:`TrainConfig` fields that a run on a user's :class:`~peergrad.train.task.Task` does not
-#: read (the built-in preset's); ``config.json`` leaves them out and records ``task`` instead.
-PRESET_FIELDS: tuple[str, ...] = (
-    "dataset",
-    "data_root",
-    "download",
-    "model",
-    "model_options",
-    "data_options",
-    "loss",
-)
-
-
 def task_record(recorded: dict[str, Any], built: BuiltTask) -> dict[str, Any]:
     """``config.json`` of a run on a user's Task: ``recorded`` (:meth:`TrainConfig.record`)
     without :data:`PRESET_FIELDS`, which the run did not use, and with ``task``: the task's
@@ -616,6 +437,35 @@ def train(
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the step reached and the last
     checkpoint.
     """
+    writes_out = _check_run_arguments(config, write, resume, stop_after, overwrite)
+    prep = prepare(config, task)
+    session = _session(config, prep)
+    is_main = int(prep.comm.worker_ids[0]) == 0
+    if is_main:
+        for line in setting_warnings(config, session.algorithm, topology_given=topology_given):
+            warnings.warn(line, UserWarning, stacklevel=2)
+    hyperparameters = session.algorithm.options()
+    _claim_folder(config, prep.comm, writes_out, overwrite=overwrite, main=is_main)
+    recorder = _recorder(config, prep, session, task, write and is_main, on_record)
+    start = recorder.resume() if resume else 0
+    recorded = config.record(hyperparameters)
+    _start_files(recorder, recorded, prep.task, task is not None, fresh=is_main and not resume)
+    last = _run(config, session, recorder, prep, start, stop_after, resume=resume, main=is_main)
+    summary = recorder.summary()
+    x_all = gather_rows(session.x, prep.comm)
+    if last >= prep.total:
+        title = f"{config.algorithm} on {config.topology} (n={config.workers})"
+        recorder.finish(summary, title, plots=plots)
+    out = (recorder.out_dir, recorder.records, summary, x_all, session.state, prep.comm)
+    return RunResult(*out, hyperparameters, session.buffers)
+
+
+def _check_run_arguments(
+    config: TrainConfig, write: bool, resume: bool, stop_after: int | None, overwrite: bool
+) -> bool:
+    """The checks of :func:`train`'s own arguments, and of the run folder ``config.out`` when
+    the run writes there (``ValueError`` when it holds a run and not ``overwrite``); returns
+    whether it does (a new run with ``--out``, writing its files or its checkpoints)."""
     if resume and not config.out:
         raise ValueError("--resume needs the run folder (config.out)")
     if stop_after is not None and stop_after < 1:
@@ -625,22 +475,25 @@ def train(
     writes_out = bool(config.out) and not resume and (write or config.checkpoint_every is not None)
     if writes_out:
         check_run_folder(str(config.out), overwrite=overwrite)
-    prep = prepare(config, task)
-    algorithm, comm, built, sampler = prep.algorithm, prep.comm, prep.task, prep.sampler
-    device, total = prep.device, prep.total
-    n = config.workers
-    worker_ids = comm.worker_ids.tolist()
-    is_main = worker_ids[0] == 0
-    distributed = config.engine == "distributed"
-    model = built.model
+    return writes_out
 
-    x = built.x0.expand(len(worker_ids), -1).clone()
+
+def _session(config: TrainConfig, prep: Prepared) -> Session:
+    """The run's state before its first step: every worker starts from the task's ``x0`` (on
+    the distributed engine from rank 0's) with fresh buffers, and torch's global generator (that
+    random layers draw from) is seeded for the run (per rank on the distributed engine)."""
+    from peergrad.train.params import average_buffers
+
+    comm, model = prep.comm, prep.task.model
+    worker_ids = comm.worker_ids.tolist()
+    distributed = config.engine == "distributed"
+    x = prep.task.x0.expand(len(worker_ids), -1).clone()
     buffers = model.init_buffers(len(worker_ids))
     if distributed:  # every rank starts from rank 0's model (a user's module may differ per rank)
         comm.broadcast(x)  # type: ignore[attr-defined]
         for b in buffers.values():
             comm.broadcast(b)  # type: ignore[attr-defined]
-    # Random layers draw from the global generator: seeded per run (per rank when distributed).
+    n = config.workers
     torch.manual_seed(worker_seed(config.seed, n + (1 + worker_ids[0] if distributed else 0)))
     if len(worker_ids) == 1 and distributed:
         grad = model.bound_grad_fn(x, buffers)
@@ -651,76 +504,109 @@ def train(
         ) -> tuple[Tensor, Tensor]:
             return model.grad(x, buffers, xb, yb, out)
 
-    from peergrad.train.params import average_buffers
-
-    session = Session(
-        algorithm=algorithm,
+    return Session(
+        algorithm=prep.algorithm,
         schedule=prep.schedule,
         comm=comm,
-        sampler=sampler,
+        sampler=prep.sampler,
         grad=grad,
         loss=lambda xt, xb, yb: model.loss(xt, buffers, xb, yb),
         x=x,
-        state=algorithm.init(x, comm),
+        state=prep.algorithm.init(x, comm),
         buffers=buffers,
         average_buffers=average_buffers if config.buffers == "average" and buffers else None,
-        device=device,
+        device=prep.device,
     )
-    if is_main:
-        for line in setting_warnings(config, algorithm, topology_given=topology_given):
-            warnings.warn(line, UserWarning, stacklevel=2)
-    hyperparameters = algorithm.options()
-    if writes_out and distributed and getattr(comm, "barrier", None) is not None:
-        comm.barrier()  # type: ignore[attr-defined]  # all ranks checked the folder first
-    if writes_out and overwrite and is_main:
-        clear_run_files(str(config.out))
+
+
+def _recorder(
+    config: TrainConfig,
+    prep: Prepared,
+    session: Session,
+    task: Task | None,
+    write: bool,
+    on_record: Callable[[dict[str, Any]], None] | None,
+) -> Recorder:
+    """The run's recorder: its evaluator, and its folders when ``write`` (on rank 0):
+    ``out_dir`` (:func:`run_dir_for`) and ``ckpt_dir`` (``config.out``, else ``out_dir``)."""
+    built = prep.task
     label = built.task.name if task is not None else None
-    out_dir = run_dir_for(config, algorithm, label) if write and is_main else None
-    ckpt_dir = Path(config.out) if config.out else out_dir
+    out_dir = run_dir_for(config, prep.algorithm, label) if write else None
     evaluator = Evaluator(
-        model,
+        built.model,
         built.train,
         built.test,
         config.eval_workers,
-        n,
+        config.workers,
         val=built.val,
         metric_mode=built.task.metric_mode,
     )
-    recorder = Recorder(
+    return Recorder(
         config,
         session,
         evaluator,
         n_train=len(built.train),
-        total=total,
+        total=prep.total,
         eval_every=prep.eval_every,
         out_dir=out_dir,
-        ckpt_dir=ckpt_dir,
+        ckpt_dir=Path(config.out) if config.out else out_dir,
         on_record=on_record,
     )
-    start = recorder.resume() if resume else 0
+
+
+def _claim_folder(
+    config: TrainConfig, comm: Communicator, writes_out: bool, *, overwrite: bool, main: bool
+) -> None:
+    """Once every check has passed: on the distributed engine wait until every rank has checked
+    the run folder; with ``overwrite`` remove the earlier run's files from it (rank 0)."""
+    if writes_out and config.engine == "distributed" and getattr(comm, "barrier", None) is not None:
+        comm.barrier()  # type: ignore[attr-defined]  # all ranks checked the folder first
+    if writes_out and overwrite and main:
+        clear_run_files(str(config.out))
+
+
+def _start_files(
+    recorder: Recorder, recorded: dict[str, Any], built: BuiltTask, custom_task: bool, fresh: bool
+) -> None:
+    """The run folder's first files: ``config.json`` (``recorded``; a user's Task recorded by
+    :func:`task_record`) and the ``metrics.jsonl`` so far (a resumed run drops the records
+    written after its checkpoint: it makes them again). ``fresh`` (a new run, rank 0): remove
+    the checkpoints of an earlier run in the checkpoint folder, which must never be resumed."""
+    out_dir, ckpt_dir = recorder.out_dir, recorder.ckpt_dir
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        recorded = config.record(hyperparameters)
-        if task is not None:  # a user's Task: the preset fields were not used, the task was
+        if custom_task:  # a user's Task: the preset fields were not used, the task was
             recorded = task_record(recorded, built)
-        ckpt.atomic_write_text(
-            out_dir / "config.json",
-            json.dumps(recorded, indent=2, sort_keys=True, default=str) + "\n",
-        )
-        # A resumed run drops the records written after its checkpoint: it makes them again.
+        text = json.dumps(recorded, indent=2, sort_keys=True, default=str) + "\n"
+        ckpt.atomic_write_text(out_dir / "config.json", text)
         ckpt.atomic_write_text(out_dir / "metrics.jsonl", "".join(recorder.lines))
-    if ckpt_dir is not None and is_main and not resume:
-        # A fresh run in an old folder must never resume the old run's state.
+    if ckpt_dir is not None and fresh:
         (ckpt_dir / ckpt.MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(ckpt_dir / ckpt.FOLDER, ignore_errors=True)
 
+
+def _run(
+    config: TrainConfig,
+    session: Session,
+    recorder: Recorder,
+    prep: Prepared,
+    start: int,
+    stop_after: int | None,
+    *,
+    resume: bool,
+    main: bool,
+) -> int:
+    """The steps from ``start`` on, under the progress bar and the Ctrl-C handlers (records
+    step 0 first in a new run); returns the last step done. The data reader and the
+    TensorBoard writer are closed whatever stops the run."""
+    total = prep.total
+
     def interrupted() -> TrainingInterrupted:
         return TrainingInterrupted(
-            recorder.reached, total, recorder.last_saved, ckpt_dir, config.checkpoint_every
+            recorder.reached, total, recorder.last_saved, recorder.ckpt_dir, config.checkpoint_every
         )
 
-    session.read = built.train.reader(sampler)  # after a resume: it may read ahead from here
-    desc = f"{config.algorithm} {config.topology}{n}"
+    session.read = prep.task.train.reader(prep.sampler)  # after a resume: it reads ahead from here
     try:
         with (
             interrupt_as(interrupted),
@@ -728,8 +614,8 @@ def train(
             tqdm(
                 total=total,
                 initial=start,
-                desc=desc,
-                disable=progress_disabled(config.progress, is_main),
+                desc=f"{config.algorithm} {config.topology}{config.workers}",
+                disable=progress_disabled(config.progress, main),
                 dynamic_ncols=True,
             ) as bar,
         ):
@@ -737,17 +623,9 @@ def train(
             session.stop_requested = stop_requested
             if not resume:
                 recorder.record(0)
-            last = run_steps(session, recorder, start, total, stop_after)
+            return run_steps(session, recorder, start, total, stop_after)
     finally:
         close = getattr(session.read, "close", None)
         if close is not None:
             close()
         recorder.close()  # the TensorBoard writer, whatever stopped the run
-    stopped = last < total
-    summary = recorder.summary()
-    x_all = gather_rows(session.x, comm)
-    if not stopped:
-        recorder.finish(summary, f"{config.algorithm} on {config.topology} (n={n})", plots=plots)
-    return RunResult(
-        out_dir, recorder.records, summary, x_all, session.state, comm, hyperparameters, buffers
-    )

@@ -9,8 +9,9 @@ read by :func:`parse_option_value` (``128`` -> int, ``0.5`` -> float, ``true``/`
 ``256,128`` or ``64,`` -> tuple, anything else stays a string, as does every value of a
 parameter annotated ``str``). Values that are not strings (from Python) pass unchanged.
 
-Every check that can be made without building anything is made here, so bad input fails before
-the first step with one line naming the flag (``ValueError``).
+Every check of these options that can be made without building anything is made by
+:func:`check_resolvable` (part of :func:`peergrad.train.validate.validate`), so bad input fails
+before the first step with one line naming the flag (``ValueError``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -28,8 +30,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from peergrad.train.checks import check_fields, unknown_dataset, unknown_model
+from peergrad.train.names import BUFFERS as BUFFERS
+from peergrad.train.names import LOSSES as _LOSSES
+
 __all__ = [
     "LOSSES",
+    "check_resolvable",
     "import_callable",
     "mse_loss",
     "parse_option_value",
@@ -39,7 +46,7 @@ __all__ = [
 ]
 
 #: Built-in names of ``--loss`` (besides ``package.module:callable``).
-LOSSES: tuple[str, ...] = ("cross-entropy", "mse")
+LOSSES: tuple[str, ...] = _LOSSES
 #: Prefixes of ``--model`` naming a model of another package.
 PACKAGES: tuple[str, ...] = ("torchvision", "timm")
 
@@ -192,78 +199,14 @@ def resolve_model(
             built-in model without ``num_classes``; the factory raises ``ValueError`` when the
             callable returns something other than an ``nn.Module``.
     """
-    from peergrad.models import MODELS, build_model
-
     options = dict(options)
     if not isinstance(spec, str):
         raise ValueError(f"--model must be a string, got {spec!r}")
     prefix, sep, name = spec.partition(":")
     if not sep:
-        if spec not in MODELS:
-            raise ValueError(
-                f"--model {spec!r}: unknown model; allowed: {', '.join(MODELS)}, "
-                "package.module:callable, torchvision:NAME, timm:NAME"
-            )
-        if input_shape is None or num_classes is None:
-            raise ValueError(
-                f"--model {spec} needs the data set's input shape and number of classes; the "
-                "data gives none (use a model callable, --model package.module:callable)"
-            )
-        from peergrad.models import _SPECS
-
-        cls = _SPECS[spec][0]
-        _check_options(
-            cls,
-            options,
-            flag="--model-set",
-            what=f"model {spec!r}",
-            exclude=("input_shape", "num_classes"),
-        )
-        kwargs = _convert(cls, options)
-        shape, classes = tuple(input_shape), int(num_classes)
-        try:
-            with torch.device("meta"):
-                build_model(spec, shape, classes, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"--model {spec}: {exc}") from None
-
-        def builtin() -> nn.Module:
-            return build_model(spec, shape, classes, **kwargs)
-
-        return builtin
-
+        return _builtin_model(spec, options, input_shape, num_classes)
     if prefix in PACKAGES:
-        _needs_package("--model", spec, prefix)
-        if prefix == "torchvision":
-            import torchvision  # type: ignore[import-not-found]
-
-            if name not in torchvision.models.list_models():
-                raise ValueError(
-                    f"--model {spec}: torchvision has no model {name!r} "
-                    "(see torchvision.models.list_models())"
-                )
-            make: Callable[..., Any] = torchvision.models.get_model
-            defaults: dict[str, Any] = {}
-        else:
-            import timm  # type: ignore[import-not-found]
-
-            if not timm.is_model(name):
-                raise ValueError(
-                    f"--model {spec}: timm has no model {name!r} (see timm.list_models())"
-                )
-            make = timm.create_model
-            defaults = (
-                {"in_chans": int(input_shape[0])} if input_shape and len(input_shape) == 3 else {}
-            )
-        kwargs = {**defaults, **_convert(make, options)}
-        if num_classes is not None:
-            kwargs.setdefault("num_classes", int(num_classes))
-
-        def packaged() -> nn.Module:
-            return _checked_module(spec, make(name, **kwargs))
-
-        return packaged
-
+        return _packaged_model(spec, options, input_shape, num_classes)
     fn = import_callable(spec, flag="--model")
     _check_options(fn, options, flag="--model-set", what=f"--model {spec}")
     kwargs = _convert(fn, options)
@@ -278,6 +221,82 @@ def resolve_model(
         return _checked_module(spec, fn(**kwargs))
 
     return user
+
+
+def _builtin_model(
+    spec: str,
+    options: dict[str, Any],
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+) -> Callable[[], nn.Module]:
+    """:func:`resolve_model` of a built-in name: checked by building it on ``meta``."""
+    from peergrad.models import _SPECS, MODELS, build_model
+
+    if spec not in MODELS:
+        raise unknown_model(spec)
+    if input_shape is None or num_classes is None:
+        raise ValueError(
+            f"--model {spec} needs the data set's input shape and number of classes; the "
+            "data gives none (use a model callable, --model package.module:callable)"
+        )
+    cls = _SPECS[spec][0]
+    _check_options(
+        cls,
+        options,
+        flag="--model-set",
+        what=f"model {spec!r}",
+        exclude=("input_shape", "num_classes"),
+    )
+    kwargs = _convert(cls, options)
+    shape, classes = tuple(input_shape), int(num_classes)
+    try:
+        with torch.device("meta"):
+            build_model(spec, shape, classes, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--model {spec}: {exc}") from None
+
+    def builtin() -> nn.Module:
+        return build_model(spec, shape, classes, **kwargs)
+
+    return builtin
+
+
+def _packaged_model(
+    spec: str,
+    options: dict[str, Any],
+    input_shape: tuple[int, ...] | None,
+    num_classes: int | None,
+) -> Callable[[], nn.Module]:
+    """:func:`resolve_model` of ``torchvision:NAME`` / ``timm:NAME``."""
+    prefix, _, name = spec.partition(":")
+    _needs_package("--model", spec, prefix)
+    if prefix == "torchvision":
+        import torchvision  # type: ignore[import-not-found]
+
+        if name not in torchvision.models.list_models():
+            raise ValueError(
+                f"--model {spec}: torchvision has no model {name!r} "
+                "(see torchvision.models.list_models())"
+            )
+        make: Callable[..., Any] = torchvision.models.get_model
+        defaults: dict[str, Any] = {}
+    else:
+        import timm  # type: ignore[import-not-found]
+
+        if not timm.is_model(name):
+            raise ValueError(f"--model {spec}: timm has no model {name!r} (see timm.list_models())")
+        make = timm.create_model
+        defaults = (
+            {"in_chans": int(input_shape[0])} if input_shape and len(input_shape) == 3 else {}
+        )
+    kwargs = {**defaults, **_convert(make, options)}
+    if num_classes is not None:
+        kwargs.setdefault("num_classes", int(num_classes))
+
+    def packaged() -> nn.Module:
+        return _checked_module(spec, make(name, **kwargs))
+
+    return packaged
 
 
 def _checked_module(spec: str, module: Any) -> nn.Module:
@@ -380,10 +399,7 @@ def resolve_dataset(
         raise ValueError(f"--dataset must be a string, got {spec!r}")
     if ":" not in spec:
         if spec not in DATASETS:
-            raise ValueError(
-                f"--dataset {spec!r}: unknown data set; allowed: {', '.join(DATASETS)}, "
-                "package.module:callable"
-            )
+            raise unknown_dataset(spec)
         if options:
             raise ValueError(
                 f"--data-set {', '.join(sorted(options))}: the built-in data set {spec!r} takes "
@@ -459,49 +475,23 @@ def resolve_loss(
     return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], fn), None
 
 
-#: Values of ``--buffers``.
-BUFFERS: tuple[str, ...] = ("local", "average")
+def check_resolvable(config: Any, *, custom_task: bool = False) -> None:
+    """The checks of what is resolved here, before any work (no data loaded, no model built):
+    part of :func:`peergrad.train.validate.validate`, after the torch-free
+    :func:`~peergrad.train.checks.check_fields`.
 
-
-def check_config(config: Any, *, custom_task: bool = False) -> None:
-    """Check the fields resolved here before any work (no data loaded, no model built).
-
-    ``--loss`` resolves; ``--lr-schedule`` parses and ``--warmup-steps`` is an int >= 0 (that
-    the warm-up is shorter than the run is checked by :meth:`LRSchedule.parse
-    <peergrad.train.schedules.LRSchedule.parse>` once the run's steps are known, and here
-    against ``--steps`` when given); ``--buffers`` is ``local`` or ``average``;
-    ``--loader-workers`` is an int >= 0; ``--tensorboard`` has its package installed
-    (:func:`~peergrad.train.logs.check_tensorboard`); ``model_options`` / ``data_options`` are
-    dicts with string keys; a ``package.module:callable`` ``--model`` / ``--dataset`` imports
-    and is callable, and takes the ``--model-set`` / ``--data-set`` keys; a built-in ``--model``
-    takes its ``--model-set`` keys; a built-in ``--dataset`` takes no ``--data-set``.
-
-    With ``custom_task`` (the run trains a :class:`~peergrad.train.task.Task`) ``--model``,
-    ``--dataset`` and their options are labels only and are not checked.
+    ``--loss`` resolves; ``--tensorboard`` has its package installed
+    (:func:`~peergrad.train.logs.check_tensorboard`); a ``package.module:callable`` ``--model``
+    / ``--dataset`` imports and is callable, and takes the ``--model-set`` / ``--data-set``
+    keys; a ``torchvision:NAME`` / ``timm:NAME`` model has its package; a built-in ``--model``
+    takes its ``--model-set`` keys. With ``custom_task`` (the run trains a
+    :class:`~peergrad.train.task.Task`) ``--model``, ``--dataset`` and their options are labels
+    only and are not checked.
 
     Raises:
         ValueError: the first bad field, naming its flag and what it accepts.
     """
-    from peergrad.data import DATASETS
-    from peergrad.models import _SPECS, MODELS
-
-    from .schedules import LRSchedule
-
-    for name, flag in (("model_options", "--model-set"), ("data_options", "--data-set")):
-        value = getattr(config, name)
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ValueError(f"{flag}: {name} must be a dict of KEY -> VALUE, got {value!r}")
     resolve_loss(config.loss)
-    w = config.warmup_steps
-    if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-        raise ValueError(f"--warmup-steps must be an integer >= 0, got {w!r}")
-    total = config.steps if isinstance(config.steps, int) and config.steps >= 1 else w + 1
-    LRSchedule.parse(config.lr_schedule, warmup_steps=w, total_steps=total)
-    if config.buffers not in BUFFERS:
-        raise ValueError(f"--buffers must be one of {', '.join(BUFFERS)}, got {config.buffers!r}")
-    n = config.loader_workers
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"--loader-workers must be an integer >= 0, got {n!r}")
     if getattr(config, "tensorboard", False):
         from .logs import check_tensorboard
 
@@ -510,11 +500,10 @@ def check_config(config: Any, *, custom_task: bool = False) -> None:
         return
     model = config.model
     if isinstance(model, str) and ":" not in model:
-        if model not in MODELS:
-            raise ValueError(
-                f"--model {model!r}: unknown model; allowed: {', '.join(MODELS)}, "
-                "package.module:callable, torchvision:NAME, timm:NAME"
-            )
+        from peergrad.models import _SPECS
+
+        if model not in _SPECS:
+            raise unknown_model(model)
         _check_options(
             _SPECS[model][0],
             config.model_options,
@@ -528,17 +517,21 @@ def check_config(config: Any, *, custom_task: bool = False) -> None:
         fn = import_callable(model, flag="--model")
         _check_options(fn, config.model_options, flag="--model-set", what=f"--model {model}")
     dataset = config.dataset
-    if isinstance(dataset, str) and ":" not in dataset:
-        if dataset not in DATASETS:
-            raise ValueError(
-                f"--dataset {dataset!r}: unknown data set; allowed: {', '.join(DATASETS)}, "
-                "package.module:callable"
-            )
-        if config.data_options:
-            raise ValueError(
-                f"--data-set {', '.join(sorted(config.data_options))}: the built-in data set "
-                f"{dataset!r} takes no options"
-            )
-    else:
+    if not (isinstance(dataset, str) and ":" not in dataset):
         fn = import_callable(dataset, flag="--dataset")
         _check_options(fn, config.data_options, flag="--data-set", what=f"--dataset {dataset}")
+
+
+def check_config(config: Any, *, custom_task: bool = False) -> None:
+    """Deprecated: :func:`peergrad.train.validate.validate` runs these checks and every other.
+
+    Runs :func:`~peergrad.train.checks.check_fields` and :func:`check_resolvable` (the old
+    scope of this function and more); ``ValueError`` naming the flag."""
+    warnings.warn(
+        "peergrad.train.resolve.check_config is deprecated: use "
+        "peergrad.train.validate.validate, which runs every check of a configuration",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    check_fields(config, custom_task=custom_task)
+    check_resolvable(config, custom_task=custom_task)

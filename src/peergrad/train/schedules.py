@@ -27,6 +27,9 @@ With ``T`` the run's steps and ``W`` the warm-up steps (``0 <= W < T``), the fac
 
 Methods with a step-size rule of their own (Armijo's line search, generic Adam's ``alpha_t``) get
 the schedule as a multiplier of their base value.
+
+Importing this module imports no torch (:meth:`LRSchedule.parse` is part of the torch-free checks
+of :func:`peergrad.train.checks.check_fields`); the factors import it on first use.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ import dataclasses
 import math
 import warnings
 from array import array
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim import lr_scheduler
+if TYPE_CHECKING:
+    import torch
+    from torch.optim import lr_scheduler
 
 __all__ = ["SCHEDULES", "LRSchedule"]
 
@@ -152,6 +156,8 @@ class LRSchedule:
         return self.name == "constant" and self.warmup_steps == 0
 
     def _main(self, optimizer: torch.optim.Optimizer) -> lr_scheduler.LRScheduler:
+        from torch.optim import lr_scheduler
+
         remaining = self.total_steps - self.warmup_steps
         if self.name == "step":
             return lr_scheduler.StepLR(
@@ -170,6 +176,9 @@ class LRSchedule:
         return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
     def _scheduler(self) -> tuple[torch.optim.Optimizer, lr_scheduler.LRScheduler]:
+        import torch
+        from torch.optim import lr_scheduler
+
         optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(0))], lr=1.0)
         main = self._main(optimizer)
         if self.warmup_steps == 0:

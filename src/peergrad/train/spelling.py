@@ -24,19 +24,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from peergrad.train.config import TrainConfig
+from peergrad.train.fields import option_of
 
 __all__ = ["cli_spelling", "field_names", "python_spelling"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: Flags whose Python name is not the field's name with ``-`` for ``_``, and the keywords of
-#: ``train`` / ``compare`` that the command line spells as flags.
+#: The keywords of ``train`` / ``compare`` that the command line spells as flags (they are no
+#: ``TrainConfig`` field).
 _SPECIAL = {
-    "--set": "options",
-    "--model-set": "model_options",
-    "--data-set": "data_options",
-    "--no-download": "download=False",
-    "--no-progress": "progress=False",
     "--resume": "resume",
     "--overwrite": "overwrite",
     "--run-plots": "run_plots",
@@ -46,11 +42,22 @@ _SPECIAL = {
     "--algorithms": "entries",
 }
 
+
+def _field_flags() -> dict[str, str]:
+    """``--flag`` -> its Python spelling for every ``TrainConfig`` field, from the fields'
+    metadata: ``--batch-size`` -> ``batch_size``, ``--model-set`` -> ``model_options``,
+    ``--no-download`` -> ``download=False``, ``--no-progress`` -> ``progress=False``."""
+    out = {}
+    for field in dataclasses.fields(TrainConfig):
+        opt = option_of(field)
+        flag, *negated = opt.flags_for(field.name)
+        out[flag] = f"{field.name}=False" if opt.kind == "negated" else field.name
+        out.update(dict.fromkeys(negated, f"{field.name}=False"))  # --no-progress
+    return out
+
+
 #: ``--flag`` -> its Python name, for every ``TrainConfig`` field and the keywords above.
-FIELD_OF_FLAG: dict[str, str] = {
-    **{"--" + f.name.replace("_", "-"): f.name for f in dataclasses.fields(TrainConfig)},
-    **_SPECIAL,
-}
+FIELD_OF_FLAG: dict[str, str] = {**_field_flags(), **_SPECIAL}
 
 # a whole flag: not preceded by a word character or a dash, and taken to its last dash-word
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
