@@ -6,7 +6,9 @@ the buckets stepped from the gradient hooks).
 Started ``WORLD_SIZE`` times with torchrun's environment variables. Rank 0 writes
 ``{mode: {"before": [n, D], "after": [n, D], "module": [n, D], "bytes": [n, 2], "D": int}}`` to
 ``argv[1]``: every worker's flat parameters before and after the call, the module's parameters
-(flattened in the optimizer's order) after it, and ``bytes_sent`` just before and after.
+(flattened in the optimizer's order) after it, and ``bytes_sent`` just before and after; with 4
+workers, under ``"buffers"``, the BatchNorm running means ``[n, features]`` of every worker per
+``(buffers, buffers_every, steps)`` (see :func:`buffer_modes`).
 """
 
 from __future__ import annotations
@@ -64,11 +66,43 @@ def run(comm: distributed.DistributedCommunicator, overlap: bool | None) -> dict
     return rows
 
 
+def buffer_modes() -> dict[tuple[str, int, int], torch.Tensor | None]:
+    """BatchNorm running statistics of every worker after ``steps`` steps of D-PSGD, per
+    ``(buffers, buffers_every, steps)``: ``[n, features]`` running means (rank 0; None
+    elsewhere)."""
+    out = {}
+    for mode, every, steps in [
+        ("local", 1, 3),
+        ("average", 1, 3),
+        ("broadcast", 1, 3),
+        ("average", 2, 3),
+        ("average", 2, 4),
+    ]:
+        comm = distributed.DistributedCommunicator(make_topology("ring", 4))
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
+        opt = DistributedOptimizer(
+            model.parameters(), "dpsgd", comm, module=model, buffers=mode, buffers_every=every
+        )
+        gen = torch.Generator().manual_seed(100 + comm.rank)
+        for _ in range(steps):
+            xb = torch.randn(5, 6, generator=gen)
+            yb = torch.randint(0, 3, (5,), generator=gen)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+        opt.synchronize()
+        out[(mode, every, steps)] = comm.gather(model[1].running_mean[None].clone())
+    return out
+
+
 def main() -> None:
     distributed.init_process_group(timeout_s=60)
     n = int(os.environ["WORLD_SIZE"])
     comm = distributed.DistributedCommunicator(make_topology("ring", n))
-    results = {mode: run(comm, overlap) for mode, overlap in MODES.items()}
+    results: dict[str, object] = {mode: run(comm, overlap) for mode, overlap in MODES.items()}
+    if n == 4:
+        results["buffers"] = buffer_modes()
     if comm.rank == 0:
         torch.save(results, sys.argv[1])
     comm.barrier()

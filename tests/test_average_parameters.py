@@ -71,3 +71,23 @@ def test_one_worker_leaves_x_unchanged() -> None:
     opt.average_parameters()
     assert torch.equal(opt.flat_params, before)
     assert torch.equal(torch.cat([model.weight.reshape(-1), model.bias]), before[0])
+
+
+@pytest.mark.parametrize(
+    ("key", "equal"),
+    [
+        (("local", 1, 3), False),  # each worker keeps its own running statistics
+        (("average", 1, 3), True),
+        (("broadcast", 1, 3), True),
+        (("average", 2, 3), False),  # averaged at step 2, then one local update
+        (("average", 2, 4), True),
+    ],
+    ids=lambda v: str(v),
+)
+def test_module_buffers_local_averaged_or_broadcast(key: tuple, equal: bool, results: dict) -> None:
+    """``module=, buffers=, buffers_every=``: BatchNorm running means of the 4 workers."""
+    if results["n"] != 4:
+        pytest.skip("run with 4 workers")
+    means = results["buffers"][key]
+    same = all(torch.equal(means[0], row) for row in means[1:])
+    assert same == equal, means

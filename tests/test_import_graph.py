@@ -21,11 +21,7 @@ SRC = Path(peergrad.__file__).parent
 
 #: Cycles known today, each one strongly connected set of modules, to be removed; the test fails
 #: on any other cycle (and on one of these growing), and says when one of these is gone.
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # optim/state.py imports DistributedOptimizer under TYPE_CHECKING for its annotations;
-    # optimizer.py imports state.py and overlap.py (which imports state.py).
-    frozenset({"peergrad.optim.optimizer", "peergrad.optim.overlap", "peergrad.optim.state"}),
-]
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 
 def module_files(src: Path = SRC) -> dict[str, tuple[Path, bool]]:

@@ -318,89 +318,56 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
                 "minibatch loss at a trial point (peergrad train passes one; with "
                 "DistributedOptimizer call step(closure))"
             )
-        D, f64 = x.shape[1], torch.float64
+        D = x.shape[1]
         C = self.compressor_for(D, error_feedback=self.memory)
-        rule, cap = self.adaptive_rule(D, C), self.scale_for(D, C)
         g_wd = g + self.weight_decay * x if self.weight_decay else g
         d = self.direction(x, g, state)  # weight decay folded in, momentum buffer updated
         eta = self.trial_step(state)
-        rng0 = state.rng
         memory = state.error if self.memory else torch.zeros_like(x)
-
-        def objective(value: Tensor, xt: Tensor) -> Tensor:
-            """The searched loss: the minibatch loss at ``xt`` plus the weight-decay term."""
-            out = value.to(eta.device, f64)
-            if self.weight_decay:
-                out = out + 0.5 * self.weight_decay * worker_norm(xt).to(f64) ** 2
-            return out
-
-        ell = objective(loss_at_current(closure, x), x)
-        curvature = lag = None
-        if rule == "lag":  # L_m and τ of the memory; none while every memory is 0
-            mm = worker_dot(memory, memory).to(f64)
-            curvature, lag = torch.zeros_like(mm), torch.zeros_like(mm)
-            if bool((mm > 0).any()):
-                virtual = x - memory
-                rise = objective(closure(virtual), virtual) - ell + worker_dot(g_wd, memory).to(f64)
-                curvature = torch.where(mm > 0, 2.0 * rise / mm, curvature)
-                lag = torch.where(mm > 0, mm.sqrt() / state.step_norm, lag)
-
-        def divisor(step: Tensor) -> float | Tensor:
-            """a for the unscaled step ``step``: a float, or ``[w]`` in x's dtype."""
-            if rule == "lag":
-                a = self.lag_scale(step, cast(Tensor, curvature), cast(Tensor, lag), cap)
-            elif rule == "contraction":
-                a = 1.0 / state.delta
-            else:
-                return cap
-            return a.to(x.device, x.dtype)
-
-        def trial(step: Tensor) -> Tensor:
-            s = step.to(x.device, x.dtype)
-            if self.search_on == "uncompressed":
-                return x - s[:, None] * d
-            gen = load_generator(rng0)
-            ids, n = comm.worker_ids, comm.n_workers
-            p = (s / divisor(step))[:, None] * d
-            return x - C.decompress(C.compress(memory + p, gen, worker_ids=ids, n_workers=n))
-
-        active = torch.ones_like(eta, dtype=torch.bool)
-        if self.skip_tol is not None:
-            active &= worker_norm(g_wd).to(f64) >= self.skip_tol
-        slope = self.c * worker_dot(g_wd, d).to(f64)
-        for j in range(self.max_backtracks + 1):
-            if not bool(active.any()):
-                break
-            xt = trial(eta)
-            passed = objective(closure(xt), xt) <= ell - eta * slope
-            active &= ~passed
-            if j == self.max_backtracks:
-                eta = torch.where(active, torch.full_like(eta, self.fail_step), eta)
-            else:
-                eta = torch.where(active, eta * self.beta_b, eta)
-
+        search = _Search(
+            self,
+            x,
+            d,
+            memory,
+            C,
+            comm,
+            closure,
+            state,
+            self.adaptive_rule(D, C),
+            self.scale_for(D, C),
+        )
+        ell = search.objective(loss_at_current(closure, x), x)
+        if search.rule == "lag":  # L_m and τ of the memory; none while every memory is 0
+            search.measure_memory(g_wd, ell)
+        eta = search.backtrack(eta, ell, g_wd)
         if self.agree_step != "none":
-            everyone = comm.all_gather(eta.to(x.dtype)[:, None])[0, :, 0].to(f64)
+            everyone = comm.all_gather(eta.to(x.dtype)[:, None])[0, :, 0].to(torch.float64)
             agreed = everyone.min() if self.agree_step == "min" else everyone.mean()
             eta = agreed.expand_as(eta).clone()
+        return self._take_step(search, eta)
 
+    def _take_step(self, search: _Search, eta: Tensor) -> ArmijoState:
+        """Take the accepted step ``eta`` (``[w]``): compress the scaled step (plus the memory),
+        update the memory and x, and measure the contraction (``scale_rule="contraction"``)."""
+        x, d, C, comm, state = search.x, search.d, search.C, search.comm, search.state
+        f64 = torch.float64
         # the schedule's factor lr / lr0 (exactly 1.0 without one) multiplies the step taken,
         # not the searched and stored eta; a is chosen for the unscheduled eta
         taken = eta * (self.lr / state.lr0)
-        scaled = taken.to(x.device, x.dtype) / divisor(eta)
+        scaled = taken.to(x.device, x.dtype) / search.divisor(eta)
         p = scaled[:, None] * d
         step_norm = scaled.to(f64) * worker_norm(d).to(f64)
         if self.memory:
             p.add_(state.error)
-        gen = load_generator(rng0)
+        gen = load_generator(state.rng)
         msg = C.compress(p, gen, worker_ids=comm.worker_ids, n_workers=comm.n_workers)
         if self.memory:
             torch.sub(p, C.decompress(msg), out=state.error)
         delta = state.delta
-        if rule == "contraction":
+        if search.rule == "contraction":
             residual = state.error if self.memory else p - C.decompress(msg)
             # rule == "contraction" only when C has a delta (adaptive_rule)
-            delta = self.measured_contraction(p, residual, cast(float, C.delta(D)), delta)
+            delta = self.measured_contraction(p, residual, cast(float, C.delta(x.shape[1])), delta)
         x.sub_(compressed_mean(comm, C, msg, exchange=self.exchange))
         return ArmijoState(
             state.step + 1,
@@ -412,3 +379,89 @@ class ArmijoCSGD(CompressedSGDAlgorithm):
             step_norm,
             delta,
         )
+
+
+@dataclasses.dataclass
+class _Search:
+    """One step's line search (:meth:`ArmijoCSGD.step`): the point ``x``, the direction ``d``,
+    the memory, the compressor ``C`` and the closure, the divisor rule and its cap, and for
+    ``scale_rule="lag"`` the memory's curvature L_m and lag τ (``[w]`` float64, from
+    :meth:`measure_memory`)."""
+
+    alg: ArmijoCSGD
+    x: Tensor
+    d: Tensor
+    memory: Tensor
+    C: Compressor
+    comm: Communicator
+    closure: Closure
+    state: ArmijoState
+    rule: str | None
+    cap: float
+    curvature: Tensor | None = None
+    lag: Tensor | None = None
+
+    def objective(self, value: Tensor, xt: Tensor) -> Tensor:
+        """The searched loss: the minibatch loss at ``xt`` plus the weight-decay term."""
+        out = value.to(self.state.eta.device, torch.float64)
+        if self.alg.weight_decay:
+            out = out + 0.5 * self.alg.weight_decay * worker_norm(xt).to(torch.float64) ** 2
+        return out
+
+    def measure_memory(self, g_wd: Tensor, ell: Tensor) -> None:
+        """L_m (the loss's curvature along the memory, one closure call at x - e) and τ (the
+        memory's lag in steps, ||e|| / ||s_prev||); 0 for a worker whose memory is 0."""
+        f64, memory = torch.float64, self.memory
+        mm = worker_dot(memory, memory).to(f64)
+        self.curvature, self.lag = torch.zeros_like(mm), torch.zeros_like(mm)
+        if bool((mm > 0).any()):
+            virtual = self.x - memory
+            rise = self.objective(self.closure(virtual), virtual) - ell
+            rise = rise + worker_dot(g_wd, memory).to(f64)
+            self.curvature = torch.where(mm > 0, 2.0 * rise / mm, self.curvature)
+            self.lag = torch.where(mm > 0, mm.sqrt() / self.state.step_norm, self.lag)
+
+    def divisor(self, step: Tensor) -> float | Tensor:
+        """a for the unscaled step ``step``: a float, or ``[w]`` in x's dtype."""
+        if self.rule == "lag":
+            curvature, lag = cast(Tensor, self.curvature), cast(Tensor, self.lag)
+            a = self.alg.lag_scale(step, curvature, lag, self.cap)
+        elif self.rule == "contraction":
+            a = 1.0 / self.state.delta
+        else:
+            return self.cap
+        return a.to(self.x.device, self.x.dtype)
+
+    def trial(self, step: Tensor) -> Tensor:
+        """The trial point for the unscaled step ``step`` (``[w]``): x - step d, or with
+        ``search_on="compressed"`` x minus the compressed scaled step plus memory."""
+        x = self.x
+        s = step.to(x.device, x.dtype)
+        if self.alg.search_on == "uncompressed":
+            return x - s[:, None] * self.d
+        gen = load_generator(self.state.rng)
+        ids, n = self.comm.worker_ids, self.comm.n_workers
+        p = (s / self.divisor(step))[:, None] * self.d
+        return x - self.C.decompress(
+            self.C.compress(self.memory + p, gen, worker_ids=ids, n_workers=n)
+        )
+
+    def backtrack(self, eta: Tensor, ell: Tensor, g_wd: Tensor) -> Tensor:
+        """The accepted steps ``[w]`` from the trial steps ``eta``: each worker shrinks its step
+        by ``beta_b`` until the Armijo condition holds, ``fail_step`` after ``max_backtracks``."""
+        alg, f64 = self.alg, torch.float64
+        active = torch.ones_like(eta, dtype=torch.bool)
+        if alg.skip_tol is not None:
+            active &= worker_norm(g_wd).to(f64) >= alg.skip_tol
+        slope = alg.c * worker_dot(g_wd, self.d).to(f64)
+        for j in range(alg.max_backtracks + 1):
+            if not bool(active.any()):
+                break
+            xt = self.trial(eta)
+            passed = self.objective(self.closure(xt), xt) <= ell - eta * slope
+            active &= ~passed
+            if j == alg.max_backtracks:
+                eta = torch.where(active, torch.full_like(eta, alg.fail_step), eta)
+            else:
+                eta = torch.where(active, eta * alg.beta_b, eta)
+        return eta

@@ -2,6 +2,14 @@
 
 ``peergrad.comm.distributed`` is the only module of peergrad that imports ``torch.distributed``;
 it is not imported here so that the simulated engine never loads it.
+
+Modules: ``base`` (the protocol, the accounting both engines share), ``simulated``,
+``distributed`` with its mixins ``peer_failure`` (heartbeats, failure reports) and ``pacing``
+(a system profile imposed on real processes), ``compressed`` (compressed gossip and means),
+``gossip`` (accelerated gossip), ``segments`` (the optimizer's per-bucket communicators) and
+``buffers`` (module buffers averaged over workers). ``comm/`` builds on ``system/`` (the
+communicators drive the system clock); the network model is
+:class:`peergrad.system.network.NetworkModel`, re-exported here.
 """
 
 from __future__ import annotations

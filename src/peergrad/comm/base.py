@@ -25,75 +25,18 @@ all-gather of a ``P``-element payload costs every worker ``(n - 1) * P * itemsiz
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
 
+# The network model is the system's (peergrad.system.network, issue 25): comm/ builds on
+# system/, never the other way round; these names stay importable from here.
+from peergrad.system.network import NetworkModel as NetworkModel
+from peergrad.system.network import allgather_bytes as allgather_bytes
+from peergrad.system.network import allreduce_bytes as allreduce_bytes
 from peergrad.topology import MixingMatrix, Topology
-
-
-@dataclass(frozen=True)
-class NetworkModel:
-    """Latency/bandwidth (alpha-beta) model of the network, used for ``simulated_comm_time_s``.
-
-    Args:
-        latency_s: per-message start-up latency alpha, seconds, ``>= 0``.
-        bandwidth_bytes_per_s: link bandwidth beta, bytes per second, ``> 0``. Every worker has one
-            full-duplex link; the messages of one worker in one round are sent one after another.
-
-    A gossip round in which the busiest worker sends ``b`` bytes takes ``latency_s + b / bandwidth``
-    (all workers send in parallel). A ring all-reduce of ``m`` bytes on n workers takes
-    ``2 (n - 1) * latency_s + 2 (n - 1) / n * m / bandwidth`` (Patarasuk & Yuan 2009).
-    """
-
-    latency_s: float = 1e-3
-    bandwidth_bytes_per_s: float = 10e9 / 8
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.latency_s) and self.latency_s >= 0):
-            raise ValueError(f"latency_s must be a finite number >= 0, got {self.latency_s}")
-        if not (math.isfinite(self.bandwidth_bytes_per_s) and self.bandwidth_bytes_per_s > 0):
-            raise ValueError(
-                "bandwidth_bytes_per_s must be a finite number > 0, "
-                f"got {self.bandwidth_bytes_per_s}"
-            )
-
-    @classmethod
-    def from_ms_gbps(cls, latency_ms: float, bandwidth_gbps: float) -> NetworkModel:
-        """Build from the CLI's units: milliseconds and gigabits per second."""
-        if not (math.isfinite(bandwidth_gbps) and bandwidth_gbps > 0):
-            raise ValueError(f"--bandwidth-gbps must be > 0, got {bandwidth_gbps}")
-        if not (math.isfinite(latency_ms) and latency_ms >= 0):
-            raise ValueError(f"--latency-ms must be >= 0, got {latency_ms}")
-        return cls(latency_s=latency_ms * 1e-3, bandwidth_bytes_per_s=bandwidth_gbps * 1e9 / 8)
-
-    def gossip_time_s(self, max_bytes_per_worker: float) -> float:
-        if max_bytes_per_worker <= 0:
-            return 0.0
-        return self.latency_s + max_bytes_per_worker / self.bandwidth_bytes_per_s
-
-    def allgather_time_s(self, message_bytes: float, n: int) -> float:
-        """Ring all-gather of one ``message_bytes`` payload per worker: ``n - 1`` rounds, each of
-        one latency plus one payload on the wire."""
-        if n <= 1 or message_bytes <= 0:
-            return 0.0
-        return (n - 1) * (self.latency_s + message_bytes / self.bandwidth_bytes_per_s)
-
-    def allreduce_time_s(self, message_bytes: float, n: int) -> float:
-        if n <= 1 or message_bytes <= 0:
-            return 0.0
-        return 2 * (n - 1) * self.latency_s + allreduce_bytes(message_bytes, n) / (
-            self.bandwidth_bytes_per_s
-        )
-
-
-def allreduce_bytes(message_bytes: float, n: int) -> float:
-    """Bytes each worker sends in a ring all-reduce of ``message_bytes`` over ``n`` workers."""
-    return 0.0 if n <= 1 else 2.0 * (n - 1) / n * message_bytes
 
 
 def message_nbytes(x: Tensor, message_bytes: int | None = None) -> int:
@@ -104,32 +47,95 @@ def message_nbytes(x: Tensor, message_bytes: int | None = None) -> int:
     return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
 
 
-def allgather_bytes(message_bytes: float, n: int) -> float:
-    """Bytes each worker sends in a ring all-gather of ``message_bytes`` per worker."""
-    return 0.0 if n <= 1 else float(n - 1) * message_bytes
-
-
 class AllReduceAccounting:
     """The byte, time and round counters of the all-reduce and the all-gather, shared by both
-    engines (their counters are per local worker: ``bytes_sent`` ``[w]``)."""
+    engines (their counters are per local worker: ``bytes_sent`` ``[w]``).
+
+    This is the one place the collectives are charged (issue 25): the simulated communicator
+    adds only its clock calls. While some workers are absent (``_present``, the simulated engine
+    under churn) a collective is one among the m present workers: its bytes are charged to them
+    only, as a collective of m workers; the time stays the nominal n-worker formula.
+    """
 
     n_workers: int
     network: NetworkModel
     bytes_sent: Tensor
     simulated_comm_time_s: float
     rounds: int
+    #: bool ``[w]`` of the workers present in this step while some are absent, else None
+    _present: Tensor | None = None
 
     def account_mean(self, nbytes: float) -> None:
-        """Charge one all-reduce of ``nbytes`` per worker."""
-        self.bytes_sent += allreduce_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allreduce_time_s(nbytes, self.n_workers)
-        self.rounds += 1
+        """Charge one all-reduce of ``nbytes`` per worker (under churn: among the present)."""
+        self._charge_collective(nbytes, allreduce_bytes, NetworkModel.allreduce_time_s)
 
     def account_all_gather(self, nbytes: float) -> None:
-        """Charge one all-gather of ``nbytes`` per worker."""
-        self.bytes_sent += allgather_bytes(nbytes, self.n_workers)
-        self.simulated_comm_time_s += self.network.allgather_time_s(nbytes, self.n_workers)
+        """Charge one all-gather of ``nbytes`` per worker (under churn: among the present)."""
+        self._charge_collective(nbytes, allgather_bytes, NetworkModel.allgather_time_s)
+
+    def _charge_collective(
+        self,
+        nbytes: float,
+        sent: Callable[[float, int], float],
+        duration: Callable[[NetworkModel, float, int], float],
+    ) -> None:
+        n = self.n_workers
+        if self._present is None:
+            self.bytes_sent += sent(nbytes, n)
+        else:
+            self.bytes_sent[self._present] += sent(nbytes, int(self._present.sum()))
+        self.simulated_comm_time_s += duration(self.network, nbytes, n)
         self.rounds += 1
+
+
+RoundT = TypeVar("RoundT")
+
+
+class GossipRounds(Generic[RoundT]):
+    """The gossip rounds a communicator draws and charges, shared by both engines (issue 25).
+
+    Under link failures every gossip round has its own surviving graph (a ``RoundT``, or
+    ``None`` when every link is up and the round uses W itself). A round started with
+    ``account=False`` is kept until the :meth:`account_gossip` that charges it, which then
+    charges that round's surviving links; an ``account_gossip`` with no such round over its W
+    draws a fresh one. The engine says whether rounds are drawn (``_draws_rounds``), how
+    (``_draw_round``) and what charging one does (``_account_gossip``).
+    """
+
+    #: the last round started unaccounted, with its W, until an ``account_gossip`` takes it
+    _unaccounted: tuple[MixingMatrix, RoundT | None] | None = None
+
+    @property
+    def _draws_rounds(self) -> bool:
+        raise NotImplementedError
+
+    def _draw_round(self, W: MixingMatrix) -> RoundT | None:
+        raise NotImplementedError
+
+    def _account_gossip(self, W: MixingMatrix, nbytes: float, survivors: RoundT | None) -> None:
+        raise NotImplementedError
+
+    def _new_round(self, W: MixingMatrix, *, account: bool) -> RoundT | None:
+        """This round's surviving graph (``None`` when rounds are not drawn or every link is
+        up); a round started unaccounted is kept for the :meth:`account_gossip` that charges
+        it. Charging an accounted round is the caller's (``_account_gossip``)."""
+        if not self._draws_rounds:
+            return None
+        survivors = self._draw_round(W)
+        if not account:
+            self._unaccounted = (W, survivors)
+        return survivors
+
+    def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
+        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round).
+
+        Under failures the charged links are those of the last unaccounted round over this W,
+        else of a fresh draw of the surviving links."""
+        survivors = None
+        if self._draws_rounds:
+            kept, self._unaccounted = self._unaccounted, None
+            survivors = kept[1] if kept is not None and kept[0] is W else self._draw_round(W)
+        self._account_gossip(W, nbytes, survivors)
 
 
 class PeerFailure(RuntimeError):

@@ -65,10 +65,9 @@ from torch import Tensor
 from peergrad.comm.base import (
     AllReduceAccounting,
     Decode,
+    GossipRounds,
     NetworkModel,
     Workspace,
-    allgather_bytes,
-    allreduce_bytes,
     message_nbytes,
 )
 from peergrad.topology import MixingMatrix, Topology, graph_edges, surviving_weights
@@ -79,7 +78,7 @@ if TYPE_CHECKING:
 DENSE_MAX_WORKERS = 32
 
 
-class SimulatedCommunicator(AllReduceAccounting):
+class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
     """Communicator for the simulated engine (worker axis of size ``n``).
 
     Args:
@@ -125,7 +124,6 @@ class SimulatedCommunicator(AllReduceAccounting):
         )
         self._pre_gradient = False  # between begin_step and compute: rounds leave pre-gradient
         self._present: Tensor | None = None  # bool [n] while some worker is absent, else None
-        self._unaccounted: tuple[MixingMatrix, _Round | None] | None = None
         self.bytes_sent = torch.zeros(self.n_workers, dtype=torch.float64)
         self.simulated_comm_time_s = 0.0
         self.rounds = 0
@@ -156,6 +154,11 @@ class SimulatedCommunicator(AllReduceAccounting):
         if e is None:
             e = self._edges[W] = graph_edges(W)
         return e
+
+    @property
+    def _draws_rounds(self) -> bool:
+        """Whether gossip rounds draw their surviving graph (the clock's profile has failures)."""
+        return self._failures
 
     def _draw_round(self, W: MixingMatrix) -> _Round | None:
         """This round's surviving graph of W and its Metropolis–Hastings weights (failures);
@@ -248,26 +251,16 @@ class SimulatedCommunicator(AllReduceAccounting):
 
     def _begin_round(self, W: MixingMatrix, nbytes: float, account: bool) -> _Round | None:
         """Draw the round's surviving graph (failures only) and charge it when ``account``;
-        an unaccounted round is kept for the :meth:`account_gossip` that charges it later."""
-        survivors = self._draw_round(W) if self._failures else None
+        an unaccounted round is kept for the :meth:`account_gossip` that charges it later
+        (:class:`~peergrad.comm.base.GossipRounds`)."""
+        survivors = self._new_round(W, account=account)
         if account:
             self._account_gossip(W, nbytes, survivors)
-        elif self._failures:
-            self._unaccounted = (W, survivors)
         return survivors
 
     # ------------------------------------------------------------------ accounting
-    def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
-        """Charge one gossip round over W of ``nbytes`` per message (bytes, time, one round).
-
-        With a clock, the round is reported to it over W's edges (under failures: the edges of
-        the last unaccounted round over this W, else a fresh draw of the surviving edges)."""
-        survivors = None
-        if self._failures:
-            kept, self._unaccounted = self._unaccounted, None
-            survivors = kept[1] if kept is not None and kept[0] is W else self._draw_round(W)
-        self._account_gossip(W, nbytes, survivors)
-
+    # account_gossip: GossipRounds's (under failures: the edges of the last unaccounted round
+    # over this W, else a fresh draw of the surviving edges); the clock hears of it here.
     def _account_gossip(self, W: MixingMatrix, nbytes: float, survivors: _Round | None) -> None:
         sent = self.out_degrees(W) * nbytes
         self.simulated_comm_time_s += self.network.gossip_time_s(float(sent.max()))
@@ -284,26 +277,18 @@ class SimulatedCommunicator(AllReduceAccounting):
         self.clock.gossip(survivors.src, survivors.dst, nbytes, pre_gradient=self._pre_gradient)
 
     def account_mean(self, nbytes: float) -> None:
-        """Charge one all-reduce of ``nbytes`` per worker (under churn: among the present)."""
-        self._account_collective(nbytes, allreduce_bytes, NetworkModel.allreduce_time_s)
+        """Charge one all-reduce of ``nbytes`` per worker (under churn: among the present;
+        :class:`~peergrad.comm.base.AllReduceAccounting`) and report it to the clock."""
+        super().account_mean(nbytes)
         if self.clock is not None:
             self.clock.all_reduce(nbytes)
 
     def account_all_gather(self, nbytes: float) -> None:
-        """Charge one all-gather of ``nbytes`` per worker (under churn: among the present)."""
-        self._account_collective(nbytes, allgather_bytes, NetworkModel.allgather_time_s)
+        """Charge one all-gather of ``nbytes`` per worker (under churn: among the present;
+        :class:`~peergrad.comm.base.AllReduceAccounting`) and report it to the clock."""
+        super().account_all_gather(nbytes)
         if self.clock is not None:
             self.clock.all_gather(nbytes)
-
-    def _account_collective(self, nbytes: float, sent: Any, duration: Any) -> None:
-        n = self.n_workers
-        if self._present is None:
-            self.bytes_sent += sent(nbytes, n)
-        else:
-            m = int(self._present.sum())
-            self.bytes_sent[self._present] += sent(nbytes, m)
-        self.simulated_comm_time_s += duration(self.network, nbytes, n)
-        self.rounds += 1
 
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
         """Overwrite every row of ``x`` in place with row ``src``; not accounted."""

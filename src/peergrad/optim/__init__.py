@@ -100,14 +100,16 @@ Deviations from ``torch.optim``:
 Layout of the package (all public names are exported here, as when ``peergrad.optim`` was one
 module):
 
-- :mod:`peergrad.optim.optimizer`: :class:`DistributedOptimizer` proper (param groups, the flat
-  buffer binding, the step contract, ``state_dict``), gradient clipping, AMP, module buffers;
+- :mod:`peergrad.optim.optimizer`: :class:`DistributedOptimizer` proper (the flat buffer
+  binding, the step contract), assembled from the mixins below (issue 25);
 - :mod:`peergrad.optim.overlap`: the overlap machinery (buckets, gradient hooks, the
-  communication thread, the round and its hazard checks), a mixin of the optimizer;
-- :mod:`peergrad.optim.groups`: param groups, trainable parameters, the flat buffer's views and
-  the segments of x;
-- :mod:`peergrad.optim.state`: ``state_dict``/``load_state_dict`` helpers, state copies, and the
-  RNG replay of line searches;
+  communication thread, the round and its hazard checks);
+- :mod:`peergrad.optim.groups`: param groups, trainable parameters, the flat buffer's views, the
+  segments of x, the per-group algorithms and ``set_options``;
+- :mod:`peergrad.optim.state`: ``state_dict``/``load_state_dict`` and state copies;
+- :mod:`peergrad.optim.line_search`: the closure and the RNG replay of line searches;
+- :mod:`peergrad.optim.amp`: gradient clipping and mixed precision (``GradScaler``);
+- :mod:`peergrad.optim.buffers`: the module's buffers (``buffers=``);
 - :mod:`peergrad.comm.segments`: the segments' communicators, byte settlement, state split/merge
   and the communication thread (below ``optim/``).
 """
@@ -121,6 +123,7 @@ from peergrad.optim.groups import _normalise_groups as _normalise_groups
 from peergrad.optim.groups import _Segment as _Segment
 from peergrad.optim.groups import _trainable as _trainable
 from peergrad.optim.groups import _views as _views
+from peergrad.optim.line_search import _RngState as _RngState
 from peergrad.optim.optimizer import BUFFER_MODES, DistributedOptimizer
 from peergrad.optim.state import _AUTO_NAME as _AUTO_NAME
 from peergrad.optim.state import _FORMATS as _FORMATS
@@ -129,6 +132,5 @@ from peergrad.optim.state import STATE_DICT_FORMAT
 from peergrad.optim.state import _clone_tree as _clone_tree
 from peergrad.optim.state import _is_dataclass_instance as _is_dataclass_instance
 from peergrad.optim.state import _restore_like as _restore_like
-from peergrad.optim.state import _RngState as _RngState
 
 __all__ = ["STATE_DICT_FORMAT", "DistributedOptimizer", "GROUP_OPTIONS", "BUFFER_MODES"]

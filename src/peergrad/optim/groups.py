@@ -4,7 +4,8 @@
 The user's ``params`` (tensors, ``(name, tensor)`` pairs or group dicts) become checked copies of
 the groups (:func:`_normalise_groups`); their trainable parameters, in x's order, with their
 names and groups (:func:`_trainable`); one algorithm per group from the groups' option values
-(:func:`_group_algorithms`); and the views of the flat buffers ``x`` and ``g`` that the
+(:func:`_group_algorithms`, kept current by the mixin :class:`_GroupOptions`, which also holds
+``set_options``); and the views of the flat buffers ``x`` and ``g`` that the
 parameters and their ``.grad`` are bound to (:func:`_views`, re-attached by :func:`_reattach`).
 A :class:`_Segment` is a column range of x stepped by one algorithm copy: one per param group,
 or one per bucket with the gradient hooks (:mod:`peergrad.optim.overlap`).
@@ -16,7 +17,7 @@ import copy
 import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -274,3 +275,86 @@ def _bind(params: Sequence[Tensor], x_views: Sequence[Tensor], g_views: Sequence
                 gv.copy_(_dense(p.grad))
             p.data = xv
             p.grad = gv
+
+
+class _GroupOptions:
+    """Mixin of :class:`~peergrad.optim.DistributedOptimizer`: the hyper-parameters.
+    :meth:`set_options`, and one algorithm per param group, rebuilt when a group's option
+    values change (a scheduler writing ``lr``). It uses the optimizer's ``param_groups``,
+    ``_base``, ``_group_options``, ``_coordinatewise``, ``_segments``, ``algorithm_name``,
+    ``synchronize`` and (from :mod:`peergrad.optim.overlap`) ``_post_pre_gradient`` and
+    ``_start_round``; it owns ``_cached_values`` (the values the segments' algorithms were
+    built from)."""
+
+    param_groups: list[dict[str, Any]]
+    _base: Algorithm
+    _group_options: tuple[str, ...]
+    _coordinatewise: bool
+    _segments: list[_Segment]
+    _cached_values: Any
+
+    if TYPE_CHECKING:  # the optimizer's (see the class docstring); no runtime effect
+
+        @property
+        def algorithm_name(self) -> str: ...
+        def synchronize(self) -> None: ...
+        def _post_pre_gradient(self) -> None: ...
+        def _start_round(self) -> None: ...
+
+    def set_options(self, **changes: Any) -> None:
+        """Change hyper-parameters between steps, e.g. ``opt.set_options(lr=0.01)``.
+
+        The algorithm (a frozen dataclass) is replaced by a copy with ``changes`` in every group
+        (options that are group options are written into every group, where schedulers see
+        them); the state is kept. Messages in flight are drained and sent again (collective:
+        every worker must make the same change). Raises ``ValueError`` for an unknown option or
+        an invalid value.
+        """
+        fields = set(self._base.hyperparameters())
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise ValueError(
+                f"algorithm {self.algorithm_name!r} has no option(s) {', '.join(unknown)}; its "
+                f"options are: {', '.join(sorted(fields)) or '(none)'}"
+            )
+        base = dataclasses.replace(self._base, **changes)  # type: ignore[type-var]
+        if base.coordinatewise != self._base.coordinatewise:
+            raise ValueError(
+                f"set_options({', '.join(sorted(changes))}) would change whether "
+                f"{self.algorithm_name} can be cut into buckets; build a new optimizer instead"
+            )
+        self.synchronize()
+        self._base = base
+        for group in self.param_groups:
+            for k in self._group_options:
+                if k in changes:
+                    group[k] = changes[k]
+        self._cached_values = None
+        self._refresh_algorithms()
+        self._post_pre_gradient()
+        self._start_round()
+
+    def _group_values(self) -> list[dict[str, Any]]:
+        return [{k: group[k] for k in self._group_options} for group in self.param_groups]
+
+    def _group_algorithms(self) -> list[Algorithm]:
+        """One algorithm per param group, from the groups' current option values (checked:
+        see the function :func:`_group_algorithms`)."""
+        values = self._group_values()
+        self._cached_values = [tuple(v.items()) for v in values]
+        return _group_algorithms(
+            self._base,
+            values,
+            coordinatewise=self._coordinatewise,
+            group_options=self._group_options,
+            name=self.algorithm_name,
+        )
+
+    def _refresh_algorithms(self) -> None:
+        """Rebuild the segments' algorithms when a group's options changed (a scheduler)."""
+        current = [tuple(v.items()) for v in self._group_values()]
+        if current == getattr(self, "_cached_values", None):
+            return
+        algorithms = self._group_algorithms()
+        for seg in self._segments:
+            seg.algorithm = algorithms[seg.group]

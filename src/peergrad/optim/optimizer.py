@@ -1,71 +1,64 @@
 """The optimizer proper: :class:`DistributedOptimizer` (param groups, the flat buffer binding,
-the step contract, ``state_dict``), with gradient clipping, mixed precision and module buffers.
+the step contract).
 
-The overlap machinery (buckets, gradient hooks, the communication thread, the round and its
-hazard checks) is the mixin :class:`peergrad.optim.overlap._Overlap`; param groups and the flat
-buffer's views are in :mod:`peergrad.optim.groups`; the state dict's checks and the line search's
-RNG replay in :mod:`peergrad.optim.state`. The package docstring (:mod:`peergrad.optim`) is the
-user's guide.
+The optimizer is assembled from mixins, one responsibility each (issue 25): the overlap
+machinery (buckets, gradient hooks, the communication thread, the round and its hazard checks)
+is :class:`peergrad.optim.overlap._Overlap`; param groups, the per-group algorithms and the flat
+buffer's views are in :mod:`peergrad.optim.groups`; ``state_dict``/``load_state_dict`` in
+:mod:`peergrad.optim.state`; the closure and the line search's RNG replay in
+:mod:`peergrad.optim.line_search`; gradient clipping and mixed precision (``GradScaler``) in
+:mod:`peergrad.optim.amp`; the module's buffers (``module``, ``buffers``, ``buffers_every``) in
+:mod:`peergrad.optim.buffers`. The package docstring (:mod:`peergrad.optim`) is the user's
+guide.
 
-Gradient clipping (``clip_grad_norm``, > 0): applied to the gradient the algorithm uses. For
-``allreduce`` this is the averaged gradient (the algorithm's ``clip_grad_norm`` option, as a DDP
-user clips after ``backward``); for the decentralized methods the local stochastic gradient g
-before the algorithm's step (factor ``min(1, c / (||g|| + 1e-6))``, as
-``torch.nn.utils.clip_grad_norm_``).
-
-Mixed precision (``torch.amp.GradScaler``). The optimizer sets ``_step_supports_amp_scaling``:
-``scaler.step(opt)`` hands it the scale and the local overflow flag; ``step`` unscales ``g`` in
-one pass, and the overflow flags of all workers are combined (a 4-byte all-reduce, not counted
-in ``bytes_sent``), so that every worker skips the step when any worker overflowed and the
-collective messages stay matched. Each worker's scaler backs off on its own overflow only.
-
-Module buffers (``module``, ``buffers``, ``buffers_every``). Only parameters are communicated by
-the algorithm. Given ``module=``, its floating-point buffers (BatchNorm running statistics) are,
-every ``buffers_every`` steps at the end of ``step``: ``"local"`` (default) left alone, each
-worker keeps its own (no communication, as the simulated engine's default); ``"average"``
-all-reduced to their mean (one all-reduce, counted in ``bytes_sent``); ``"broadcast"`` replaced by
-worker 0's (as DDP's ``broadcast_buffers``; not counted). Integer buffers (``num_batches_tracked``)
-stay local. Workers should start from identical parameters: worker 0's are broadcast at
-construction (as DDP does).
-
+Workers should start from identical parameters: worker 0's are broadcast at construction (as
+DDP does).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from peergrad.algorithms.allreduce import AllReduceSGD
-from peergrad.algorithms.base import Algorithm, LossClosure, bind_run
+from peergrad.algorithms.base import Algorithm, bind_run
 from peergrad.algorithms.registry import make_algorithm
 from peergrad.comm.base import Communicator
-from peergrad.comm.segments import merge_state, settle, split_state
+from peergrad.comm.segments import merge_state, settle
+from peergrad.optim.amp import _GradientPrep
+from peergrad.optim.buffers import BUFFER_MODES as BUFFER_MODES
+from peergrad.optim.buffers import _ModuleBuffers
+from peergrad.optim.buffers import _sync_module_buffers as _sync_module_buffers
 from peergrad.optim.groups import (
     GROUP_OPTIONS,
     _bind,
     _check_positive,
     _flat_buffers,
-    _group_algorithms,
+    _GroupOptions,
     _normalise_groups,
     _reattach,
     _Segment,
     _trainable,
     _views,
 )
+from peergrad.optim.line_search import _LineSearch
 from peergrad.optim.overlap import _Overlap
-from peergrad.optim.state import _checked_state, _RngState, _state_dict, _trial_closure
-from peergrad.transforms import clip_rows
-
-BUFFER_MODES = ("local", "average", "broadcast")
+from peergrad.optim.state import _Checkpointing
 
 
-class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
+class DistributedOptimizer(
+    _Checkpointing,
+    _LineSearch,
+    _GradientPrep,
+    _ModuleBuffers,
+    _GroupOptions,
+    _Overlap,
+    torch.optim.Optimizer,
+):
     """A ``torch.optim.Optimizer`` running a peergrad algorithm (one worker per process).
 
     Args:
@@ -142,11 +135,8 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
             buffers_every=buffers_every,
         )
         clip_grad_norm, first_cap, bucket_cap = caps
-        # allreduce clips the averaged gradient: the optimizer averages g (one all-reduce),
-        # clips it and steps the buckets with a communicator whose mean is the identity
-        averaged = isinstance(algorithm, AllReduceSGD)
-        self._clip = clip_grad_norm
-        self._clip_mode = None if clip_grad_norm is None else "averaged" if averaged else "local"
+        # allreduce clips the averaged gradient (see _choose_clip)
+        self._choose_clip(clip_grad_norm, averaged=isinstance(algorithm, AllReduceSGD))
 
         group_options = tuple(k for k in GROUP_OPTIONS if k in algorithm.hyperparameters())
         groups = _normalise_groups(params, group_options, algorithm)
@@ -172,9 +162,7 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
         self._param_index = {id(p): i for i, p in enumerate(tensors)}
 
         self._choose_overlap(comm, overlap, first.device)
-        self._module = module
-        self._buffers = buffers
-        self._buffers_every = buffers_every
+        self._keep_buffers(module, buffers, buffers_every)
 
         self._build_segments(
             numels,
@@ -185,17 +173,21 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
             bucket_cap=bucket_cap,
         )
 
-        _bind(self._params, self._x_views, self._g_views)
-        # Every worker starts from worker 0's parameters (as DistributedDataParallel does), so
-        # a model seeded differently on each rank cannot silently break the methods' invariants.
-        comm.broadcast(self._x, src=0)  # type: ignore[attr-defined]  # on both communicators
-        for seg in self._segments:
-            seg.state = seg.algorithm.init(self._seg_x(seg), seg.comm)
-        self._steps = 0
-
+        self._bind_and_init()
         self._init_overlap()
         self._built = True
         self._post_pre_gradient()
+
+    def _bind_and_init(self) -> None:
+        """Bind the parameters and their ``.grad`` to x and g, start every worker from worker
+        0's x and initialise the segments' algorithm states (construction)."""
+        _bind(self._params, self._x_views, self._g_views)
+        # Every worker starts from worker 0's parameters (as DistributedDataParallel does), so
+        # a model seeded differently on each rank cannot silently break the methods' invariants.
+        self._comm.broadcast(self._x, src=0)  # type: ignore[attr-defined]  # both communicators
+        for seg in self._segments:
+            seg.state = seg.algorithm.init(self._seg_x(seg), seg.comm)
+        self._steps = 0
 
     # ------------------------------------------------------------------ properties
     @property
@@ -348,16 +340,7 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
         begin_step = getattr(self._comm, "begin_step", None)
         if begin_step is not None:
             begin_step(self._steps + 1)
-        grad_scale = getattr(self, "grad_scale", None)
-        found_inf = getattr(self, "found_inf", None)
-        amp = found_inf is not None
-        if amp and self._round_mode:
-            self._cancel_round()
-            raise RuntimeError(
-                "DistributedOptimizer: GradScaler.step(opt) was first used after the buckets "
-                "were already stepped from the backward pass with scaled gradients; use the "
-                "GradScaler from the first step on, or build the optimizer with overlap=False"
-            )
+        grad_scale, found_inf = self._scaler_inputs()  # GradScaler.step's (amp.py)
         loss, trial = self._first_call(closure, line_search)
         try:
             self._check_frozen()
@@ -368,7 +351,7 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
             raise
         if self._round_mode and self._round is not None:
             self._finish_round()
-        elif self._plain_step(amp, grad_scale, found_inf, trial):
+        elif self._plain_step(grad_scale, found_inf, trial):
             return loss  # GradScaler: some worker overflowed, every worker skips the step
         settle([s.comm for s in self._segments], self._comm)
         self._steps += 1
@@ -426,118 +409,6 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
         self.synchronize()
         self._stop_overlap()
 
-    def set_options(self, **changes: Any) -> None:
-        """Change hyper-parameters between steps, e.g. ``opt.set_options(lr=0.01)``.
-
-        The algorithm (a frozen dataclass) is replaced by a copy with ``changes`` in every group
-        (options that are group options are written into every group, where schedulers see
-        them); the state is kept. Messages in flight are drained and sent again (collective:
-        every worker must make the same change). Raises ``ValueError`` for an unknown option or
-        an invalid value.
-        """
-        fields = set(self._base.hyperparameters())
-        unknown = sorted(set(changes) - fields)
-        if unknown:
-            raise ValueError(
-                f"algorithm {self.algorithm_name!r} has no option(s) {', '.join(unknown)}; its "
-                f"options are: {', '.join(sorted(fields)) or '(none)'}"
-            )
-        base = dataclasses.replace(self._base, **changes)  # type: ignore[type-var]
-        if base.coordinatewise != self._base.coordinatewise:
-            raise ValueError(
-                f"set_options({', '.join(sorted(changes))}) would change whether "
-                f"{self.algorithm_name} can be cut into buckets; build a new optimizer instead"
-            )
-        self.synchronize()
-        self._base = base
-        for group in self.param_groups:
-            for k in self._group_options:
-                if k in changes:
-                    group[k] = changes[k]
-        self._cached_values = None
-        self._refresh_algorithms()
-        self._post_pre_gradient()
-        self._start_round()
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume bit-exactly, as a new dict of cloned tensors.
-
-        Keys: ``format``, ``algorithm`` (name), ``options`` (hyper-parameters of the first
-        group), ``state`` (the algorithm state over the whole buffer as a dict, tensors cloned),
-        ``num_steps``, ``param_names``, ``param_shapes`` (tuples), ``num_params`` (trainable
-        ones), ``flat_params`` (``[1, D]``), ``worker_ids``, ``bytes_sent`` (float64 ``[1]``,
-        bytes), ``simulated_comm_time_s`` (seconds), ``rounds``, ``param_groups`` (as torch:
-        every group's options, ``"params"`` as indices over all parameters, frozen included).
-        Only plain containers, numbers, strings and tensors: loadable with
-        ``torch.load(..., weights_only=True)``. Each worker saves its own.
-        """
-        return _state_dict(self)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`: parameters (in place), state, options, param groups
-        and counters. Everything is checked before anything changes. Messages in flight are
-        drained and sent again with the restored x (every worker loads its own state dict).
-
-        Raises:
-            ValueError: missing keys or an unknown format; another algorithm; a different number
-                of parameters or the first parameter whose shape differs (named); a parameter
-                saved under another name (when both sides have real names, e.g. from
-                ``named_parameters()``); a state dict saved by another worker; a state that does
-                not fit the algorithm's state type or a state tensor whose shape or dtype
-                differs (named); param groups of other sizes.
-        """
-        sd = state_dict
-        base, state, flat, bytes_sent, saved_groups = _checked_state(self, sd)
-        self.synchronize()
-        self._sync()
-        with torch.no_grad():
-            self._x.copy_(flat)
-            self._comm.bytes_sent.copy_(bytes_sent)
-        if "simulated_comm_time_s" in sd and hasattr(self._comm, "simulated_comm_time_s"):
-            self._comm.simulated_comm_time_s = float(sd["simulated_comm_time_s"])
-        if "rounds" in sd and hasattr(self._comm, "rounds"):
-            self._comm.rounds = int(sd["rounds"])  # type: ignore[attr-defined]
-        if saved_groups is not None:
-            for group, saved in zip(self.param_groups, saved_groups, strict=True):
-                for k, v in saved.items():
-                    if k not in ("params", "param_names"):
-                        group[k] = copy.deepcopy(v)
-        self._base = base
-        self._cached_values = None
-        self._refresh_algorithms()
-        parts = split_state(state, self._x.shape[1], self._seg_bounds())
-        for seg, part in zip(self._segments, parts, strict=True):
-            seg.state = part
-        self._steps = int(sd["num_steps"])
-        self._post_pre_gradient()
-        self._start_round()
-
-    # ------------------------------------------------------------------ groups
-    def _group_values(self) -> list[dict[str, Any]]:
-        return [{k: group[k] for k in self._group_options} for group in self.param_groups]
-
-    def _group_algorithms(self) -> list[Algorithm]:
-        """One algorithm per param group, from the groups' current option values (checked:
-        see :func:`peergrad.optim.groups._group_algorithms`)."""
-        values = self._group_values()
-        self._cached_values = [tuple(v.items()) for v in values]
-        return _group_algorithms(
-            self._base,
-            values,
-            coordinatewise=self._coordinatewise,
-            group_options=self._group_options,
-            name=self.algorithm_name,
-        )
-
-    def _refresh_algorithms(self) -> None:
-        """Rebuild the segments' algorithms when a group's options changed (a scheduler)."""
-        current = [tuple(v.items()) for v in self._group_values()]
-        if current == getattr(self, "_cached_values", None):
-            return
-        algorithms = self._group_algorithms()
-        for seg in self._segments:
-            seg.algorithm = algorithms[seg.group]
-
     # ------------------------------------------------------------------ segments
     def _seg_x(self, seg: _Segment) -> Tensor:
         return self._x[:, seg.start : seg.stop]
@@ -555,56 +426,20 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
         )
 
     # ------------------------------------------------------------------ the step
-    def _first_call(
-        self, closure: Callable[[], Any] | None, line_search: bool
-    ) -> tuple[Any, LossClosure | None]:
-        """Call the closure (grad enabled); with one segment, the line search's trial closure."""
-        loss, trial = None, None
-        if closure is not None:
-            rng = _RngState.capture(self._x.device)  # before the first call: trials replay it
-            with torch.enable_grad():
-                loss = closure()
-            whole = len(self._segments) == 1
-            if loss is not None and whole:  # the closure sees all of x: one segment only
-                trial = _trial_closure(self, closure, loss, rng)
-            elif line_search:
-                raise ValueError(f"{self.algorithm_name}: the closure returned None, not the loss")
-        return loss, trial
-
-    def _plain_step(
-        self, amp: bool, grad_scale: Tensor | None, found_inf: Tensor | None, trial: Any
-    ) -> bool:
+    def _plain_step(self, grad_scale: Tensor | None, found_inf: Tensor | None, trial: Any) -> bool:
         """Step every segment here (no round): True when a GradScaler overflow skips the step."""
         if self._overlap and any(s.pending is not None for s in self._segments):
             self._check_posted()
         self._sync()
-        if amp:
-            self._amp_seen = True
-            # amp is `found_inf is not None` (step)
-            if self._unscale_or_skip(grad_scale, cast(Tensor, found_inf)):
-                return True
-        # _clip_mode is not None exactly when _clip is not None (__init__)
-        if self._clip_mode == "local":
-            clip_rows(self._g, cast(float, self._clip))
-        elif self._clip_mode == "averaged":
-            self._g.copy_(clip_rows(self._comm.mean(self._g).clone(), cast(float, self._clip)))
+        if self._prepare_gradient(grad_scale, found_inf):  # unscale, clip (amp.py)
+            return True
         self._refresh_algorithms()
         with torch.no_grad():
             for seg in self._order:
                 self._run_segment(seg, trial)
         return False
 
-    # ------------------------------------------------------------------ amp, clipping, buffers
-    def _unscale_or_skip(self, grad_scale: Tensor | None, found_inf: Tensor) -> bool:
-        """GradScaler: True when some worker overflowed (every worker skips); else unscale g."""
-        flag = found_inf.detach().to(self._x.device, torch.float32).reshape(1, 1)
-        if float(self._comm.mean(flag, account=False)[0, 0]) > 0:
-            return True
-        if grad_scale is not None:
-            inv = grad_scale.detach().double().reciprocal().float().to(self._g.device)
-            self._g.mul_(inv)
-        return False
-
+    # ------------------------------------------------------------------ internals
     def _check_frozen(self) -> None:
         for name, p in self._frozen:
             if p.requires_grad and p.grad is not None:
@@ -614,14 +449,6 @@ class DistributedOptimizer(_Overlap, torch.optim.Optimizer):
                     "optimizer after changing which parameters are trainable"
                 )
 
-    def _sync_buffers(self) -> None:
-        if self._module is None or self._buffers == "local":
-            return
-        if self._steps % self._buffers_every:
-            return
-        _sync_module_buffers(self._module, self._buffers, self._comm)
-
-    # ------------------------------------------------------------------ internals
     def _sync(self, first: int = 0, last: int | None = None) -> None:
         """Re-attach parameter storage and gradients that were replaced since the last call.
 
@@ -677,25 +504,3 @@ def _checked_arguments(
         )
     algorithm.check_topology(comm)
     return algorithm, (clip_grad_norm, first_cap, bucket_cap)
-
-
-def _sync_module_buffers(module: torch.nn.Module, mode: str, comm: Communicator) -> None:
-    """``"average"`` or ``"broadcast"`` the module's floating-point buffers (see the module doc)."""
-    from peergrad.train.params import average_buffers  # lazy: keeps this import light
-
-    rows = {name: b.unsqueeze(0) for name, b in module.named_buffers()}  # [1, ...]
-    with torch.no_grad():
-        if mode == "average":
-            average_buffers(rows, comm)  # one accounted all-reduce per dtype
-            return
-        by_dtype: dict[torch.dtype, list[Tensor]] = {}
-        for b in rows.values():
-            if b.is_floating_point():
-                by_dtype.setdefault(b.dtype, []).append(b)
-        for bufs in by_dtype.values():
-            flat = torch.cat([b.reshape(1, -1) for b in bufs], dim=1)
-            comm.broadcast(flat, src=0)  # type: ignore[attr-defined]  # on both communicators
-            offset = 0
-            for b in bufs:
-                b.copy_(flat[:, offset : offset + b[0].numel()].view_as(b))
-                offset += b[0].numel()

@@ -67,7 +67,7 @@ messages i receives, and the rest is idle (waiting for slower senders or a barri
 :attr:`SystemClock.simulated_time_s` is ``max_i t_i``, the slowest worker.
 
 With identical workers, no compute and uniform links, the slowest worker's time equals the
-closed alpha-beta formula of :class:`peergrad.comm.NetworkModel` exactly (same float
+closed alpha-beta formula of :class:`peergrad.system.network.NetworkModel` exactly (same float
 operations) on every regular graph: a gossip round adds ``latency + max_bytes / bandwidth``,
 an all-reduce ``allreduce_time_s``.
 
@@ -83,7 +83,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from peergrad.comm.base import NetworkModel
+from peergrad.system.network import NetworkModel
 from peergrad.system.profile import SystemProfile
 
 __all__ = ["SystemClock"]
@@ -130,6 +130,25 @@ class _Plan:
         self.route: _Route | None = None
         self.pairs: tuple[int, Tensor] | None = None
         self.costs: dict[float, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+
+def _edge_bytes(
+    src: Tensor, dst: Tensor, nbytes: float | Tensor
+) -> tuple[float | None, Tensor | None]:
+    """A gossip round's message sizes, checked (:meth:`SystemClock.gossip`): ``(size, None)``
+    for one number of bytes on every edge, else ``(None, b)`` with ``b`` float64 ``[E]``."""
+    if src.dim() != 1 or src.shape != dst.shape:
+        raise ValueError(
+            f"gossip: src and dst must be int64 [E], got {tuple(src.shape)} and {tuple(dst.shape)}"
+        )
+    if isinstance(nbytes, (int, float)):
+        return float(nbytes), None
+    b = torch.as_tensor(nbytes, dtype=torch.float64)
+    if b.dim() == 0:
+        b = b.expand(src.shape)
+    elif b.shape != src.shape:
+        raise ValueError(f"gossip: nbytes must be a number or [E], got {tuple(b.shape)}")
+    return None, b
 
 
 class SystemClock:
@@ -391,19 +410,7 @@ class SystemClock:
         Raises:
             ValueError: if ``src``, ``dst`` and ``nbytes`` do not have one shape ``[E]``.
         """
-        if src.dim() != 1 or src.shape != dst.shape:
-            raise ValueError(
-                f"gossip: src and dst must be int64 [E], got {tuple(src.shape)} and "
-                f"{tuple(dst.shape)}"
-            )
-        size = float(nbytes) if isinstance(nbytes, (int, float)) else None
-        b: Tensor | None = None
-        if size is None:
-            b = torch.as_tensor(nbytes, dtype=torch.float64)
-            if b.dim() == 0:
-                b = b.expand(src.shape)
-            elif b.shape != src.shape:
-                raise ValueError(f"gossip: nbytes must be a number or [E], got {tuple(b.shape)}")
+        size, b = _edge_bytes(src, dst, nbytes)
         self.rounds += 1
         held = pre_gradient and not self._computed
         if not held:

@@ -63,8 +63,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from peergrad.comm.base import NetworkModel
 from peergrad.system.clock import SystemClock
+from peergrad.system.network import NetworkModel
 from peergrad.system.profile import SystemProfile
 from peergrad.topology import MixingMatrix, graph_edges, surviving_weights
 

@@ -49,6 +49,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value
 
+# Averaging buffers over the workers is a collective: it lives with the communicators since
+# issue 25 (peergrad.comm.buffers); importable from here as before.
+from peergrad.comm.buffers import average_buffers as average_buffers
+from peergrad.comm.buffers import mean_buffers as mean_buffers
+
 __all__ = [
     "FlatParams",
     "WorkerModel",
@@ -587,58 +592,6 @@ class WorkerModel:
 
 def _cuda_devices(t: Tensor) -> list[torch.device]:
     return [t.device] if t.device.type == "cuda" else []
-
-
-# ---------------------------------------------------------------------- buffers across workers
-def mean_buffers(
-    buffers: dict[str, Tensor], comm: Any, *, account: bool = False
-) -> dict[str, Tensor]:
-    """The buffers of the averaged model x̄: ``{name: [1, *shape]}`` (new tensors).
-
-    Floating-point buffers are their mean over all workers (one ``comm.mean`` of all of them
-    concatenated, per dtype); integer buffers (``num_batches_tracked``, equal on every worker)
-    are this process's first row. ``account=False`` (default, for evaluation) charges nothing to
-    the communicator's byte counters. ``buffers`` is not changed.
-    """
-    out = {n: b[:1].clone() for n, b in buffers.items() if not b.is_floating_point()}
-    for names, avg in _averaged(buffers, comm, account):
-        for n, a in zip(names, avg, strict=True):
-            out[n] = a[:1].clone()
-    return {n: out[n] for n in buffers}
-
-
-def average_buffers(
-    buffers: dict[str, Tensor], comm: Any, *, account: bool = True
-) -> dict[str, Tensor]:
-    """Replace, in place, every floating-point buffer by its mean over all workers.
-
-    One ``comm.mean`` of all floating-point buffers concatenated (per dtype), charged to the
-    communicator as one all-reduce (``account=True``); integer buffers (``num_batches_tracked``)
-    are left as they are (all workers count alike). The "average" buffers option calls this at
-    every communication round. Returns ``buffers``.
-    """
-    for names, avg in _averaged(buffers, comm, account):
-        for n, a in zip(names, avg, strict=True):
-            buffers[n].copy_(a)
-    return buffers
-
-
-def _averaged(
-    buffers: dict[str, Tensor], comm: Any, account: bool
-) -> list[tuple[list[str], list[Tensor]]]:
-    groups: dict[torch.dtype, list[str]] = {}
-    for n, b in buffers.items():
-        if b.is_floating_point():
-            groups.setdefault(b.dtype, []).append(n)
-    result = []
-    for names in groups.values():
-        rows = [buffers[n] for n in names]
-        w = rows[0].shape[0]
-        flat = torch.cat([r.reshape(w, -1) for r in rows], dim=1)
-        mean = comm.mean(flat, account=account)
-        pieces = torch.split(mean, [r[0].numel() for r in rows], dim=1)
-        result.append((names, [p.reshape(r.shape) for p, r in zip(pieces, rows, strict=True)]))
-    return result
 
 
 # ---------------------------------------------------------------------- the built-in presets

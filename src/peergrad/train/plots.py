@@ -137,22 +137,7 @@ def plot_curves(
         (name, [_visible(run, x_key) for run in as_runs(value)]) for name, value in runs.items()
     ]
     for ax, (key, label, log) in zip(axes, panels, strict=True):
-        for color, (name, group) in zip(colors, groups, strict=False):
-            if not group:
-                continue
-            xs, mean, std, n = band(group, x_key, key)
-            if not len(xs):
-                continue
-            if n == 1:
-                ax.plot(xs, mean, marker=".", label=name, color=color)
-                continue
-            (line,) = ax.plot(
-                xs, mean, marker=".", label=f"{name} (mean ± std, n={n})", color=color
-            )
-            low, high = mean - std, mean + std
-            if log:  # a band reaching 0 or below cannot be drawn on a log axis: clip it
-                low = np.maximum(low, mean / 10)
-            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        _draw_curves(ax, groups, colors, x_key, key, log)
         if key == panels[1][0] and target_accuracy is not None:
             ax.axhline(
                 target_accuracy,
@@ -171,14 +156,50 @@ def plot_curves(
         if not outside and ax.get_legend_handles_labels()[0]:  # none: e.g. no bytes sent (n = 1)
             ax.legend(fontsize=8)
     if outside:
-        handles, labels = [], []
-        for ax in axes:  # the accuracy panel adds the target line
-            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-                if lab not in labels:
-                    handles.append(h)
-                    labels.append(lab)
-        if handles:
-            fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+        _figure_legend(fig, axes)
+    return _save(fig, Path(path), title, outside)
+
+
+def _draw_curves(
+    ax: Any,
+    groups: list[tuple[str, list[list[Mapping[str, Any]]]]],
+    colors: Sequence[Any],
+    x_key: str,
+    key: str,
+    log: bool,
+) -> None:
+    """One panel's curves of ``key`` against ``x_key``: a line per label, with a ±1 std band
+    for a label of several runs (clipped above 0 on a log axis)."""
+    for color, (name, group) in zip(colors, groups, strict=False):
+        if not group:
+            continue
+        xs, mean, std, n = band(group, x_key, key)
+        if not len(xs):
+            continue
+        if n == 1:
+            ax.plot(xs, mean, marker=".", label=name, color=color)
+            continue
+        (line,) = ax.plot(xs, mean, marker=".", label=f"{name} (mean ± std, n={n})", color=color)
+        low, high = mean - std, mean + std
+        if log:  # a band reaching 0 or below cannot be drawn on a log axis: clip it
+            low = np.maximum(low, mean / 10)
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend for all panels, right of them (each label once)."""
+    handles, labels = [], []
+    for ax in axes:  # the accuracy panel adds the target line
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+
+
+def _save(fig: Any, path: Path, title: str, outside: bool) -> Path:
+    """Title the figure, lay it out, write it to ``path`` (PNG) and close it."""
     if title:
         fig.suptitle(
             textwrap.fill(title, 120, break_on_hyphens=False),
@@ -187,7 +208,6 @@ def plot_curves(
     # tight_layout fits any tick labels (a user's metric, log axes); the figure legend keeps the
     # right-hand strip it is drawn in
     fig.tight_layout(rect=(0, 0, 0.78 if outside else 1, 1))
-    path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

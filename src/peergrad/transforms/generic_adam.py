@@ -472,7 +472,14 @@ def check_sufficient_condition(
         bool(b.min() >= 0 and beta_max < 1),
         f"beta_t in [{b.min():.4g}, {beta_max:.4g}]; needs 0 <= beta_t <= beta < 1",
     )
+    sc2 = _check_sc2(th, beta_max)
+    sc3, c0 = _check_sc3(a, th, horizon, growth_tol)
+    sc4, ratio = _check_sc4(a, th, t, horizon, decay_tol)
+    return SufficientConditionReport(horizon, (sc1, sc2, sc3, sc4), ratio, c0)
 
+
+def _check_sc2(th: np.ndarray, beta_max: float) -> ConditionResult:
+    """SC2 of :func:`check_sufficient_condition` on the values ``th`` of θ_t, t = 1..T."""
     in_range = bool(0 <= th[0] < 1 and np.all((th[1:] > 0) & (th[1:] < 1)))
     drops = np.diff(th) < -1e-12
     monotone = not bool(drops.any())
@@ -486,8 +493,13 @@ def check_sufficient_condition(
         f"beta^2 = {beta_max**2:.4g} {'<' if compat else '>='} theta_T = {th[-1]:.6g}"
         + ("" if beta_max**2 < th[0] else f" (but not < theta_1 = {th[0]:.4g})")
     )
-    sc2 = ConditionResult("SC2", in_range and monotone and compat, "; ".join(parts))
+    return ConditionResult("SC2", in_range and monotone and compat, "; ".join(parts))
 
+
+def _check_sc3(
+    a: np.ndarray, th: np.ndarray, horizon: int, growth_tol: float
+) -> tuple[ConditionResult, float]:
+    """SC3 of :func:`check_sufficient_condition`, and the C₀ the horizon needs."""
     with np.errstate(divide="ignore", invalid="ignore"):
         chi = a / np.sqrt(1.0 - th)
         c0_curve = np.maximum.accumulate(chi / np.minimum.accumulate(chi))
@@ -499,7 +511,13 @@ def check_sufficient_condition(
         f"chi_t = alpha_t/sqrt(1-theta_t) needs C0 = {c0:.4g} on the horizon, growing like "
         f"t^{growth:+.3g} over the last decade (allowed t^{growth_tol:g})",
     )
+    return sc3, c0
 
+
+def _check_sc4(
+    a: np.ndarray, th: np.ndarray, t: np.ndarray, horizon: int, decay_tol: float
+) -> tuple[ConditionResult, np.ndarray]:
+    """SC4 of :func:`check_sufficient_condition`, and the ratio's values for T = 1..horizon."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.cumsum(a * np.sqrt(np.clip(1.0 - th, 0.0, None))) / (t * a)
         decay = -_decade_exponent(ratio, horizon) if ratio[horizon // 10 - 1] > 0 else 0.0
@@ -509,7 +527,7 @@ def check_sufficient_condition(
         f"sum alpha_t sqrt(1-theta_t) / (T alpha_T) = {ratio[-1]:.4g} at T = {horizon}, "
         f"changing like T^{-decay:+.3g} over the last decade (needs T^-{decay_tol:g} or faster)",
     )
-    return SufficientConditionReport(horizon, (sc1, sc2, sc3, sc4), ratio, c0)
+    return sc4, ratio
 
 
 def polynomial_corollary(s: float, r: float) -> tuple[bool, float]:
