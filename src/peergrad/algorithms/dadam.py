@@ -175,7 +175,7 @@ class LocalAdaptiveGossip(AdaptiveAlgorithm):
     def pre_gradient(self, x: Tensor, state: DADAMState, comm: Communicator) -> Any:
         """The gossip of x does not need the gradient, so it starts here."""
         # mix_start is not in the Communicator protocol (overlap-capable comms)
-        return comm.mix_start(x, comm.topology.at(state.step))  # type: ignore[attr-defined]
+        return comm.mix_start(x, comm.topology.at(state.step))
 
     def step(
         self,

@@ -209,7 +209,7 @@ class DeTAG(SGDAlgorithm):
         if state.step % state.rounds == 0:
             self._load(state, x, state.tracker)
         # mix_start is not in the Communicator protocol (overlap-capable comms)
-        return comm.mix_start(state.gossip, comm.topology.at(state.step))  # type: ignore[attr-defined]
+        return comm.mix_start(state.gossip, comm.topology.at(state.step))
 
     def step(
         self,

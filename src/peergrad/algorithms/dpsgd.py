@@ -86,7 +86,7 @@ class DPSGD(SGDAlgorithm):
         """CTA: the gossip of x does not need the gradient, so it starts here."""
         if self.form == "cta":
             # mix_start is not in the Communicator protocol (overlap-capable comms)
-            return comm.mix_start(x, comm.topology.at(state.step))  # type: ignore[attr-defined]
+            return comm.mix_start(x, comm.topology.at(state.step))
         return None
 
     def step(

@@ -151,7 +151,7 @@ class GradientTracking(SGDAlgorithm):
             return None
         state.gossip[:, : x.shape[1]].copy_(x)
         # mix_start is not in the Communicator protocol (overlap-capable comms)
-        return comm.mix_start(state.gossip, comm.topology.at(state.step))  # type: ignore[attr-defined]
+        return comm.mix_start(state.gossip, comm.topology.at(state.step))
 
     def step(
         self,

@@ -232,6 +232,36 @@ class Communicator(Protocol):
         """
         ...
 
+    def mix_start(
+        self,
+        x: Tensor,
+        W: MixingMatrix,
+        *,
+        message_bytes: int | None = None,
+        decode: Decode | None = None,
+        account: bool = True,
+    ) -> PendingMix:
+        """Start a gossip round over W; ``wait(out)`` on the result returns what :meth:`mix`
+        returns. ``x`` must not change until then (on the distributed engine the messages may
+        still be in flight). Same arguments as :meth:`mix` but ``out``."""
+        ...
+
+    def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
+        """Overwrite ``x`` (``[w, ...]``) in place with worker ``src``'s row; not accounted.
+        ``ValueError`` when ``src`` is not in ``[0, n_workers - 1]``."""
+        ...
+
+    def begin_step(self, step: int) -> None:
+        """Start step ``step`` (called by the training loop and the optimizer before the
+        algorithm's ``pre_gradient``): under a system profile, who is present and where the
+        step's clock starts; the distributed engine also publishes its heartbeat."""
+        ...
+
+    def compute(self) -> None:
+        """The gradient is computed now (after :meth:`begin_step` and the pre-gradient rounds):
+        under a system profile, the workers' compute time; a no-op without one."""
+        ...
+
     def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
         """Charge one gossip round over W of ``nbytes`` bytes per message."""
         ...
@@ -290,4 +320,5 @@ def worker_dot(a: Tensor, b: Tensor) -> Tensor:
 
 def worker_norm(x: Tensor) -> Tensor:
     """Per-worker Euclidean norm ``||x_i||_2``: ``[w, ...] -> [w]``."""
-    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
+    norms: Tensor = torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
+    return norms

@@ -55,7 +55,7 @@ def _sync_module_buffers(module: torch.nn.Module, mode: str, comm: Communicator)
                 by_dtype.setdefault(b.dtype, []).append(b)
         for bufs in by_dtype.values():
             flat = torch.cat([b.reshape(1, -1) for b in bufs], dim=1)
-            comm.broadcast(flat, src=0)  # type: ignore[attr-defined]  # on both communicators
+            comm.broadcast(flat, src=0)
             offset = 0
             for b in bufs:
                 b.copy_(flat[:, offset : offset + b[0].numel()].view_as(b))

@@ -317,7 +317,7 @@ class _GroupOptions:
                 f"algorithm {self.algorithm_name!r} has no option(s) {', '.join(unknown)}; its "
                 f"options are: {', '.join(sorted(fields)) or '(none)'}"
             )
-        base = dataclasses.replace(self._base, **changes)  # type: ignore[type-var]
+        base = dataclasses.replace(self._base, **changes)
         if base.coordinatewise != self._base.coordinatewise:
             raise ValueError(
                 f"set_options({', '.join(sorted(changes))}) would change whether "

@@ -184,7 +184,7 @@ class DistributedOptimizer(
         _bind(self._params, self._x_views, self._g_views)
         # Every worker starts from worker 0's parameters (as DistributedDataParallel does), so
         # a model seeded differently on each rank cannot silently break the methods' invariants.
-        self._comm.broadcast(self._x, src=0)  # type: ignore[attr-defined]  # both communicators
+        self._comm.broadcast(self._x, src=0)
         for seg in self._segments:
             seg.state = seg.algorithm.init(self._seg_x(seg), seg.comm)
         self._steps = 0

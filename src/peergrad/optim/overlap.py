@@ -149,7 +149,7 @@ class _Overlap:
         # x-only messages leave at the end of step (overlap on, or auto with an asynchronous
         # communicator); buckets stepped from the gradient hooks need overlap=True, or auto on
         # an accelerator (on the CPU the communication thread competes with the backward pass
-        # for the same cores: see the README's benchmark)
+        # for the same cores: see docs/benchmarks.md)
         asynchronous = comm.n_workers > 1 and hasattr(comm, "mix_start_takes_workspace")
         accelerator = device.type != "cpu"
         self._overlap = asynchronous if overlap is None else bool(overlap)
@@ -217,7 +217,8 @@ class _Overlap:
         self._hooks = []
         if self._use_hooks:
             for p in self._params:
-                self._hooks.append(p.register_post_accumulate_grad_hook(self._on_grad_ready))
+                hook = p.register_post_accumulate_grad_hook  # untyped in torch
+                self._hooks.append(hook(self._on_grad_ready))  # type: ignore[no-untyped-call]
             self._reset_countdown()
 
     def _post_pre_gradient(self) -> None:
@@ -244,7 +245,7 @@ class _Overlap:
         shared = torch.tensor([order], dtype=torch.int64, device=self._x.device)
         # every worker uses worker 0's order (broadcast: on both communicators, not in the
         # Communicator protocol)
-        self._comm.broadcast(shared, src=0)  # type: ignore[attr-defined]
+        self._comm.broadcast(shared, src=0)
         self._order = [self._segments[int(i)] for i in shared[0].tolist()]
         allowed = (
             self._coordinatewise

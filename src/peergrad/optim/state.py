@@ -145,7 +145,7 @@ class _Checkpointing:
         if "simulated_comm_time_s" in sd and hasattr(self._comm, "simulated_comm_time_s"):
             self._comm.simulated_comm_time_s = float(sd["simulated_comm_time_s"])
         if "rounds" in sd and hasattr(self._comm, "rounds"):
-            self._comm.rounds = int(sd["rounds"])  # type: ignore[attr-defined]
+            self._comm.rounds = int(sd["rounds"])
         if saved_groups is not None:
             for group, saved in zip(self.param_groups, saved_groups, strict=True):
                 for k, v in saved.items():
@@ -210,7 +210,7 @@ class _Checkpointing:
         base = self._base
         options = dict(sd["options"])
         if options and _is_dataclass_instance(base) and options != base.options():
-            base = dataclasses.replace(base, **options)  # type: ignore[type-var]
+            base = dataclasses.replace(base, **options)
         current = self.algorithm_state
         if _is_dataclass_instance(current) and isinstance(sd["state"], dict):
             fields = dict(sd["state"])

@@ -1,0 +1,71 @@
+"""The ``Communicator`` protocol names everything the algorithms and the optimizer call.
+
+A user's communicator (or a user algorithm type-checked against the protocol) relies on
+:class:`peergrad.comm.base.Communicator` being complete: every attribute that
+``src/peergrad/algorithms/`` and ``src/peergrad/optim/`` read from a communicator must be a
+member of the protocol, and both engines' communicators must have every member.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import peergrad
+from peergrad.comm.base import Communicator
+from peergrad.comm.distributed import DistributedCommunicator
+from peergrad.comm.simulated import SimulatedCommunicator
+
+SRC = Path(peergrad.__file__).parent
+#: Feature probes (``hasattr(comm, ...)``) and engine-specific extras the callers check for
+#: before use; they are not part of the protocol.
+OPTIONAL = {"mix_start_takes_workspace", "system", "rank", "gather", "timeout_s", "clock", "rounds"}
+
+
+def protocol_members() -> set[str]:
+    names = set(getattr(Communicator, "__annotations__", {}))
+    names |= {n for n in vars(Communicator) if not n.startswith("_")}
+    return names
+
+
+def comm_attributes(folder: Path) -> dict[str, list[str]]:
+    """Attributes read from names ``comm`` / ``self.comm`` / ``self._comm`` (file:line)."""
+    used: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            base = node.value
+            is_comm = (isinstance(base, ast.Name) and base.id == "comm") or (
+                isinstance(base, ast.Attribute)
+                and base.attr in {"comm", "_comm"}
+                and isinstance(base.value, ast.Name)
+                and base.value.id == "self"
+            )
+            if is_comm and not node.attr.startswith("_"):
+                where = f"{path.relative_to(SRC)}:{node.lineno}"
+                used.setdefault(node.attr, []).append(where)
+    return used
+
+
+@pytest.mark.parametrize("folder", ["algorithms", "optim"])
+def test_callers_use_only_protocol_members(folder: str) -> None:
+    used = comm_attributes(SRC / folder)
+    assert used, "the scan found no communicator use at all"
+    missing = {k: v[:3] for k, v in used.items() if k not in protocol_members() | OPTIONAL}
+    assert not missing, f"used on communicators but not in the Communicator protocol: {missing}"
+
+
+@pytest.mark.parametrize("cls", [SimulatedCommunicator, DistributedCommunicator])
+def test_both_engines_implement_the_protocol(cls: type) -> None:
+    instance_attributes = {"topology", "n_workers", "network", "bytes_sent", "workspace"}
+    instance_attributes |= {"simulated_comm_time_s"}
+    missing = [
+        name
+        for name in sorted(protocol_members())
+        if name not in instance_attributes and not hasattr(cls, name)
+    ]
+    assert not missing, f"{cls.__name__} lacks {missing}"
