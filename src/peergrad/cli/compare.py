@@ -48,7 +48,8 @@ def add_compare_command(sub: Any) -> None:
         metavar="LABEL[,LABEL...]",
         help="comma-separated run labels: an algorithm name, optionally followed by @name to "
         "run one algorithm several times, e.g. dpsgd,allreduce,dpsgd@atc "
-        f"(algorithms: {', '.join(ALGORITHM_NAMES)}); no default: required unless --resume",
+        f"(algorithms: {', '.join(ALGORITHM_NAMES)}; or package.module:Class, your own, "
+        "labelled by its name); no default: required unless --resume",
     )
     add_train_arguments(p_cmp, exclude=("--algorithm", "--set", "--out", "--overwrite"))
     p_cmp.add_argument(

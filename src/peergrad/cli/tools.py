@@ -76,12 +76,18 @@ def add_algorithms_command(sub: Any) -> None:
         "algorithms",
         formatter_class=HelpFormatter,
         help="list the registered algorithms; with NAME, every option of one of them",
-        description="Without NAME: every registered algorithm, its paper and default options. "
+        description="Without NAME: every registered algorithm (and those that installed "
+        "packages register in the entry-point group peergrad.algorithms), its paper and default "
+        "options. NAME may also be package.module:Class, your own algorithm. "
         "With NAME: each option of that algorithm with its default, its range and its meaning "
         "(from the algorithm's docstrings).",
     )
     p_alg.add_argument(
-        "name", nargs="?", default=None, help=f"one of: {', '.join(ALGORITHM_NAMES)}"
+        "name",
+        nargs="?",
+        default=None,
+        help=f"one of: {', '.join(ALGORITHM_NAMES)}; an installed plugin's name; or "
+        "package.module:Class (your own algorithm)",
     )
     p_alg.add_argument("--json", action="store_true", help="print JSON")
     p_alg.set_defaults(func=cmd_algorithms)
@@ -159,10 +165,10 @@ def cmd_algorithms(args: argparse.Namespace) -> int:
 
 def _describe_algorithm(name: str, *, as_json: bool) -> int:
     """``peergrad algorithms NAME``: every option with its default, range and meaning."""
-    from peergrad.algorithms import algorithm_class
+    from peergrad.algorithms import resolve_algorithm
     from peergrad.algorithms.docs import describe_options
 
-    cls = algorithm_class(name)
+    cls = resolve_algorithm(name)
     options = describe_options(cls)
     record = {
         "name": cls.name,

@@ -65,8 +65,10 @@ class DistributedOptimizer(
         params: tensors, ``(name, tensor)`` pairs, or param-group dicts (``"params"`` plus any of
             :attr:`group_options`); leaves of one floating dtype on one device. Parameters with
             ``requires_grad=False`` are kept in their group and left alone.
-        algorithm: a registered algorithm name (``"dpsgd"``, ``"allreduce"``, ...) or an
-            :class:`~peergrad.algorithms.Algorithm` instance.
+        algorithm: a registered algorithm name (``"dpsgd"``, ``"allreduce"``, ...), a user
+            algorithm's ``"package.module:Class"`` or plugin name, an
+            :class:`~peergrad.algorithms.Algorithm` subclass (made with ``algorithm_options``)
+            or an instance (see :func:`peergrad.algorithms.resolve_algorithm`).
         comm: a communicator holding exactly one worker: a
             :class:`~peergrad.comm.distributed.DistributedCommunicator` under torchrun, or a
             :class:`~peergrad.comm.SimulatedCommunicator` on a 1-worker topology.
@@ -109,7 +111,7 @@ class DistributedOptimizer(
     def __init__(
         self,
         params: Iterable[Any],
-        algorithm: Algorithm | str,
+        algorithm: Algorithm | type[Algorithm] | str,
         comm: Communicator,
         *,
         overlap: bool | None = None,
@@ -462,7 +464,7 @@ class DistributedOptimizer(
 
 
 def _checked_arguments(
-    algorithm: Algorithm | str,
+    algorithm: Algorithm | type[Algorithm] | str,
     comm: Communicator,
     algorithm_options: dict[str, Any],
     *,
@@ -476,7 +478,7 @@ def _checked_arguments(
 ) -> tuple[Algorithm, tuple[float | None, float, float]]:
     """The constructor's checks (see :class:`DistributedOptimizer`): the algorithm (made from
     its name) and ``(clip_grad_norm, first_bucket_cap_mb, bucket_cap_mb)``, checked."""
-    if isinstance(algorithm, str):
+    if not isinstance(algorithm, Algorithm):  # a name, a "module:Class" or a class
         algorithm = make_algorithm(algorithm, **algorithm_options)
     elif algorithm_options:
         raise ValueError(

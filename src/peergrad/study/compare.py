@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from peergrad.algorithms import algorithm_class, check_failures
+from peergrad.algorithms import Algorithm, algorithm_class, check_failures
 from peergrad.study.entries import (
     GRID_KEYS,
     LABEL_RE,
@@ -304,7 +304,7 @@ def _title(base: TrainConfig, task: Task | None = None) -> str:
 @field_names
 def compare(
     base: TrainConfig,
-    entries: Sequence[CompareEntry],
+    entries: Sequence[CompareEntry | str | type[Algorithm] | Algorithm],
     out_dir: str | Path | None = None,
     target_accuracy: float = 0.9,
     *,
@@ -319,7 +319,10 @@ def compare(
     run_plots: bool = False,
 ) -> CompareResult:
     """Train every entry on ``base`` (its ``algorithm``, ``options`` and ``out`` are not used)
-    and write the comparison (see the module docstring) to ``out_dir`` when ``write``.
+    and write the comparison (see the module docstring) to ``out_dir`` when ``write``. An
+    entry may also be a label (``"dpsgd@atc"``, ``"package.module:Class"``), an algorithm
+    class or an instance (labelled by its ``name``; an instance's fields are its options),
+    made into a :class:`CompareEntry` by :func:`~peergrad.study.entries.build_entries`.
     ``task``: what every run trains (a :class:`peergrad.Task`, as in :func:`train`); None: the
     built-in preset of ``base.model`` / ``base.dataset``.
 
@@ -348,7 +351,10 @@ def compare(
     since the comparison's plots show every run and drawing two figures costs about as much as
     a short run's steps (``peergrad plot DIR/LABEL`` draws them later).
     """
-    entries = list(entries)
+    entries_: list[CompareEntry] = [
+        e if isinstance(e, CompareEntry) else build_entries([e])[0] for e in entries
+    ]
+    entries = entries_
     seeds = parse_seeds(seeds) if seeds is not None else None
     lr_grid = parse_lr_grid(lr_grid) if lr_grid is not None else None
     if write and out_dir is not None and not resume:  # before validate(): joins the group

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from peergrad.algorithms import algorithm_class
+from peergrad.algorithms import Algorithm, algorithm_class, algorithm_spec, resolve_algorithm
 from peergrad.train.config import ALGORITHM_FIELDS, PER_LABEL_FIELDS, TrainConfig
 from peergrad.train.fields import field_type
 
@@ -54,7 +54,8 @@ class CompareEntry:
     algorithm's hyper-parameters (strings as from ``--set`` are converted, as in ``train``)."""
 
     label: str
-    algorithm: str
+    #: a registered name, ``package.module:Class``, or (from Python) a class or an instance
+    algorithm: str | Any
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: task options of this run only (:data:`TASK_OPTIONS`: ``topology``, ``workers`` ...),
     #: replacing the shared configuration's
@@ -68,10 +69,16 @@ class CompareEntry:
         return cls(label, label.partition("@")[0], dict(options or {}))
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``compare.json`` records: a class or instance as its spec
+        (:func:`~peergrad.algorithms.algorithm_spec`), an instance's fields under the options
+        given."""
+        options = dict(self.options)
+        if isinstance(self.algorithm, Algorithm):
+            options = {**self.algorithm.options(), **options}
         return {
             "label": self.label,
-            "algorithm": self.algorithm,
-            "options": dict(self.options),
+            "algorithm": algorithm_spec(self.algorithm),
+            "options": options,
             "task": dict(self.task),
             "lr_grid": list(self.lr_grid) if self.lr_grid is not None else None,
         }
@@ -173,32 +180,47 @@ def check_label(label: str) -> None:
 
 
 def build_entries(
-    algorithms: str | Sequence[str],
+    algorithms: str | Sequence[str | type[Algorithm] | Algorithm],
     common: Mapping[str, Any] | None = None,
     per_label: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[CompareEntry]:
     """Entries from labels (``"dpsgd,allreduce,dpsgd@atc"`` or a list of labels).
+
+    An item may also name a user's algorithm: ``package.module:Class`` (``@suffix`` allowed)
+    or, from Python, a class or an instance; its label is the class's ``name`` (plus the
+    suffix), which ``--set-for LABEL:KEY=VALUE`` uses.
 
     ``common`` options go to every entry whose algorithm has that option; an option that none of
     them has is an error. ``per_label[label]`` options go to that entry and override ``common``.
     Raises ``ValueError`` for a bad or repeated label, an unknown algorithm, or a ``per_label``
     key that is not one of the labels. (Option values are checked by :func:`validate`.)
     """
-    labels = algorithms.split(",") if isinstance(algorithms, str) else list(algorithms)
-    labels = [label.strip() for label in labels]
-    if not labels or any(not label for label in labels):
+    items = algorithms.split(",") if isinstance(algorithms, str) else list(algorithms)
+    items = [item.strip() if isinstance(item, str) else item for item in items]
+    if not items or any(isinstance(item, str) and not item for item in items):
         raise ValueError(
-            f"--algorithms expects a comma-separated list of names, got {','.join(labels)!r}"
+            f"--algorithms expects a comma-separated list of names, got "
+            f"{','.join(str(i) for i in items)!r}"
         )
-    for label in labels:
+    labels: list[str] = []
+    specs: list[Any] = []  # what names each label's algorithm
+    for item in items:
+        spec: Any
+        if isinstance(item, str) and ":" not in item:
+            label, spec = item, item.partition("@")[0]
+        else:  # package.module:Class[@suffix], a class or an instance: labelled by its name
+            spec, at, suffix = item.partition("@") if isinstance(item, str) else (item, "", "")
+            label = resolve_algorithm(spec).name + at + suffix
         check_label(label)
+        labels.append(label)
+        specs.append(spec)
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
         raise ValueError(
             f"run label(s) {', '.join(repeated)} given twice; to run an algorithm twice give "
             "each run its own label, e.g. dpsgd,dpsgd@atc"
         )
-    entries = [CompareEntry.from_label(label) for label in labels]
+    entries = [CompareEntry(label, spec) for label, spec in zip(labels, specs, strict=True)]
     fields = {e.label: algorithm_class(e.algorithm).hyperparameters() for e in entries}
     for key, value in (common or {}).items():
         takers = [e for e in entries if key in fields[e.label]]

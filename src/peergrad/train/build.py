@@ -13,6 +13,7 @@ import os
 import torch
 
 from peergrad.algorithms import Algorithm, make_algorithm
+from peergrad.algorithms.registry import probe_algorithm
 from peergrad.comm import NetworkModel
 from peergrad.system import SystemProfile, load_profile
 from peergrad.train.config import TrainConfig
@@ -22,6 +23,7 @@ __all__ = [
     "DEVICES_HELP",
     "DTYPES",
     "build_algorithm",
+    "check_algorithm",
     "check_environment",
     "resolve_device",
     "system_profile",
@@ -112,12 +114,22 @@ def system_profile(config: TrainConfig) -> SystemProfile | None:
 
 
 def build_algorithm(config: TrainConfig) -> Algorithm:
-    """The algorithm of ``config``: ``config.options`` plus ``lr``, ``momentum`` and
-    ``weight_decay`` where set (:meth:`TrainConfig.algorithm_options`); the algorithm's own
-    defaults for everything else. ``ValueError``: one of those three set both ways
+    """The algorithm of ``config`` (a name, ``package.module:Class``, a class or an instance:
+    :func:`peergrad.algorithms.registry.resolve_algorithm`): ``config.options`` plus ``lr``,
+    ``momentum`` and ``weight_decay`` where set (:meth:`TrainConfig.algorithm_options`); the
+    algorithm's own defaults for everything else. ``ValueError``: one of those three set both ways
     (``--set momentum=0.5 --momentum 0.2``, naming both), or an option the algorithm does not
     have or does not accept (the algorithm's own checks)."""
     return make_algorithm(config.algorithm, **config.algorithm_options())
+
+
+def check_algorithm(config: TrainConfig) -> Algorithm:
+    """:func:`build_algorithm`, and for an algorithm from outside the registry one probe step
+    on a tiny problem (:func:`peergrad.algorithms.registry.probe_algorithm`: ``ValueError``
+    naming the class when ``step`` changes x's shape or dtype or returns another state type)."""
+    algorithm = build_algorithm(config)
+    probe_algorithm(algorithm, DTYPES.get(config.dtype, torch.float32))
+    return algorithm
 
 
 def check_environment(config: TrainConfig) -> None:

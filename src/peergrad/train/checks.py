@@ -23,7 +23,13 @@ from peergrad.train.names import (
     TOPOLOGY_NAMES,
 )
 
-__all__ = ["check_fields", "check_names", "unknown_dataset", "unknown_model"]
+__all__ = [
+    "check_algorithm_name",
+    "check_fields",
+    "check_names",
+    "unknown_dataset",
+    "unknown_model",
+]
 
 
 def check_fields(config: TrainConfig, *, custom_task: bool = False) -> None:
@@ -90,8 +96,8 @@ def check_names(config: TrainConfig, *, custom_task: bool = False) -> None:
         ValueError: ``--algorithm: unknown algorithm 'nope'; choose one of: allreduce, ...``,
             ``--model 'vit': unknown model; allowed: ...`` and the like.
     """
+    check_algorithm_name(config.algorithm)
     for flag, what, value, valid in (
-        ("--algorithm", "algorithm", config.algorithm, ALGORITHM_NAMES),
         ("--topology", "topology", config.topology, TOPOLOGY_NAMES),
         ("--partition", "partition", config.partition, PARTITION_NAMES),
     ):
@@ -110,6 +116,32 @@ def check_names(config: TrainConfig, *, custom_task: bool = False) -> None:
                 f"--data-set {', '.join(sorted(config.data_options))}: the built-in data set "
                 f"{dataset!r} takes no options"
             )
+
+
+def check_algorithm_name(algorithm: object) -> None:
+    """``--algorithm``: a built-in name, the name of an installed plugin (entry-point group
+    ``peergrad.algorithms``, listed without loading it), or left to the resolver: a
+    ``package.module:Class`` string, a class or an instance
+    (:func:`peergrad.algorithms.registry.resolve_algorithm`, run by
+    :func:`peergrad.train.build.build_algorithm`, imports and checks them).
+
+    Raises:
+        ValueError: ``--algorithm: unknown algorithm 'nope'; choose one of: allreduce, ...``.
+    """
+    if not isinstance(algorithm, str) or ":" in algorithm or algorithm in ALGORITHM_NAMES:
+        return
+    import importlib.metadata  # only for a name that is no built-in: plugins are rare
+
+    plugins = [
+        ep.name
+        for ep in importlib.metadata.entry_points(group="peergrad.algorithms")
+        if ep.name not in ALGORITHM_NAMES
+    ]
+    if algorithm not in plugins:
+        raise ValueError(
+            f"--algorithm: unknown algorithm {algorithm!r}; choose one of: "
+            f"{', '.join([*ALGORITHM_NAMES, *plugins])}, or package.module:Class"
+        )
 
 
 def _check_schedule(config: TrainConfig) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from peergrad._importing import algorithm_label, algorithm_spec
 from peergrad.train.fields import Range, option, option_of
 from peergrad.train.names import (
     ALGORITHM_DEFAULT,
@@ -139,7 +140,12 @@ class TrainConfig:
         help="simulated: all workers in this process; distributed: one worker per process "
         "(start with torchrun --nproc-per-node N)",
     )
-    algorithm: str = option("dpsgd", group="setup", help=_one_of(ALGORITHM_NAMES))
+    algorithm: str | Any = option(
+        "dpsgd",
+        group="setup",
+        help=f"{_one_of(ALGORITHM_NAMES)}; or an installed plugin's name, or "
+        "package.module:Class (your own algorithm; see `peergrad algorithms package.module:Class`)",
+    )
     options: dict[str, Any] = option(
         factory=dict,
         group="setup",
@@ -410,8 +416,19 @@ class TrainConfig:
     )
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict (what ``config.json`` holds besides :data:`RECORDED_KEYS`)."""
-        return dataclasses.asdict(self)
+        """The fields as a dict (what ``config.json`` holds besides :data:`RECORDED_KEYS`).
+
+        An ``algorithm`` given as a class or an instance is recorded as its spec
+        (:func:`peergrad._importing.algorithm_spec`: a built-in's name, else
+        ``package.module:Class``); an instance's fields join ``options`` (those set by
+        ``options`` or by ``lr`` / ``momentum`` / ``weight_decay`` keep their value)."""
+        algorithm, options = self.algorithm, dict(self.options)
+        if not isinstance(algorithm, str | type) and hasattr(algorithm, "options"):
+            given = {k for k in ALGORITHM_FIELDS if getattr(self, k) is not None}
+            inherited = {k: v for k, v in algorithm.options().items() if k not in given}
+            options = {**inherited, **options}
+        plain = dataclasses.replace(self, algorithm=algorithm_spec(algorithm), options=options)
+        return dataclasses.asdict(plain)
 
     def record(self, hyperparameters: dict[str, Any]) -> dict[str, Any]:
         """The content of ``config.json``: the fields (what the user gave) and, under
@@ -444,10 +461,17 @@ class TrainConfig:
         """The config in a ``config.json`` (what the user gave)."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    @property
+    def algorithm_label(self) -> str:
+        """The algorithm's short name for titles, messages and folder names (its ``name`` when
+        ``algorithm`` is a class or instance; the ``Class`` of ``package.module:Class``)."""
+        return algorithm_label(self.algorithm)
+
     def algorithm_options(self) -> dict[str, Any]:
         """The options the algorithm is built with: :attr:`options` (``--set``) and each of
         :data:`ALGORITHM_FIELDS` that is set (:func:`merge_algorithm_options`; ``ValueError``
-        when one is set both ways)."""
+        when one is set both ways). An ``algorithm`` instance's own fields are the defaults
+        these replace (:func:`peergrad.algorithms.make_algorithm`)."""
         return merge_algorithm_options(
             self.options, {k: getattr(self, k) for k in ALGORITHM_FIELDS}
         )

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from peergrad.algorithms import Algorithm, check_failures
 from peergrad.algorithms.base import bind_run
+from peergrad.algorithms.registry import algorithm_spec
 from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.comm.base import Communicator
 from peergrad.data.source import BatchGather
@@ -180,9 +181,8 @@ def run_dir_for(
         if algorithm is not None and not algorithm.uses_topology()
         else f"{config.topology}{config.workers}"
     )
-    base = Path("runs") / (
-        f"{config.algorithm}-{where}-{label}-{config.partition}-seed{config.seed}"
-    )
+    name = algorithm.name if algorithm is not None else config.algorithm_label
+    base = Path("runs") / f"{name}-{where}-{label}-{config.partition}-seed{config.seed}"
     path, k = base, 1
     while path.exists():
         k += 1
@@ -339,7 +339,7 @@ def setting_warnings(
         topology_given = config.topology != TrainConfig.topology
     if topology_given and not gossips:
         out.append(
-            f"--topology {config.topology} is ignored: {config.algorithm} averages exactly and "
+            f"--topology {config.topology} is ignored: {algorithm.name} averages exactly and "
             "uses no topology"
         )
     n = config.workers
@@ -350,7 +350,7 @@ def setting_warnings(
         )
     if gossips and n == 1:
         out.append(
-            f"--workers 1: {config.algorithm} gossips over --topology {config.topology}, but one "
+            f"--workers 1: {algorithm.name} gossips over --topology {config.topology}, but one "
             "worker has no one to gossip with; this is single-worker training"
         )
     return out
@@ -380,6 +380,29 @@ def task_record(recorded: dict[str, Any], built: BuiltTask) -> dict[str, Any]:
     info["val_size"] = len(built.val) if built.val is not None else None
     out["task"] = info
     return out
+
+
+def check_resumed_algorithm(config: TrainConfig, hyperparameters: dict[str, Any]) -> None:
+    """``--resume``: the algorithm is the run's. ``config.json`` in ``config.out`` records the
+    algorithm's spec (a name or ``package.module:Class``) and its hyper-parameters; the class
+    the spec imports now must have the same hyper-parameter names (a changed class cannot
+    restore the saved state exactly). ``ValueError``, one line, naming the class."""
+    path = Path(str(config.out)) / "config.json"
+    if not config.out or not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    spec, before = saved.get("algorithm"), saved.get("hyperparameters")
+    now = algorithm_spec(config.algorithm)
+    if spec is not None and spec != now:
+        raise ValueError(
+            f"--resume: the run was made with algorithm {spec!r}, this run's is {now!r}; a "
+            "resumed run keeps its algorithm"
+        )
+    if isinstance(before, dict) and sorted(before) != sorted(hyperparameters):
+        raise ValueError(
+            f"--resume: algorithm {now!r} differs from the class the run was made with: its "
+            f"hyper-parameters are {sorted(hyperparameters)}, the run recorded {sorted(before)}"
+        )
 
 
 @field_names
@@ -445,6 +468,8 @@ def train(
         for line in setting_warnings(config, session.algorithm, topology_given=topology_given):
             warnings.warn(line, UserWarning, stacklevel=2)
     hyperparameters = session.algorithm.options()
+    if resume:
+        check_resumed_algorithm(config, hyperparameters)
     _claim_folder(config, prep.comm, writes_out, overwrite=overwrite, main=is_main)
     recorder = _recorder(config, prep, session, task, write and is_main, on_record)
     start = recorder.resume() if resume else 0
@@ -454,7 +479,7 @@ def train(
     summary = recorder.summary()
     x_all = gather_rows(session.x, prep.comm)
     if last >= prep.total:
-        title = f"{config.algorithm} on {config.topology} (n={config.workers})"
+        title = f"{config.algorithm_label} on {config.topology} (n={config.workers})"
         recorder.finish(summary, title, plots=plots)
     out = (recorder.out_dir, recorder.records, summary, x_all, session.state, prep.comm)
     return RunResult(*out, hyperparameters, session.buffers)
@@ -614,7 +639,7 @@ def _run(
             tqdm(
                 total=total,
                 initial=start,
-                desc=f"{config.algorithm} {config.topology}{config.workers}",
+                desc=f"{config.algorithm_label} {config.topology}{config.workers}",
                 disable=progress_disabled(config.progress, main),
                 dynamic_ncols=True,
             ) as bar,

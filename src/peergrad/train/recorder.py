@@ -359,7 +359,7 @@ class Recorder:
                 f"{list(saved['worker_ids'])}, this process is worker(s) {self.worker_ids}"
             )
         s.x.copy_(ckpt.restore_into(s.x.clone(), saved["x"], "x"))
-        s.state = ckpt.restore_into(s.state, saved["state"], f"{config.algorithm} state")
+        s.state = ckpt.restore_into(s.state, saved["state"], f"{config.algorithm_label} state")
         saved_buffers = saved.get("buffers", {})
         if set(saved_buffers) != set(s.buffers):
             raise ValueError(

@@ -20,8 +20,6 @@ import functools
 import importlib
 import importlib.util
 import inspect
-import os
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from peergrad._importing import import_object
 from peergrad.train.checks import check_fields, unknown_dataset, unknown_model
 from peergrad.train.names import BUFFERS as BUFFERS
 from peergrad.train.names import LOSSES as _LOSSES
@@ -63,42 +62,11 @@ def import_callable(spec: str, *, flag: str) -> Callable[..., Any]:
             message has the import error), it has no such attribute, or the attribute is not
             callable; the message starts with ``flag`` and ``spec``.
     """
-    if not isinstance(spec, str):
-        raise ValueError(f"{flag} must be a string package.module:callable, got {spec!r}")
-    module_name, sep, attr = spec.partition(":")
-    module_name, attr = module_name.strip(), attr.strip()
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{flag} {spec!r}: expected package.module:callable")
-    try:
-        module = _import(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise ValueError(f"{flag} {spec!r}: no module named {exc.name!r}") from None
-        raise ValueError(f"{flag} {spec!r}: importing {module_name!r} failed: {exc}") from None
-    except Exception as exc:  # the user's module raised while being imported
-        raise ValueError(
-            f"{flag} {spec!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from None
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"{flag} {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    obj = import_object(spec, flag=flag)
     if not callable(obj):
+        attr = spec.partition(":")[2].strip()
         raise ValueError(f"{flag} {spec!r}: {attr!r} is a {type(obj).__name__}, not a callable")
     return obj
-
-
-def _import(module_name: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        top = module_name.split(".")[0]
-        cwd = os.getcwd()
-        if exc.name != top or cwd in sys.path or "" in sys.path:
-            raise
-        sys.path.insert(0, cwd)
-        return importlib.import_module(module_name)
 
 
 def parse_option_value(text: str) -> Any:

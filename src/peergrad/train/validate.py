@@ -39,7 +39,10 @@ def validate(config: TrainConfig, *, custom_task: bool = False) -> None:
        ``--model-set`` / ``--data-set`` keys (a built-in model its ``--model-set`` keys);
     4. the algorithm builds from ``--algorithm``, ``--set``, ``--lr``, ``--momentum`` and
        ``--weight-decay`` (:func:`~peergrad.train.build.build_algorithm`: its own checks of its
-       options, e.g. ``lr must be a finite number > 0``).
+       options, e.g. ``lr must be a finite number > 0``); a user's algorithm
+       (``package.module:Class``, a plugin, a class or an instance) is imported, checked
+       (:func:`~peergrad.algorithms.registry.check_algorithm_class`) and probed with one step
+       on a tiny problem (:func:`~peergrad.train.build.check_algorithm`).
 
     What needs the data or the topology (``--batch-size`` against the shards, a directed graph
     for an algorithm that needs a symmetric one ...) is checked by
@@ -55,9 +58,9 @@ def validate(config: TrainConfig, *, custom_task: bool = False) -> None:
         TypeError: ``--lr-schedule`` is not a string.
     """
     check_fields(config, custom_task=custom_task)
-    from peergrad.train.build import build_algorithm, check_environment
+    from peergrad.train.build import check_algorithm, check_environment
     from peergrad.train.resolve import check_resolvable
 
     check_environment(config)
     check_resolvable(config, custom_task=custom_task)
-    build_algorithm(config)
+    check_algorithm(config)
