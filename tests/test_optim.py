@@ -1,13 +1,16 @@
 """DistributedOptimizer: torch.optim equivalence, zero-copy buffers, resume, errors, real processes.
 
 Single-process tests use a SimulatedCommunicator on a 1-worker ring (W = [[1]]); the last test
-starts 4 real gloo processes on loopback running ``examples/train_own_loop.py``.
+starts 4 real gloo processes on loopback running ``examples/train_own_loop.py``. The tests that
+are generic over the registry (the optimizer equals the bare algorithm, resumes bit-exactly from
+its ``state_dict``, and equals ``torch.optim.SGD``/``Adam``/``RMSprop``/``Adagrad`` on one worker
+where the algorithm reduces to it) run through the conformance kit: ``tests/test_conformance.py``
+(the reductions are declared in ``tests/_conformance_cases.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -16,56 +19,16 @@ from typing import Any, ClassVar
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from _distributed import start_workers, wait_all
-from peergrad.algorithms import ALGORITHMS, Algorithm, MomentumState, make_algorithm
+from peergrad.algorithms import Algorithm, MomentumState, make_algorithm
 from peergrad.comm import SimulatedCommunicator, worker_dot
 from peergrad.optim import DistributedOptimizer
 from peergrad.topology import make_topology
 
-NAMES = [cls.name for cls in ALGORITHMS]
 REPO = Path(__file__).resolve().parents[1]
 DTYPE = torch.float64
 
-#: Registered algorithms that are exactly torch.optim.SGD on one worker, with the option sets
-#: under which they are. An algorithm missing here is skipped by the SGD test (add it if it
-#: reduces to SGD); every algorithm still gets the generic tests.
-SGD_REDUCTIONS: dict[str, list[dict[str, Any]]] = {
-    "allreduce": [{}],
-    "dpsgd": [{"form": "cta"}, {"form": "atc"}],
-    # exact in exact arithmetic (telescoping recursions), equal to rounding on one worker:
-    "d2": [{}],
-    "gradient-tracking": [{"form": "cta"}, {"form": "atc"}],
-    "detag": [{"pipelined": False}],  # the pipelined form uses one-phase-stale gradients
-    # one worker: W = [[1]] makes s = x̂, so x = x_half whatever the compressor
-    "choco-sgd": [{"ratio": 0.01}, {"compressor": "qsgd"}],
-    # one worker: averaging is the identity and the default block momentum 1 - 1/n is 0
-    "local-sgd": [{"period": 1, "local_state": "keep"}, {"period": 4, "local_state": "average"}],
-}
-#: Registered algorithms that are a torch.optim adaptive optimizer on one worker (equal to
-#: rounding in float64): name -> [(algorithm options, the torch optimizer with the same settings)].
-TorchOptimizer = Callable[..., torch.optim.Optimizer]
-ADAPTIVE_REDUCTIONS: dict[str, list[tuple[dict[str, Any], TorchOptimizer]]] = {
-    "distributed-adam": [
-        (
-            {"preset": "adam", "lr": 0.01, "b1": 0.9, "b2": 0.999, "eps": 1e-8},
-            lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.9, 0.999), eps=1e-8),
-        ),
-        (
-            {"preset": "adam", "lr": 0.02, "b1": 0.5, "b2": 0.99, "weight_decay": 1e-2},
-            lambda p: torch.optim.Adam(p, lr=0.02, betas=(0.5, 0.99), weight_decay=1e-2),
-        ),
-        (
-            {"preset": "rmsprop", "lr": 0.01, "b2": 0.9, "eps": 1e-6},
-            lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9, eps=1e-6),
-        ),
-        (
-            {"preset": "adagrad", "lr": 0.1, "eps": 1e-10},
-            lambda p: torch.optim.Adagrad(p, lr=0.1, eps=1e-10),
-        ),
-    ],
-}
 SGD_SETTINGS = [
     {"lr": 0.1, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
     {"lr": 0.05, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-3},
@@ -97,13 +60,6 @@ def make_batches(steps: int, seed: int = 1, batch: int = 16) -> list[tuple[Tenso
 
 def one_worker_comm() -> SimulatedCommunicator:
     return SimulatedCommunicator(make_topology("ring", 1))
-
-
-def default_options(name: str) -> dict[str, Any]:
-    """Options that make algorithm ``name`` move noticeably in a few steps (when it has them)."""
-    fields = {f.name for f in dataclasses.fields(make_algorithm(name))}
-    wanted = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
-    return {k: v for k, v in wanted.items() if k in fields}
 
 
 def flat(model: nn.Module) -> Tensor:
@@ -166,78 +122,6 @@ def assert_same_trajectory(a: list[Tensor], b: list[Tensor], atol: float = 1e-12
         assert torch.allclose(u, v, rtol=0, atol=atol), (
             f"step {k + 1}: max diff {(u - v).abs().max()}"
         )
-
-
-# ---------------------------------------------------------------- reduction to torch.optim.SGD
-@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=["plain", "momentum-wd", "nesterov-wd"])
-@pytest.mark.parametrize("name", NAMES)
-def test_one_worker_equals_torch_sgd(name: str, settings: dict[str, Any]) -> None:
-    if name not in SGD_REDUCTIONS:
-        pytest.skip(f"{name} is not listed in SGD_REDUCTIONS (it may not reduce to SGD)")
-    batches = make_batches(12)
-    expected = sgd_trajectory(make_model(0), batches, settings)
-    for extra in SGD_REDUCTIONS[name]:
-        model = make_model(0)
-        opt = DistributedOptimizer(model.parameters(), name, one_worker_comm(), **settings, **extra)
-        assert_same_trajectory(train_steps(opt, model, batches), expected)
-        assert opt.num_steps == len(batches)
-
-
-@pytest.mark.parametrize(
-    ("name", "case"),
-    [(name, k) for name, cases in ADAPTIVE_REDUCTIONS.items() for k in range(len(cases))],
-)
-def test_one_worker_equals_torch_adaptive_optimizer(name: str, case: int) -> None:
-    options, make_torch_opt = ADAPTIVE_REDUCTIONS[name][case]
-    batches = make_batches(12)
-    ref = make_model(0)
-    torch_opt, loss_fn, expected = make_torch_opt(ref.parameters()), nn.CrossEntropyLoss(), []
-    for xb, yb in batches:
-        torch_opt.zero_grad()
-        loss_fn(ref(xb), yb).backward()
-        torch_opt.step()
-        expected.append(flat(ref).clone())
-    model = make_model(0)
-    opt = DistributedOptimizer(model.parameters(), name, one_worker_comm(), **options)
-    assert_same_trajectory(train_steps(opt, model, batches), expected)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_optimizer_equals_the_bare_algorithm_on_flat_buffers(name: str) -> None:
-    """Generic over the registry: the wrapper adds nothing to the algorithm's update."""
-    options = default_options(name)
-    batches = make_batches(8)
-    loss_fn = nn.CrossEntropyLoss()
-
-    # the optimizer, with a closure (so line-search methods get a trial closure too)
-    model = make_model(0)
-    opt = DistributedOptimizer(model.named_parameters(), name, one_worker_comm(), **options)
-    got = []
-    for xb, yb in batches:
-        opt.step(make_closure(opt, model, xb, yb))
-        got.append(opt.flat_params.clone())
-
-    # the bare algorithm on x [1, D], gradients from torch.func
-    ref_model = make_model(0)
-    names = [n for n, _ in ref_model.named_parameters()]
-    shapes = [p.shape for p in ref_model.parameters()]
-    numels = [p.numel() for p in ref_model.parameters()]
-
-    def loss_at(x_row: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
-        pieces = [c.view(s) for c, s in zip(torch.split(x_row, numels), shapes, strict=True)]
-        return loss_fn(functional_call(ref_model, dict(zip(names, pieces, strict=True)), (xb,)), yb)
-
-    alg, comm = make_algorithm(name, **options), one_worker_comm()
-    x = flat(ref_model).reshape(1, -1).clone()
-    state = alg.init(x, comm)
-    want = []
-    for xb, yb in batches:
-        g = torch.func.grad(loss_at)(x[0], xb, yb).reshape(1, -1)
-        state = alg.step(
-            x, g, state, comm, closure=lambda xt, xb=xb, yb=yb: loss_at(xt[0], xb, yb).reshape(1)
-        )
-        want.append(x.clone())
-    assert_same_trajectory(got, want)
 
 
 # ---------------------------------------------------------------- buffers and gradients
@@ -471,41 +355,6 @@ def test_line_search_needs_a_closure_that_skips_backward_under_no_grad() -> None
 
 
 # ---------------------------------------------------------------- state_dict
-def roundtrip(sd: dict[str, Any]) -> dict[str, Any]:
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_resume_equals_uninterrupted_run_bit_exactly(name: str) -> None:
-    options = default_options(name)
-    batches = make_batches(10)
-
-    full_model = make_model(0)
-    full = DistributedOptimizer(full_model.parameters(), name, one_worker_comm(), **options)
-    train_steps(full, full_model, batches)
-
-    first_model = make_model(0)
-    first = DistributedOptimizer(first_model.parameters(), name, one_worker_comm(), **options)
-    train_steps(first, first_model, batches[:5])
-    first.comm.bytes_sent += 123.0  # a 1-worker ring sends nothing; make the counter visible
-    first.comm.simulated_comm_time_s += 0.5
-    sd = roundtrip(first.state_dict())
-    assert sd["algorithm"] == name and sd["num_params"] == 4 and sd["num_steps"] == 5
-
-    resumed_model = make_model(7)  # another initialisation: everything comes from the dict
-    resumed = DistributedOptimizer(resumed_model.parameters(), name, one_worker_comm(), **options)
-    resumed.load_state_dict(sd)
-    assert torch.equal(flat(resumed_model), flat(first_model))  # the model sees x
-    assert resumed.num_steps == 5 and float(resumed.comm.bytes_sent[0]) == 123.0
-    assert resumed.comm.simulated_comm_time_s == 0.5
-    train_steps(resumed, resumed_model, batches[5:])
-    assert torch.equal(resumed.flat_params, full.flat_params)
-    assert torch.equal(flat(resumed_model), flat(full_model))
-
-
 def test_state_dict_is_a_copy_and_restores_options() -> None:
     model = make_model(0)
     opt = DistributedOptimizer(model.parameters(), "dpsgd", one_worker_comm(), lr=0.1, momentum=0.9)

@@ -1,5 +1,10 @@
 """The system clock on the simulated engine (issue 26, items 2 and 3): the communicator reports
-what the algorithms send, and failures change the mixing matrix, the all-reduce and the state."""
+what the algorithms send, and failures change the mixing matrix, the all-reduce and the state.
+
+Over the whole registry, through the conformance kit (``tests/test_conformance.py``): a clock
+without failures leaves x, the state and the bytes bit for bit unchanged (``clock``), and every
+algorithm's declared behaviour under failures holds (``failures``: refused with one line, or
+run with link drops and an absent worker whose rows stay unchanged)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from peergrad.algorithms import REGISTRY, check_failures, make_algorithm
+from peergrad.algorithms import check_failures, make_algorithm
 from peergrad.algorithms.base import LossClosure
 from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.system import (
@@ -111,33 +116,6 @@ def test_uniform_profile_clock_equals_simulated_comm_time_after_20_steps(name: s
     engine_steps(alg, comm, torch.zeros(n, 6, dtype=F64), random_grads(n, 6, 20))
     assert comm.simulated_comm_time_s > 0 and clock.rounds == comm.rounds
     assert comm.simulated_time_s == comm.simulated_comm_time_s
-
-
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_a_clock_without_failures_leaves_every_trajectory_bit_identical(name: str) -> None:
-    """Stragglers, jitter and uneven links change time, never the numbers: x, the state and
-    ``bytes_sent`` with a clock equal those without, bit for bit."""
-    n, d = 4, 6
-    grads = random_grads(n, d, 6)
-    profile = SystemProfile(
-        n,
-        compute=ComputeProfile(step_ms=3.0, speed=[1, 1, 0.25, 1], jitter_sigma=0.3),
-        links=LinkProfile(1e-3, 1e9, groups=((0, 1), (2, 3)), inter_latency_s=20e-3),
-    )
-    runs = []
-    for clock in (None, SystemClock(profile)):
-        comm = SimulatedCommunicator(ring(n), clock=clock)
-        alg = make_algorithm(name, momentum=0.9)
-        x = torch.linspace(-1, 1, n * d, dtype=F64).reshape(n, d)
-        state = engine_steps(alg, comm, x, grads)
-        runs.append((x, _copy_state(state), comm.bytes_sent.clone()))
-    (x0, s0, b0), (x1, s1, b1) = runs
-    assert torch.equal(x0, x1) and torch.equal(b0, b1)
-    for key, value in s0.items():
-        if isinstance(value, Tensor):
-            assert torch.equal(value, s1[key]), key
-        else:
-            assert value == s1[key], key
 
 
 def test_local_sgd_advances_the_clock_only_at_its_averaging_steps() -> None:
@@ -257,42 +235,6 @@ def test_dpsgd_mean_dynamics_stay_exact_under_link_drops(form: str) -> None:
 
 
 OFFLINE = (OfflineInterval(worker=1, start_step=2, stop_step=6),)
-
-
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_every_algorithm_has_a_declared_and_tested_behaviour_under_failures(name: str) -> None:
-    """Refused: ``check_failures`` raises one line naming the option and the algorithm.
-    Supported: runs with link drops and an absent worker, whose x and state rows stay bit for
-    bit unchanged while it is away."""
-    n, d = 6, 5
-    alg = make_algorithm(name, momentum=0.9)
-    assert alg.failures in ("supported", "refused") and len(alg.failures_note) > 20
-    profile = faulty(n, drop=0.2, offline=OFFLINE)
-    topo = ring(n)
-    if alg.failures == "refused":
-        with pytest.raises(ValueError, match="failures.link_drop_prob") as info:
-            check_failures(alg, topo, profile)
-        assert name in str(info.value) and "\n" not in str(info.value)
-        return
-    check_failures(alg, topo, profile)
-    comm = SimulatedCommunicator(topo, clock=SystemClock(profile))
-    absent_steps = []
-
-    def check(k: int, x_before: Tensor, state_before: dict[str, Any], state: Any) -> None:
-        if comm.present is None:
-            return
-        absent_steps.append(k)
-        (rows,) = (~comm.present).nonzero(as_tuple=True)
-        assert torch.equal(x[rows], x_before[rows])
-        assert not torch.equal(x, x_before)  # the present workers did move
-        for key, value in state_before.items():
-            if isinstance(value, Tensor) and value.is_floating_point() and value.shape[:1] == (n,):
-                assert torch.equal(getattr(state, key)[rows], value[rows]), key
-
-    x = torch.linspace(-1, 1, n * d, dtype=F64).reshape(n, d)
-    engine_steps(alg, comm, x, random_grads(n, d, 9), after=check)
-    assert absent_steps == [2, 3, 4, 5]
-    assert torch.isfinite(x).all()
 
 
 def test_allreduce_averages_over_the_present_workers_only() -> None:
