@@ -6,7 +6,7 @@
 # examples.own_algorithm:QGDSGDm (label qg-dsgdm), so run this from the repository root.
 # Protocol as in experiments/detag_unshuffled: MLP 784-128-10, batch 32 per worker, 40 epochs,
 # heavy-ball momentum 0.9 for every method (QG-DSGDm's β; μ = β), 3 seeds, every label's lr
-# chosen from {0.03, 0.1, 0.3} on the seed mean of the final accuracy on a 10% validation split
+# chosen from {0.03, 0.1, 0.3, 1.0} on the seed mean of the final accuracy on a 10% validation split
 # (never the test set).
 # Usage: bash experiments/own_algorithm/run.sh [OUT_DIR]
 #   PARTITIONS="sorted iid" (default: sorted) adds the iid control. A part whose compare.json
@@ -26,7 +26,7 @@ for partition in ${PARTITIONS:-sorted}; do
     "$pg" compare --dataset mnist --model mlp --partition "$partition" \
         --topology ring --workers 16 --eval-every 16 \
         --epochs 40 --batch-size 32 --momentum 0.9 --target-accuracy 0.8 --no-progress \
-        --seeds 0,1,2 --lr-grid 0.03,0.1,0.3 \
+        --seeds 0,1,2 --lr-grid 0.03,0.1,0.3,1.0 \
         --algorithms dpsgd,gradient-tracking,examples.own_algorithm:QGDSGDm \
         --out "$dir" "$@"
 done
