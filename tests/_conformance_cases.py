@@ -2,8 +2,9 @@
 reads from the classes, and the cases it runs.
 
 ``DECLARATIONS``: ``preserves_mean`` and the ``centralized`` reductions of every registered
-algorithm, passed to the kit as keyword arguments until the classes declare them themselves
-(``tests/test_conformance.py`` checks that a class attribute, once there, says the same).
+algorithm, passed to the kit as keyword arguments. Every class also declares ``preserves_mean``
+itself; ``tests/test_conformance.py`` checks that the class and this table agree (and will for
+``centralized`` once a class declares it).
 
 Cases (every algorithm of the registry in each list):
 

@@ -206,3 +206,22 @@ def test_identity_mixing_makes_n_workers_equal_n_independent_runs() -> None:
             state_i = alg.step(xi, gi, state_i, comm_i)
         torch.testing.assert_close(x[i], xi[0], rtol=0, atol=1e-13)
     assert comm.bytes_sent.sum() == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("lr", 0.0, "lr must be a finite number > 0"),
+        ("lr", float("nan"), "lr must be"),
+        ("momentum", 1.0, r"momentum must be in \[0, 1\)"),
+        ("weight_decay", -1.0, "weight_decay must be"),
+    ],
+)
+def test_invalid_hyperparameters_are_rejected_with_the_project_wording(
+    name: str, option: str, value: float, message: str
+) -> None:
+    """The kit's ``invalid_options`` check asks only that the error names the option and the
+    value; the registry also keeps the project's exact wording."""
+    with pytest.raises(ValueError, match=message):
+        make_algorithm(name, **{option: value})

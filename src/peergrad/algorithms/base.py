@@ -101,6 +101,10 @@ class Algorithm:
     #: a property (``allreduce``: False with ``clip_grad_norm``). ``tests/test_optim_overlap.py``
     #: checks every algorithm for which it is True.
     coordinatewise: ClassVar[bool] = False
+    #: True when communication preserves the workers' average of x (doubly stochastic gossip):
+    #: the average after a step equals the average of the same step taken without any
+    #: communication (W = I). The conformance kit (:mod:`peergrad.testing`) checks it when True.
+    preserves_mean: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Adapt a subclass that still defines ``coordinatewise`` as a method (before it was an

@@ -84,6 +84,7 @@ class ChocoSGD(CompressedSGDAlgorithm):
     gamma: float = 0.2
 
     name: ClassVar[str] = "choco-sgd"
+    preserves_mean: ClassVar[bool] = True
     failures: ClassVar[str] = "refused"
     failures_note: ClassVar[str] = (
         "its memory-efficient s = W x_hat is only valid for a fixed W (as for time-varying "

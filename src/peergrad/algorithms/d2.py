@@ -84,6 +84,7 @@ class D2(SGDAlgorithm):
     force: bool = False
 
     name: ClassVar[str] = "d2"
+    preserves_mean: ClassVar[bool] = True
     failures: ClassVar[str] = "refused"
     failures_note: ClassVar[str] = (
         "its correction mixes x_(t-1) and d_(t-1) with the same fixed W every step, which a "

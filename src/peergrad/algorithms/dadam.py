@@ -139,6 +139,7 @@ class LocalAdaptiveGossip(AdaptiveAlgorithm):
         "x is gossiped with each round's surviving (doubly stochastic) W; an absent worker's "
         "moments are frozen while it is away"
     )
+    preserves_mean: ClassVar[bool] = True  # only x is gossiped, with a doubly stochastic W
 
     def __post_init__(self) -> None:
         super().__post_init__()

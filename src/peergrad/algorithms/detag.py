@@ -127,6 +127,7 @@ class DeTAG(SGDAlgorithm):
     pipelined: bool = True
 
     name: ClassVar[str] = "detag"
+    preserves_mean: ClassVar[bool] = True
     failures: ClassVar[str] = "refused"
     failures_note: ClassVar[str] = (
         "its accelerated gossip (momentum over R rounds) and its tracker assume one fixed W, "

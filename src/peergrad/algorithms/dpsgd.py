@@ -66,6 +66,7 @@ class DPSGD(SGDAlgorithm):
     form: str = "cta"
 
     name: ClassVar[str] = "dpsgd"
+    preserves_mean: ClassVar[bool] = True
     failures_note: ClassVar[str] = (
         "each round mixes with the Metropolis-Hastings W of the surviving graph (symmetric, "
         "doubly stochastic), so mean(x) still moves by exactly the mean local step"

@@ -110,6 +110,7 @@ class GradientTracking(SGDAlgorithm):
     form: str = "atc"
 
     name: ClassVar[str] = "gradient-tracking"
+    preserves_mean: ClassVar[bool] = True
     failures_note: ClassVar[str] = (
         "link drops keep mean(y) = mean(g_prev) (each surviving W is doubly stochastic), but a "
         "leaving worker takes its share of the tracker with it: the present workers' trackers "
