@@ -394,11 +394,13 @@ def test_warmup_is_post_local_sgd() -> None:
 
 
 # ------------------------------------------------------------------ local Adam
-@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("local_update", ["adam", "amsgrad", "adamw"])
 @pytest.mark.parametrize("policy", ["keep", "reset"])
-def test_adam_local_update_is_torch_adam_on_one_worker(amsgrad: bool, policy: str) -> None:
-    """One worker: the Adam local update is ``torch.optim.Adam`` (restarted at every sync with
-    "reset"), bias correction and weight decay included."""
+def test_adam_local_update_is_torch_adam_on_one_worker(local_update: str, policy: str) -> None:
+    """One worker: the Adam local update is ``torch.optim.Adam`` (``AdamW`` for "adamw":
+    decoupled weight decay), restarted at every sync with "reset", bias correction and weight
+    decay included."""
+    amsgrad = local_update == "amsgrad"
     K, steps, lr, wd = 3, 12, 0.02, 1e-2
     A0, b0 = A[0], B[0]
     alg = LocalSGD(
@@ -408,16 +410,15 @@ def test_adam_local_update_is_torch_adam_on_one_worker(amsgrad: bool, policy: st
         eps=1e-6,
         weight_decay=wd,
         period=K,
-        local_update="amsgrad" if amsgrad else "adam",
+        local_update=local_update,
         local_state=policy,
     )
     x, _, _ = run(alg, steps, x=x0()[:1].clone(), comm=comm_for(n=1), grad_fn=lambda x: x @ A0 - b0)
     p = torch.nn.Parameter(x0()[0].clone())
 
-    def make() -> torch.optim.Adam:
-        return torch.optim.Adam(
-            [p], lr=lr, betas=(0.9, 0.99), eps=1e-6, weight_decay=wd, amsgrad=amsgrad
-        )
+    def make() -> torch.optim.Optimizer:
+        cls = torch.optim.AdamW if local_update == "adamw" else torch.optim.Adam
+        return cls([p], lr=lr, betas=(0.9, 0.99), eps=1e-6, weight_decay=wd, amsgrad=amsgrad)
 
     opt = make()
     for t in range(1, steps + 1):
@@ -426,6 +427,38 @@ def test_adam_local_update_is_torch_adam_on_one_worker(amsgrad: bool, policy: st
         if policy == "reset" and t % K == 0:
             opt = make()
     torch.testing.assert_close(x[0], p.detach(), rtol=0, atol=ATOL)
+
+
+# ------------------------------------------------------------------ torch's SGD as the block step
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("foreach", [True, False])
+def test_torch_style_block_step_is_torch_sgd_bit_for_bit(nesterov: bool, foreach: bool) -> None:
+    """nesterov_style="torch": every block step is ``torch.optim.SGD(lr=block_lr,
+    momentum=block_momentum, nesterov=...)`` stepped at the anchor with the block gradient
+    ``anchor - mean(x)`` as ``.grad``, bit for bit (``torch.equal``) over 5 blocks."""
+    K, mu, zeta = 3, 0.9, 0.7
+    alg = LocalSGD(
+        lr=0.05, period=K, block_momentum=mu, block_lr=zeta, block_nesterov=nesterov,
+        nesterov_style="torch", local_state="keep", momentum=0.5,
+    )
+    comm = comm_for()
+    x = x0()
+    state = alg.init(x, comm)
+    for _ in range(5 * K):
+        state = alg.step(x, grad(x), state, comm)
+    # the same run written out: local heavy-ball SGD on every worker, and at every K-th step
+    # torch's optimizer stepped at the anchor with anchor - mean(x) as the gradient
+    outer = torch.nn.Parameter(x0()[0].clone())
+    opt = torch.optim.SGD([outer], lr=zeta, momentum=mu, nesterov=nesterov, foreach=foreach)
+    y, buf = x0(), torch.zeros(N, D, dtype=torch.float64)
+    for t in range(1, 5 * K + 1):
+        buf.mul_(0.5).add_(grad(y))
+        y.sub_(buf, alpha=0.05)
+        if t % K == 0:
+            outer.grad = outer.detach() - y.mean(0)
+            opt.step()
+            y.copy_(outer.detach().expand(N, D))
+    assert torch.equal(x, y), (x - y).abs().max()
 
 
 # ------------------------------------------------------------------ options and errors
@@ -446,7 +479,7 @@ def test_default_block_momentum_is_the_bmuf_rule_and_cli_strings_convert() -> No
         ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
         ({"block_momentum": 1.0}, r"block_momentum must be in \[0, 1\)"),
         ({"block_lr": 0.0}, "block_lr must be a finite number > 0"),
-        ({"nesterov_style": "torch"}, "nesterov_style must be one of bmuf, cntk"),
+        ({"nesterov_style": "keras"}, "nesterov_style must be one of bmuf, cntk, torch"),
         ({"local_update": "lamb"}, "local_update must be one of sgd, adam, amsgrad"),
         ({"local_state": "drop"}, "local_state must be one of keep, reset, average"),
         ({"b2": 1.0}, r"b2 must be in \[0, 1\)"),

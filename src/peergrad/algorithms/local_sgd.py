@@ -17,6 +17,9 @@ Update rule (one ``step`` = one minibatch per worker; shapes ``[w, D]``; ``t = s
                         x <- x - lr / (1 - momentum**s) * m / (sqrt(v / (1 - b2**s)) + eps)
                         (torch.optim.Adam's bias-corrected step; s counts the moment updates
                         since the buffers were last zeroed)
+        adamw:          x <- (1 - lr * weight_decay) * x, then the adam step on g (decoupled
+                        weight decay, torch.optim.AdamW; Loshchilov & Hutter, ICLR 2019,
+                        arXiv:1711.05101); the other local updates add weight_decay * x to g
     sync (t <= warmup_steps, or (t - warmup_steps) % period == 0):
         x_bar <- mean_i x_i                (one all-reduce; ``gossip=True``: x_bar <- W x, one
                                             gossip round with W(s) of the s-th sync)
@@ -28,6 +31,11 @@ Update rule (one ``step`` = one minibatch per worker; shapes ``[w, D]``; ``t = s
             x      <- anchor - zeta * d - mu * u      (block_nesterov, BMUF-NBM; nesterov_style
                                                        "bmuf")
             x      <- anchor - (1 + mu) * u           (block_nesterov, nesterov_style "cntk")
+            nesterov_style "torch" (torch.optim.SGD(lr=zeta, momentum=mu, nesterov=
+            block_nesterov) applied at the anchor with d as its gradient, bit for bit; u is
+            torch's momentum buffer, unscaled by zeta):
+                   u <- mu * u + d;  x <- anchor - zeta * (d + mu * u)   (block_nesterov)
+                                     x <- anchor - zeta * u              (classical)
             anchor <- x
 
 Equivalent forms (tested in ``tests/test_local_sgd.py``, spec §4.4): ``period=1``, ``mu = 0``,
@@ -97,9 +105,9 @@ from peergrad.transforms import (
     heavy_ball,
 )
 
-LOCAL_UPDATES = ("sgd", "adam", "amsgrad")
+LOCAL_UPDATES = ("sgd", "adam", "amsgrad", "adamw")
 LOCAL_STATES = ("keep", "reset", "average")
-NESTEROV_STYLES = ("bmuf", "cntk")
+NESTEROV_STYLES = ("bmuf", "cntk", "torch")
 
 
 @dataclasses.dataclass
@@ -127,7 +135,8 @@ class LocalSGD(SGDAlgorithm):
     Hyper-parameters: ``lr``, ``momentum`` (heavy-ball, or Adam's β₁), ``nesterov`` (local,
     SGD only), ``weight_decay``; ``period`` (K >= 1); ``block_momentum`` (mu in [0, 1), or
     ``None`` for ``1 - 1/n``); ``block_lr`` (zeta > 0); ``block_nesterov``; ``nesterov_style``
-    ("bmuf" | "cntk"); ``local_update`` ("sgd" | "adam" | "amsgrad"); ``b2``, ``eps`` (Adam);
+    ("bmuf" | "cntk" | "torch"); ``local_update`` ("sgd" | "adam" | "amsgrad" | "adamw"); ``b2``,
+    ``eps`` (Adam);
     ``local_state`` ("keep" | "reset" | "average"); ``warmup_steps`` (K = 1 for the first
     ``warmup_steps`` iterations, post-local SGD); ``gossip`` (average by one gossip round over
     the topology instead of an all-reduce).
@@ -143,9 +152,11 @@ class LocalSGD(SGDAlgorithm):
     - ``block_momentum`` in [0, 1), or None: μ, the block momentum; None: the BMUF rule 1 - 1/n.
     - ``block_lr`` > 0: ζ, the block learning rate; default 1.
     - ``block_nesterov`` true or false: the Nesterov form of the block momentum.
-    - ``nesterov_style`` one of bmuf, cntk: which Nesterov block form (BMUF-NBM or CNTK's).
-    - ``local_update`` one of sgd, adam, amsgrad: the local optimizer (adam and amsgrad: torch's
-      bias-corrected Adam with β₁ = momentum, ``b2``, ``eps``).
+    - ``nesterov_style`` one of bmuf, cntk, torch: which block-momentum form (BMUF-NBM, CNTK's,
+      or torch.optim.SGD's with lr = block_lr applied to the block gradient, bit for bit).
+    - ``local_update`` one of sgd, adam, amsgrad, adamw: the local optimizer (adam, amsgrad,
+      adamw: torch's bias-corrected Adam with β₁ = momentum, ``b2``, ``eps``; adamw decouples
+      weight_decay as torch.optim.AdamW).
     - ``b2`` in [0, 1): β₂ of the local Adam; default 0.999.
     - ``eps`` > 0: ε of the local Adam; default 1e-8.
     - ``local_state`` one of reset, keep, average: what the local optimizer's buffers do at a
@@ -266,7 +277,11 @@ class LocalSGD(SGDAlgorithm):
     # ------------------------------------------------------------------ step
     def _local_step(self, x: Tensor, g: Tensor, state: LocalSGDState, comm: Communicator) -> int:
         """One local update of x in place; returns the new ``moment_steps``."""
-        g = add_weight_decay(g, x, self.weight_decay)
+        if self.local_update == "adamw":
+            if self.weight_decay:  # decoupled, as torch.optim.AdamW: before the moments
+                x.mul_(1.0 - self.lr * self.weight_decay)
+        else:
+            g = add_weight_decay(g, x, self.weight_decay)
         if self.local_update == "sgd":
             d = heavy_ball(state.momentum_buffer, g, self.momentum, self.nesterov)
             x.sub_(d, alpha=self.lr)
@@ -308,6 +323,9 @@ class LocalSGD(SGDAlgorithm):
         assert anchor is not None and u is not None
         mu, zeta = self.resolved_block_momentum(comm.n_workers), self.block_lr
         d = torch.sub(anchor, x, out=comm.workspace(x, "local_sgd.block_grad"))
+        if self.nesterov_style == "torch":
+            outer_sgd_step(x, anchor, d, u, mu, zeta, self.block_nesterov, comm)
+            return
         u.mul_(mu).add_(d, alpha=zeta)
         if not self.block_nesterov:
             torch.sub(anchor, u, out=x)
@@ -338,3 +356,32 @@ class LocalSGD(SGDAlgorithm):
             if state.anchor is not None:
                 self._block_step(x, state, comm)
         return dataclasses.replace(state, step=t, moment_steps=moment_steps)
+
+
+def outer_sgd_step(
+    x: Tensor,
+    anchor: Tensor,
+    d: Tensor,
+    u: Tensor,
+    mu: float,
+    zeta: float,
+    nesterov: bool,
+    comm: Communicator,
+) -> None:
+    """``torch.optim.SGD(lr=zeta, momentum=mu, nesterov=nesterov)`` applied at ``anchor`` to the
+    block gradient ``d`` as its gradient, written into ``x`` and ``anchor`` (all ``[w, D]``).
+
+    The same operations in the same order as torch's single-tensor and foreach SGD (dampening 0,
+    no weight decay), so the result is bit-for-bit torch's::
+
+        u <- mu * u + d                           (torch: buf.mul_(mu).add_(d); a zero u on
+                                                   the first block equals torch's clone(d))
+        step <- d + mu * u   (nesterov)   |   u   (classical)
+        x <- anchor - zeta * step;  anchor <- x
+
+    ``u`` is torch's momentum buffer (not scaled by zeta, unlike the "bmuf"/"cntk" forms).
+    """
+    u.mul_(mu).add_(d)
+    step = torch.add(d, u, alpha=mu, out=comm.workspace(x, "local_sgd.outer_step")) if nesterov else u
+    x.copy_(anchor).add_(step, alpha=-zeta)
+    anchor.copy_(x)
