@@ -382,6 +382,8 @@ def outer_sgd_step(
     ``u`` is torch's momentum buffer (not scaled by zeta, unlike the "bmuf"/"cntk" forms).
     """
     u.mul_(mu).add_(d)
-    step = torch.add(d, u, alpha=mu, out=comm.workspace(x, "local_sgd.outer_step")) if nesterov else u
+    step = u
+    if nesterov:
+        step = torch.add(d, u, alpha=mu, out=comm.workspace(x, "local_sgd.outer_step"))
     x.copy_(anchor).add_(step, alpha=-zeta)
     anchor.copy_(x)
