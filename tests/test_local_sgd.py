@@ -438,8 +438,14 @@ def test_torch_style_block_step_is_torch_sgd_bit_for_bit(nesterov: bool, foreach
     ``anchor - mean(x)`` as ``.grad``, bit for bit (``torch.equal``) over 5 blocks."""
     K, mu, zeta = 3, 0.9, 0.7
     alg = LocalSGD(
-        lr=0.05, period=K, block_momentum=mu, block_lr=zeta, block_nesterov=nesterov,
-        nesterov_style="torch", local_state="keep", momentum=0.5,
+        lr=0.05,
+        period=K,
+        block_momentum=mu,
+        block_lr=zeta,
+        block_nesterov=nesterov,
+        nesterov_style="torch",
+        local_state="keep",
+        momentum=0.5,
     )
     comm = comm_for()
     x = x0()
