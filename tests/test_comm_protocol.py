@@ -9,6 +9,7 @@ member of the protocol, and both engines' communicators must have every member.
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 import peergrad
 from peergrad.comm.base import Communicator
 from peergrad.comm.distributed import DistributedCommunicator
+from peergrad.comm.segments import SegmentComm
 from peergrad.comm.simulated import SimulatedCommunicator
 
 SRC = Path(peergrad.__file__).parent
@@ -69,3 +71,27 @@ def test_both_engines_implement_the_protocol(cls: type) -> None:
         if name not in instance_attributes and not hasattr(cls, name)
     ]
     assert not missing, f"{cls.__name__} lacks {missing}"
+
+
+def test_the_collectives_of_issue_28_are_protocol_members() -> None:
+    """Streaming DiLoCo's overlapped mean and the reduce-scatter exchange's all-to-all."""
+    added = {"mean_start", "wait_for", "synchronize", "all_to_all", "account_all_to_all"}
+    assert added <= protocol_members()
+
+
+def test_segment_comm_charges_every_accounted_operation_itself() -> None:
+    """``SegmentComm`` forwards the names it lacks to the real communicator (instance
+    ``__getattr__``), which would charge them at once instead of at ``settle``: every protocol
+    method that charges (an ``account`` argument, or ``account_*``) must be its own."""
+    charging = {
+        name
+        for name in protocol_members()
+        if callable(getattr(Communicator, name, None))
+        and (
+            name.startswith("account_")
+            or "account" in inspect.signature(getattr(Communicator, name)).parameters
+        )
+    }
+    assert {"mix", "mean", "mean_start", "all_gather", "all_to_all"} <= charging
+    missing = sorted(name for name in charging if getattr(SegmentComm, name, None) is None)
+    assert not missing, f"SegmentComm would forward (and charge at once) {missing}"

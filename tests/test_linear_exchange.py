@@ -115,7 +115,10 @@ def test_unknown_exchange_is_a_one_line_error_naming_the_option_and_the_choices(
     for c in (RandomK(ratio=0.1), make_compressor("topk")):
         with pytest.raises(ValueError) as err:
             _exchange(c, x, "ring")
-        assert str(err.value) == "exchange must be one of auto, allreduce, allgather; got 'ring'"
+        assert (
+            str(err.value)
+            == "exchange must be one of auto, allreduce, allgather, reduce-scatter; got 'ring'"
+        )
     for name in ("ef-sgd", "compressed-sgd", "armijo-csgd"):
         with pytest.raises(ValueError, match="exchange must be one of auto, allreduce, allgather"):
             make_algorithm(name, exchange="reduce")
@@ -215,7 +218,10 @@ def test_for_error_feedback_keeps_linear_compressors_linear() -> None:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (["exchange=ring"], "exchange must be one of auto, allreduce, allgather; got 'ring'"),
+        (
+            ["exchange=ring"],
+            "exchange must be one of auto, allreduce, allgather, reduce-scatter; got 'ring'",
+        ),
         (["exchange=allreduce"], "exchange='allreduce' needs a linear compressor"),  # topk
     ],
 )

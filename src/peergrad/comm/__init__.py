@@ -5,7 +5,8 @@ it is not imported here so that the simulated engine never loads it.
 
 Modules: ``base`` (the protocol, the accounting both engines share), ``simulated``,
 ``distributed`` with its mixins ``peer_failure`` (heartbeats, failure reports) and ``pacing``
-(a system profile imposed on real processes), ``compressed`` (compressed gossip and means),
+(a system profile imposed on real processes) and ``pending`` (its operations in flight),
+``compressed`` (compressed gossip and means: all-reduce, all-gather and reduce-scatter),
 ``gossip`` (accelerated gossip), ``segments`` (the optimizer's per-bucket communicators) and
 ``buffers`` (module buffers averaged over workers). ``comm/`` builds on ``system/`` (the
 communicators drive the system clock); the network model is
@@ -25,7 +26,7 @@ from peergrad.comm.base import (
     worker_norm,
     worker_sum,
 )
-from peergrad.comm.compressed import compressed_mean, compressed_mix
+from peergrad.comm.compressed import compressed_mean, compressed_mix, reduce_scatter_mean
 from peergrad.comm.simulated import SimulatedCommunicator, apply_mixing
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "compressed_mean",
     "compressed_mix",
     "message_nbytes",
+    "reduce_scatter_mean",
     "worker_dot",
     "worker_norm",
     "worker_sum",

@@ -8,8 +8,13 @@ on both engines; only the three operations below touch the worker axis:
 - ``mix(x, W)``: gossip, row i becomes ``sum_j W[i, j] * x[j]`` (W_ij is the weight worker i
   gives to the value it receives from worker j);
 - ``mean(x)``: exact average over all workers (an all-reduce), returned on every worker;
+  ``mean_start(x, out=)`` posts the same all-reduce without waiting, ``wait_for(out)`` waits
+  for it and ``synchronize()`` for every one posted (overlap, e.g. Streaming DiLoCo's outer
+  step);
 - ``all_gather(payload)``: every worker's flat payload ``[w, P]`` seen by every worker
   (``[w, n, P]``), for compressed messages that cannot be averaged on the wire (top-k, sign);
+- ``all_to_all(payload)``: ``[w, n, P] -> [w, n, P]``, slot j of worker i goes to worker j
+  (the first phase of the reduce-scatter exchange, :mod:`peergrad.comm.compressed`);
 - per-worker reductions (``worker_sum``, ``worker_dot``, ``worker_norm``) that reduce every axis
   but axis 0 and need no communication.
 
@@ -18,7 +23,8 @@ wire so far (on the distributed engine, exactly the tensors it hands to ``torch.
 compressed messages cross the wire packed, see :mod:`peergrad.comm.compressed`). A gossip round
 costs worker i ``out_degree(i) * message_bytes``; an all-reduce costs every worker
 ``2 (n - 1) / n * message_bytes`` (ring all-reduce, the bandwidth-optimal schedule); a ring
-all-gather of a ``P``-element payload costs every worker ``(n - 1) * P * itemsize``.
+all-gather of a ``P``-element payload costs every worker ``(n - 1) * P * itemsize``, and so does
+an all-to-all of ``P``-element slots (its ``n - 1`` slots for the other workers).
 ``simulated_comm_time_s`` (seconds) accumulates the time of every communication under a
 :class:`NetworkModel`, identical on both engines.
 """
@@ -36,6 +42,7 @@ from torch import Tensor
 from peergrad.system.network import NetworkModel as NetworkModel
 from peergrad.system.network import allgather_bytes as allgather_bytes
 from peergrad.system.network import allreduce_bytes as allreduce_bytes
+from peergrad.system.network import alltoall_bytes as alltoall_bytes
 from peergrad.topology import MixingMatrix, Topology
 
 
@@ -47,9 +54,25 @@ def message_nbytes(x: Tensor, message_bytes: int | None = None) -> int:
     return int(x[0].numel() * x.element_size()) if x.shape[0] > 0 else 0
 
 
+def check_out(x: Tensor, out: Tensor, what: str) -> None:
+    """``ValueError`` unless ``out`` has ``x``'s shape, dtype and device (``mean_start``)."""
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(
+            f"{what}: out must have the shape, dtype and device of x {tuple(x.shape)} "
+            f"{x.dtype} {x.device}, got {tuple(out.shape)} {out.dtype} {out.device}"
+        )
+
+
+def memory_key(t: Tensor) -> tuple[object, ...]:
+    """The memory a tensor covers, as a key: data pointer, shape, strides, dtype, device. Two
+    views of the same region (``buf[:, a:b]`` made twice) have equal keys."""
+    return (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype, t.device)
+
+
 class AllReduceAccounting:
-    """The byte, time and round counters of the all-reduce and the all-gather, shared by both
-    engines (their counters are per local worker: ``bytes_sent`` ``[w]``).
+    """The byte, time and round counters of the collectives (all-reduce, all-gather,
+    all-to-all), shared by both engines (their counters are per local worker: ``bytes_sent``
+    ``[w]``).
 
     This is the one place the collectives are charged (issue 25): the simulated communicator
     adds only its clock calls. While some workers are absent (``_present``, the simulated engine
@@ -72,6 +95,11 @@ class AllReduceAccounting:
     def account_all_gather(self, nbytes: float) -> None:
         """Charge one all-gather of ``nbytes`` per worker (under churn: among the present)."""
         self._charge_collective(nbytes, allgather_bytes, NetworkModel.allgather_time_s)
+
+    def account_all_to_all(self, nbytes: float) -> None:
+        """Charge one all-to-all of ``nbytes`` per slot: each worker sends ``(n - 1) * nbytes``
+        (under churn: among the present), time ``NetworkModel.alltoall_time_s``."""
+        self._charge_collective(nbytes, alltoall_bytes, NetworkModel.alltoall_time_s)
 
     def _charge_collective(
         self,
@@ -274,6 +302,10 @@ class Communicator(Protocol):
         """Charge one all-gather of ``nbytes`` bytes per worker."""
         ...
 
+    def account_all_to_all(self, nbytes: float) -> None:
+        """Charge one all-to-all of ``nbytes`` bytes per slot (``(n - 1) * nbytes`` per worker)."""
+        ...
+
     def mean(
         self,
         x: Tensor,
@@ -292,6 +324,42 @@ class Communicator(Protocol):
         """
         ...
 
+    def mean_start(
+        self,
+        x: Tensor,
+        *,
+        out: Tensor,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> None:
+        """Post the all-reduce average of ``x`` (``[w, ...]``) into ``out`` without waiting.
+
+        ``out`` (shape and dtype of ``x``; it may be ``x`` itself) holds, after
+        :meth:`wait_for`, what ``mean(x, message_bytes=, account=, record=)`` returns, bit for
+        bit (every row the average; under churn the present workers' average, as ``mean``).
+        ``x`` is read at the post: the caller may change it as soon as this returns (not
+        ``out``, which belongs to the collective until :meth:`wait_for`). Bytes, time and the
+        wire log are charged at the post, exactly as ``mean`` charges them. Several posts may be
+        in flight at once into different ``out`` tensors, waited for in any order.
+
+        Raises ``ValueError`` when ``out``'s shape or dtype differs from ``x``'s, or a mean
+        posted into the same memory (``out``'s data pointer, shape, strides and dtype) has not
+        been waited for.
+        """
+        ...
+
+    def wait_for(self, out: Tensor) -> Tensor:
+        """Block until the mean posted into ``out`` (:meth:`mean_start`; the same tensor or an
+        equal view of the same memory) is done and return ``out``. Returns ``out`` at once when
+        nothing is in flight into it (the simulated engine computes at the post)."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait for every mean posted with :meth:`mean_start` (before a checkpoint or a
+        ``state_dict``, or before reading any ``out``)."""
+        ...
+
     def all_gather(
         self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
     ) -> Tensor:
@@ -300,6 +368,20 @@ class Communicator(Protocol):
         Read-only (a broadcast view on the simulated engine); copy what you keep. Accounted as a
         ring all-gather: each worker sends ``(n - 1) * message_bytes`` (default: one payload row,
         ``P * itemsize``); time ``network.allgather_time_s``.
+        """
+        ...
+
+    def all_to_all(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
+        """Personalised exchange: ``[w, n, P] -> [w, n, P]``; slot j of worker i's payload goes
+        to worker j, so row i, slot j of the result is what worker j sent to worker i.
+
+        Read-only (a view on the simulated engine); copy what you keep. Accounted as a pairwise
+        exchange: each worker sends its ``n - 1`` slots for the others, ``(n - 1) *
+        message_bytes`` (default: one slot, ``P * itemsize``); time
+        ``network.alltoall_time_s``. ``ValueError`` for a payload that is not ``[w, n, P]``, or
+        while workers are absent (churn: an all-to-all needs every worker).
         """
         ...
 

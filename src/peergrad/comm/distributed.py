@@ -8,14 +8,18 @@ unchanged; only the three cross-worker operations are implemented here:
   (batched point-to-point, ``batch_isend_irecv``), then the weighted sum
   ``W_ii x_i + sum_j W_ij x_j`` locally. ``mix_start`` posts the messages and returns a handle, so
   a gossip can be in flight while the gradient is computed (combine-then-adapt forms).
-- ``mean(x)``: an all-reduce (sum) divided by n.
+- ``mean(x)``: an all-reduce (sum) divided by n. ``mean_start(x, out=)`` posts the same
+  all-reduce (``async_op=True``) on the communicator's group and returns; ``wait_for(out)``
+  waits for it and divides, bit for bit as ``mean``; ``synchronize()`` waits for all.
+- ``all_gather``, ``all_to_all`` (``all_to_all_single``): the compressed exchanges.
 - per-worker reductions need no communication (see :mod:`peergrad.comm.base`).
 
 Byte accounting and ``simulated_comm_time_s`` use the same formulas as the simulated engine, from
 the global W every process knows, so both engines report identical numbers. ``bytes_sent`` counts
 exactly the tensors handed to ``torch.distributed`` (compressed messages travel packed, see
 :mod:`peergrad.comm.compressed`): a gossip send of b bytes costs b, an all-gather of b bytes per
-worker (n − 1)·b and an all-reduce of b bytes 2(n − 1)/n·b (ring schedules). With
+worker (n − 1)·b, an all-to-all of b bytes per slot (n − 1)·b and an all-reduce of b bytes
+2(n − 1)/n·b (ring schedules). With
 ``record_wire=True`` every such tensor is logged in ``wire_log`` (:class:`WireRecord`), which the
 tests compare with ``bytes_sent``.
 
@@ -41,8 +45,10 @@ profile). Their public names stay importable from here.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +64,8 @@ from peergrad.comm.base import (
     NetworkModel,
     PeerFailure,
     Workspace,
+    check_out,
+    memory_key,
     message_nbytes,
 )
 from peergrad.comm.pacing import ImposedPacing
@@ -65,6 +73,8 @@ from peergrad.comm.peer_failure import FAILED_PREFIX as FAILED_PREFIX
 from peergrad.comm.peer_failure import HEARTBEAT_PREFIX as HEARTBEAT_PREFIX
 from peergrad.comm.peer_failure import PeerWatch
 from peergrad.comm.peer_failure import report_grace_s as report_grace_s
+from peergrad.comm.pending import PendingMean
+from peergrad.comm.pending import PendingMix as PendingMix
 from peergrad.system.impose import RankRound
 from peergrad.system.profile import SystemProfile
 from peergrad.topology import MixingMatrix, Topology
@@ -168,7 +178,11 @@ def destroy_process_group() -> None:
     finished work (its tensors need the GIL) aborts the process with ``terminate called
     without an active exception`` after all work is done. Communicators built before stay
     unusable afterwards (their group is shut down), as with ``torch.distributed``'s own
-    groups. Calling it with no process group initialised is a no-op."""
+    groups. For the same reason the means still in flight (``mean_start`` without
+    ``wait_for``) are waited for first (each wait bounded by the communicator's ``timeout_s``;
+    a failed one is dropped; also at exit): no work handle outlives the group. Calling it with
+    no process group initialised is a no-op."""
+    _drain_posted()
     if dist.is_initialized():
         dist.destroy_process_group()
     _PRIVATE_GROUPS.clear()
@@ -178,53 +192,14 @@ def destroy_process_group() -> None:
 class WireRecord:
     """One tensor this worker handed to ``torch.distributed`` in an accounted operation.
 
-    ``op``: ``"send"`` (a gossip message to worker ``peer``), ``"all_reduce"`` or
-    ``"all_gather"``; ``nbytes``: ``numel * itemsize`` of the tensor handed over.
+    ``op``: ``"send"`` (a gossip message to worker ``peer``), ``"all_reduce"``,
+    ``"all_gather"`` or ``"all_to_all"``; ``nbytes``: ``numel * itemsize`` of the tensor handed
+    over (for an all-to-all the n slots, of which the n − 1 for the other workers leave).
     """
 
     op: str
     nbytes: int
     peer: int | None = None
-
-
-@dataclass
-class PendingMix:
-    """A gossip in flight: call :meth:`wait` for ``W x`` (``W decode(x)`` with ``decode``),
-    shape ``[1, ...]``."""
-
-    comm: DistributedCommunicator
-    W: MixingMatrix
-    x: Tensor
-    requests: list[tuple[int, object]]  # (peer, work handle) for every posted receive
-    sends: list[tuple[int, object]]
-    buffers: list[tuple[int, float, Tensor]]  # (peer j, W_ij, receive buffer)
-    decode: Decode | None = None
-    self_weight: float | None = None  # W'[i, i] of a round with dropped links, else W's
-
-    done: bool = False
-
-    def wait(self, out: Tensor | None = None) -> Tensor:
-        if self.done:  # a second wait on gloo would block for a message that never comes
-            raise RuntimeError("PendingMix.wait() was already called for this gossip round")
-        self.done = True
-        comm = self.comm
-        if comm.system is not None:  # the compute phase ends; the due sends leave
-            comm._end_compute()
-            comm._flush_sends()
-        for peer, work in self.requests:
-            comm._wait(work, f"gossip receive from worker {peer}", [peer])
-        for peer, work in self.sends:
-            comm._wait(work, f"gossip send to worker {peer}", [peer])
-        i = comm.rank
-        decode = self.decode if self.decode is not None else (lambda rows: rows)
-        own = decode(self.x)
-        if out is None:
-            out = torch.empty_like(own)
-        weight = self.W.self_weight(i) if self.self_weight is None else self.self_weight
-        torch.mul(own, weight, out=out)
-        for _, weight, buf in self.buffers:
-            out.add_(decode(buf.view_as(self.x)), alpha=weight)
-        return out
 
 
 class DistributedCommunicator(
@@ -316,6 +291,8 @@ class DistributedCommunicator(
         self.workspace = Workspace()
         self._worker_ids = torch.tensor([self.rank])
         self._nccl = dist.get_backend(group) == "nccl"
+        #: means posted with mean_start, not yet waited for, by the memory of their out
+        self._in_flight: dict[tuple[object, ...], PendingMean] = {}
         self._watch_peers(_default_store())  # heartbeats, failure reports (PeerWatch)
         self._impose(profile)  # the system profile's sleeps and held sends (ImposedPacing)
 
@@ -473,6 +450,115 @@ class DistributedCommunicator(
             self.account_mean(message_nbytes(x, message_bytes))
         return out
 
+    def mean_start(
+        self,
+        x: Tensor,
+        *,
+        out: Tensor,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> None:
+        """Post the all-reduce average of ``x`` (``[1, ...]``) into ``out`` and return at once
+        (see :meth:`peergrad.comm.base.Communicator.mean_start`): ``x`` is copied into ``out``
+        (unless ``out`` is ``x``), the sum all-reduce is posted with ``async_op=True`` on the
+        communicator's group and its work handle kept until :meth:`wait_for` divides by n, the
+        same operations as :meth:`mean`, so the result is bit for bit ``mean``'s. A
+        non-contiguous ``out`` (NCCL: one on the CPU) is reduced in a contiguous (device) copy
+        and written back at the wait. Charged (bytes, the profile's ring sleep, wire log) at
+        the post, as ``mean``. ``ValueError``: ``out`` not like ``x``, or still in flight."""
+        self._check(x, "mean_start")
+        check_out(x, out, "mean_start")
+        key = memory_key(out)
+        if key in self._in_flight:
+            raise ValueError(
+                "mean_start: a mean posted into this out is still in flight; call "
+                "comm.wait_for(out) first"
+            )
+        nbytes = message_nbytes(x, message_bytes)
+        modelled = account if record is None else record
+        if self.system is not None:  # the profile's ring cost, before the real all-reduce
+            self._before_collective(self.system.all_reduce_s(nbytes) if modelled else 0.0)
+        staged = out
+        if not out.is_contiguous() or (self._nccl and out.device.type == "cpu"):
+            device = torch.device("cuda", torch.cuda.current_device()) if self._nccl else None
+            staged = torch.empty(out.shape, dtype=out.dtype, device=device or out.device)
+        if staged is not x:
+            staged.copy_(x)
+        everyone = list(range(self.n_workers))
+        try:
+            work = dist.all_reduce(staged, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
+        except Exception as exc:
+            raise self._fail("all-reduce", everyone, exc) from exc
+        self._in_flight[key] = PendingMean(out, staged, work)
+        if not _POSTING:  # also at exit, for a process that never destroys its group
+            atexit.unregister(_drain_posted)  # registered at most once
+            atexit.register(_drain_posted)
+        _POSTING.add(self)
+        if modelled:
+            self._record("all_reduce", staged)
+        if account:
+            self.account_mean(nbytes)
+
+    def wait_for(self, out: Tensor) -> Tensor:
+        """Wait for the mean posted into ``out`` (or an equal view of its memory), bounded by
+        ``timeout_s`` (:class:`PeerFailure`), and return ``out``; ``out`` at once when nothing
+        is in flight into it."""
+        pending = self._in_flight.pop(memory_key(out), None)
+        if pending is not None:
+            pending.finish(self)
+        return out
+
+    def synchronize(self) -> None:
+        """Wait for every mean posted with :meth:`mean_start`, in posting order."""
+        while self._in_flight:
+            key = next(iter(self._in_flight))
+            self._in_flight.pop(key).finish(self)
+
+    def _drop_in_flight(self) -> None:
+        """Before the process group goes: wait for what is in flight, drop what fails."""
+        try:
+            self.synchronize()
+        except Exception:  # a dead peer: the group is being destroyed anyway
+            pass
+        finally:
+            self._in_flight.clear()
+
+    def all_to_all(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
+        """``[1, n, P] -> [1, n, P]``: slot j goes to worker j; slot j of the result is what
+        worker j sent here (``all_to_all_single`` on the communicator's group; gloo supports
+        it on CPU tensors). ``message_bytes`` overrides the size of one slot (default ``P *
+        itemsize``; charged ``(n - 1)`` times); ``account=False``: not charged (the wire log
+        still records the tensor). ``ValueError`` for a payload that is not ``[1, n, P]``."""
+        self._check(payload, "all_to_all")
+        if payload.dim() != 3 or payload.shape[1] != self.n_workers:
+            raise ValueError(
+                f"all_to_all: payload must be [w, n, P] with n = {self.n_workers}, got "
+                f"{tuple(payload.shape)}"
+            )
+        nbytes = message_nbytes(payload[:, 0], message_bytes)
+        if self.system is not None:  # the profile's cost, before the real exchange
+            cost = self.system.ring.alltoall_time_s(float(nbytes), self.n_workers)
+            self._before_collective(cost if account else 0.0)
+        src = payload.contiguous()
+        if self._nccl and src.device.type == "cpu":
+            src = src.to(torch.device("cuda", torch.cuda.current_device()))
+        received = torch.empty_like(src)
+        everyone = list(range(self.n_workers))
+        try:
+            work = dist.all_to_all_single(
+                received.view(-1), src.view(-1), group=self.group, async_op=True
+            )
+        except Exception as exc:
+            raise self._fail("all-to-all", everyone, exc) from exc
+        self._wait(work, "all-to-all", everyone)
+        self._record("all_to_all", src)
+        if account:
+            self.account_all_to_all(nbytes)
+        return received.to(payload.device)
+
     def all_gather(
         self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
     ) -> Tensor:
@@ -555,6 +641,17 @@ class DistributedCommunicator(
         except Exception as exc:
             raise self._fail("barrier", list(range(self.n_workers)), exc) from exc
         self._wait(work, "barrier", list(range(self.n_workers)))
+
+
+#: communicators that posted a mean with ``mean_start``: destroy_process_group waits for them
+_POSTING: weakref.WeakSet[DistributedCommunicator] = weakref.WeakSet()
+
+
+def _drain_posted() -> None:
+    """Wait for (or drop) every mean still in flight, before the groups or the interpreter go."""
+    for comm in list(_POSTING):
+        comm._drop_in_flight()
+    _POSTING.clear()
 
 
 #: peergrad's private process groups, created once per default group: ``(world, data, control)``.

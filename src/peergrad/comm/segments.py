@@ -36,14 +36,22 @@ from typing import Any
 
 from torch import Tensor
 
-from peergrad.comm.base import Communicator, Decode, MixFromStart, Workspace, message_nbytes
+from peergrad.comm.base import (
+    Communicator,
+    Decode,
+    MixFromStart,
+    Workspace,
+    check_out,
+    message_nbytes,
+)
 from peergrad.topology import MixingMatrix
 
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-    """One accounted operation of a segment: ``kind`` is ``gossip`` (with ``W``), ``mean`` or
-    ``all_gather``; ``nbytes``: bytes of this segment's message (one worker's payload)."""
+    """One accounted operation of a segment: ``kind`` is ``gossip`` (with ``W``), ``mean``,
+    ``all_gather`` or ``all_to_all``; ``nbytes``: bytes of this segment's message (one worker's
+    payload; one slot for an all-to-all)."""
 
     kind: str
     nbytes: float
@@ -105,12 +113,37 @@ class SegmentComm(MixFromStart):
             self.ops.append(Op("mean", float(message_nbytes(x, message_bytes))))
         return out
 
+    def mean_start(
+        self,
+        x: Tensor,
+        *,
+        out: Tensor,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> None:
+        """``base.mean_start`` unaccounted, recorded as a ``mean`` (``wait_for`` and
+        ``synchronize`` are the base's)."""
+        record = account if record is None else record
+        self.base.mean_start(x, out=out, message_bytes=message_bytes, account=False, record=record)
+        if account:
+            self.ops.append(Op("mean", float(message_nbytes(x, message_bytes))))
+
     def all_gather(
         self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
     ) -> Tensor:
         out = self.base.all_gather(payload, message_bytes=message_bytes, account=False)
         if account:
             self.ops.append(Op("all_gather", float(message_nbytes(payload, message_bytes))))
+        return out
+
+    def all_to_all(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
+        out = self.base.all_to_all(payload, message_bytes=message_bytes, account=False)
+        if account:
+            nbytes = message_nbytes(payload[:, 0], message_bytes)
+            self.ops.append(Op("all_to_all", float(nbytes)))
         return out
 
     def account_gossip(self, W: MixingMatrix, nbytes: float) -> None:
@@ -121,6 +154,9 @@ class SegmentComm(MixFromStart):
 
     def account_all_gather(self, nbytes: float) -> None:
         self.ops.append(Op("all_gather", float(nbytes)))
+
+    def account_all_to_all(self, nbytes: float) -> None:
+        self.ops.append(Op("all_to_all", float(nbytes)))
 
 
 class PreAveraged(SegmentComm):
@@ -138,6 +174,20 @@ class PreAveraged(SegmentComm):
         record: bool | None = None,
     ) -> Tensor:
         return x
+
+    def mean_start(
+        self,
+        x: Tensor,
+        *,
+        out: Tensor,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> None:
+        """``out`` becomes ``x`` (already the average), uncharged; nothing is in flight."""
+        check_out(x, out, "mean_start")
+        if out is not x:
+            out.copy_(x)
 
 
 def _takes_workspace(comm: Communicator) -> bool:
@@ -166,6 +216,8 @@ def settle(comms: Sequence[SegmentComm], base: Communicator) -> None:
             base.account_gossip(op.W, nbytes)
         elif op.kind == "mean":
             base.account_mean(nbytes)
+        elif op.kind == "all_to_all":
+            base.account_all_to_all(nbytes)
         else:
             base.account_all_gather(nbytes)
     for ops in lists:

@@ -16,7 +16,8 @@ communication is also reported to the clock, which advances one simulated time p
   rounds issued between :meth:`SimulatedCommunicator.begin_step` and
   :meth:`SimulatedCommunicator.compute` are ``pre_gradient`` (they left before the gradient,
   see :meth:`peergrad.algorithms.Algorithm.pre_gradient`) and overlap the computation;
-- ``mean``/``account_mean``: ``clock.all_reduce``; ``all_gather``: ``clock.all_gather``;
+- ``mean``/``mean_start``/``account_mean``: ``clock.all_reduce``; ``all_gather``:
+  ``clock.all_gather``; ``all_to_all``: ``clock.all_to_all``;
 - ``begin_step``: ``clock.begin_step`` (who is present); ``compute``: ``clock.compute``.
 
 ``simulated_comm_time_s`` keeps its closed alpha-beta formula (the nominal schedule on identical
@@ -40,7 +41,11 @@ Failures (the clock's profile has ``failures.link_drop_prob``, ``failures.leave_
 - *all_gather*: only the present workers' payloads, ``[n, m, P]`` with m present workers in
   id order, so the callers that average or reduce the gathered payloads
   (:func:`~peergrad.comm.compressed.compressed_mean`, Armijo's step agreement) do so over the
-  present workers with no change;
+  present workers with no change; ``mean_start`` is ``mean`` computed at the post, so it
+  averages the present workers too;
+- *all_to_all*: refused (``ValueError``) while a worker is absent: a personalised exchange has
+  no meaning without every worker (the reduce-scatter exchange of
+  :func:`~peergrad.comm.compressed.compressed_mean` therefore refuses churn);
 - an absent worker neither computes nor sends and keeps its state: the step loop saves its rows
   with :meth:`SimulatedCommunicator.hold_absent` after ``begin_step`` and puts them back after
   ``algorithm.step`` (:meth:`AbsentRows.restore`). Rows returned for absent workers by ``mean``
@@ -68,6 +73,8 @@ from peergrad.comm.base import (
     GossipRounds,
     NetworkModel,
     Workspace,
+    check_out,
+    memory_key,
     message_nbytes,
 )
 from peergrad.topology import MixingMatrix, Topology, graph_edges, surviving_weights
@@ -132,6 +139,8 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
             weakref.WeakKeyDictionary()
         )
         self._worker_ids = torch.arange(self.n_workers)
+        #: outs of ``mean_start`` not yet waited for, by memory (:func:`memory_key`)
+        self._posted: dict[tuple[object, ...], Tensor] = {}
 
     @property
     def worker_ids(self) -> Tensor:
@@ -290,6 +299,13 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
         if self.clock is not None:
             self.clock.all_gather(nbytes)
 
+    def account_all_to_all(self, nbytes: float) -> None:
+        """Charge one all-to-all of ``nbytes`` per slot (each worker ``(n - 1) * nbytes``;
+        :class:`~peergrad.comm.base.AllReduceAccounting`) and report it to the clock."""
+        super().account_all_to_all(nbytes)
+        if self.clock is not None:
+            self.clock.all_to_all(nbytes)
+
     def broadcast(self, x: Tensor, src: int = 0) -> Tensor:
         """Overwrite every row of ``x`` in place with row ``src``; not accounted."""
         self._check(x, "broadcast")
@@ -359,6 +375,65 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
         if self._present is not None and quorum:
             return x[self._present.to(x.device)].mean(dim=0, keepdim=True).expand_as(x)
         return x.mean(dim=0, keepdim=True).expand_as(x)
+
+    def mean_start(
+        self,
+        x: Tensor,
+        *,
+        out: Tensor,
+        message_bytes: int | None = None,
+        account: bool = True,
+        record: bool | None = None,
+    ) -> None:
+        """Post the average of ``x`` into ``out`` (:meth:`Communicator.mean_start`): here it is
+        ``out.copy_(mean(x, ...))`` at once, charged as :meth:`mean` (under churn: the present
+        workers' average). ``out`` stays posted until :meth:`wait_for` (or
+        :meth:`synchronize`), so that posting into it again raises ``ValueError`` here as on
+        the distributed engine, where the all-reduce is then still in flight."""
+        check_out(x, out, "mean_start")
+        key = memory_key(out)
+        if key in self._posted:
+            raise ValueError(
+                "mean_start: a mean posted into this out is still in flight; call "
+                "comm.wait_for(out) first"
+            )
+        mean = self.mean(x, message_bytes=message_bytes, account=account, record=record)
+        out.copy_(mean)
+        self._posted[key] = out
+
+    def wait_for(self, out: Tensor) -> Tensor:
+        """``out`` (the mean was computed at the post); it is no longer posted."""
+        self._posted.pop(memory_key(out), None)
+        return out
+
+    def synchronize(self) -> None:
+        """Nothing is in flight on this engine; forgets the posted ``out`` tensors."""
+        self._posted.clear()
+
+    def all_to_all(
+        self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True
+    ) -> Tensor:
+        """``[n, n, P] -> [n, n, P]``: the transpose of the first two axes (a read-only view);
+        row i, slot j is worker j's slot i.
+
+        ``message_bytes`` overrides the size of one slot (default ``P * itemsize``; each worker
+        is charged ``n - 1`` of them); ``account=False``: nothing is charged. ``ValueError``
+        for a payload that is not ``[n, n, P]`` or while workers are absent (churn).
+        """
+        self._check(payload, "all_to_all")
+        if payload.dim() != 3 or payload.shape[1] != self.n_workers:
+            raise ValueError(
+                f"all_to_all: payload must be [w, n, P] with n = {self.n_workers}, got "
+                f"{tuple(payload.shape)}"
+            )
+        if self._present is not None:
+            raise ValueError(
+                "all_to_all needs every worker, but some are absent in this step (churn: "
+                "failures.leave_prob / failures.offline in the system profile)"
+            )
+        if account:
+            self.account_all_to_all(message_nbytes(payload[:, 0], message_bytes))
+        return payload.transpose(0, 1)
 
     def all_gather(
         self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True

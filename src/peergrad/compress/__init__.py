@@ -5,6 +5,8 @@ from __future__ import annotations
 from peergrad.compress.compressors import (
     COMPRESSORS,
     QSGD,
+    Cast,
+    ChunkQuant,
     Compressor,
     Contraction,
     Identity,
@@ -23,6 +25,8 @@ from peergrad.compress.compressors import (
 __all__ = [
     "COMPRESSORS",
     "QSGD",
+    "Cast",
+    "ChunkQuant",
     "Compressor",
     "Contraction",
     "Identity",

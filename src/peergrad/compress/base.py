@@ -29,10 +29,11 @@ __all__ = [
 class Message:
     """A compressed message for ``w`` workers; unused fields are ``None``.
 
-    ``values``: ``[w, k]`` (or ``[w, D]``) kept values; ``indices``: int64 ``[w, k]`` (top-k) or
-    ``[k]`` (random-k, shared); ``seed``: int64 ``[1]`` (random-k); ``signs``: bool ``[w, D]``
-    (True = negative); ``levels``: int64 ``[w, D]`` (QSGD's levels; TernGrad's b_i in {0, 1});
-    ``scale``: ``[w]`` (norm / scale);
+    ``values``: ``[w, k]`` (or ``[w, D]``; bf16/fp16 casts: the 2-byte values) kept values;
+    ``indices``: int64 ``[w, k]`` (top-k) or ``[k]`` (random-k, shared); ``seed``: int64 ``[1]``
+    (random-k); ``signs``: bool ``[w, D]`` (True = negative); ``levels``: int64 ``[w, D]``
+    (QSGD's levels; TernGrad's b_i in {0, 1}; int8/int4: the int8 codes); ``scale``: ``[w]``
+    (norm / scale; int8/int4: float32 ``[w, ceil(D / chunk)]``, one per chunk);
     ``parts``: one message per segment (:class:`Layerwise`).
     """
 
@@ -120,11 +121,23 @@ class Compressor:
     all-reduce of :meth:`linear_values`: the support (everything but the values) is the same on
     every worker at a call, and :meth:`linear_decode` is linear in the values. A linear
     compressor keeps its values in ``Message.values`` and implements both methods.
+
+    ``stochastic`` (default False): ``compress`` draws from its generator (random-k, QSGD,
+    TernGrad), so two calls agree only from equal generator states. ``alignment`` (default 1):
+    cutting ``x`` into pieces at multiples of it cuts no group of values that share a code
+    (int8/int4: one scale per chunk of ``chunk`` values), so that compressing the pieces one by
+    one equals compressing the whole, piece by piece (the reduce-scatter exchange's shards,
+    :func:`peergrad.comm.compressed.reduce_scatter_mean`).
     """
 
     name: ClassVar[str] = ""
     unbiased: ClassVar[bool] = False
     linear: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+
+    @property
+    def alignment(self) -> int:
+        return 1
 
     def compress(
         self,

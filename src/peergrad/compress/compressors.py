@@ -49,7 +49,18 @@ qsgd            ‖x‖ sign(x_i) ξ_i(x, s) (Alistarh et al., arXiv          ``
 terngrad        s sign(x_i) b_i, s = max_i |x_i|, b_i ~ Bernoulli(|x_i|   ``b + ceil(D / 4)``
                 / s) (Wen et al., arXiv 1705.07878): unbiased,
                 ω = (√D − 1)/2
+bf16, fp16      x rounded to bfloat16 / float16 (a cast, 2 bytes each)  ``2 D``
+int8            per chunk of c = 64 values (``chunk``): m = max |x|,    ``D + 4 ceil(D / c)``
+                k = round(127 x / m), C(x) = (k / 127) m; float32 m
+int4            the same with q = 7, codes packed two per byte          ``ceil(D / 2) +
+                                                                        4 ceil(D / c)``
 ==============  =====================================================  =========================
+
+Low-precision compressors (``bf16``, ``fp16``, ``int8``, ``int4``;
+:mod:`peergrad.compress.lowprec`): deterministic, not linear (per-worker scales; a sum of casts
+is not the cast of a sum), so averages all-gather their packed messages and decode them in
+``x``'s dtype in worker order. int8/int4: error at most half a step ``m / (2 q)`` per value,
+zero chunks decode to zeros, and ``C(C(x)) == C(x)`` bit for bit.
 
 QSGD encoding: dense fixed width; the norm in the values' dtype, then per coordinate one sign bit
 and the level l ∈ {0..s} in ``ceil(log2(s + 1))`` bits, all bits packed LSB first into bytes.
@@ -88,8 +99,8 @@ memory, :class:`Contraction` ``C / (1 + ω)`` for the unbiased ones (``randomk``
 ``terngrad``; spec §2.1): error feedback needs a δ-contraction, and with the unscaled unbiased
 compressor the memory grows without bound.
 
-Raises ``ValueError`` (naming the argument) for ``ratio`` outside (0, 1], ``levels < 1`` and
-unknown names.
+Raises ``ValueError`` (naming the argument) for ``ratio`` outside (0, 1], ``levels < 1``,
+``chunk < 1`` and unknown names.
 """
 
 from __future__ import annotations
@@ -103,6 +114,7 @@ from peergrad.compress.base import (
     load_generator,
     new_generator_state,
 )
+from peergrad.compress.lowprec import Cast, ChunkQuant
 from peergrad.compress.quantize import QSGD, Sign, TernGrad
 from peergrad.compress.sparse import RandomK, TopK
 from peergrad.compress.wrappers import Contraction, Layerwise, for_error_feedback
@@ -113,6 +125,8 @@ from peergrad.compress.wrappers import Contraction, Layerwise, for_error_feedbac
 __all__ = [
     "COMPRESSORS",
     "QSGD",
+    "Cast",
+    "ChunkQuant",
     "Compressor",
     "Contraction",
     "Identity",
@@ -138,19 +152,28 @@ COMPRESSORS: tuple[str, ...] = (
     "scaled-sign",
     "qsgd",
     "terngrad",
+    "bf16",
+    "fp16",
+    "int8",
+    "int4",
 )
 
 
-def make_compressor(name: str, ratio: float = 0.01, levels: int = 16) -> Compressor:
+def make_compressor(
+    name: str, ratio: float = 0.01, levels: int = 16, chunk: int = 64
+) -> Compressor:
     """The compressor ``name`` (one of :data:`COMPRESSORS`).
 
-    ``ratio`` (in (0, 1]) is the kept fraction for top-k / random-k; ``levels`` (>= 1) is QSGD's s.
-    Both are validated for every name so that a bad option never passes silently.
+    ``ratio`` (in (0, 1]) is the kept fraction for top-k / random-k; ``levels`` (>= 1) is QSGD's
+    s; ``chunk`` (>= 1) is the number of values per scale of int8 / int4. All three are
+    validated for every name so that a bad option never passes silently.
     """
     if not (isinstance(ratio, int | float) and math.isfinite(ratio) and 0 < ratio <= 1):
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
     if not (isinstance(levels, int) and not isinstance(levels, bool) and levels >= 1):
         raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    if not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 1):
+        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     if name == "identity":
         return Identity()
     if name == "topk":
@@ -167,6 +190,10 @@ def make_compressor(name: str, ratio: float = 0.01, levels: int = 16) -> Compres
         return QSGD(levels=levels)
     if name == "terngrad":
         return TernGrad()
+    if name in ("bf16", "fp16"):
+        return Cast(fmt=name)
+    if name in ("int8", "int4"):
+        return ChunkQuant(bits=int(name[3:]), chunk=chunk)
     if name == "powersgd":
         raise ValueError(
             "compressor 'powersgd' is not available to the compressed methods: PowerSGD's rank-r "

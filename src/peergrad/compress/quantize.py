@@ -72,6 +72,7 @@ class QSGD(Compressor):
     levels: int = 16
     name: ClassVar[str] = "qsgd"
     unbiased: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
 
     @property
     def level_bits(self) -> int:
@@ -123,6 +124,7 @@ class TernGrad(Compressor):
 
     name: ClassVar[str] = "terngrad"
     unbiased: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
 
     def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
         check_x(x)

@@ -67,6 +67,7 @@ class RandomK(Compressor):
     scaled: bool = True
     name: ClassVar[str] = "randomk"
     linear: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = True
 
     @property
     def unbiased(self) -> bool:  # type: ignore[override]

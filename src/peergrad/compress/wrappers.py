@@ -50,6 +50,10 @@ class Layerwise(Compressor):
     def linear(self) -> bool:  # type: ignore[override]
         return self.inner.linear
 
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.inner.stochastic
+
     def _check_width(self, D: int) -> None:
         if D != sum(self.segments):
             raise ValueError(
@@ -144,6 +148,14 @@ class Contraction(Compressor):
     @property
     def linear(self) -> bool:  # type: ignore[override]
         return self.inner.linear
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.inner.stochastic
+
+    @property
+    def alignment(self) -> int:
+        return self.inner.alignment
 
     def compress(self, x, generator=None, *, worker_ids=None, n_workers=None) -> Message:
         return self.inner.compress(x, generator, worker_ids=worker_ids, n_workers=n_workers)

@@ -8,7 +8,7 @@ the training loop, not by the algorithm)::
     clock.compute()                       # every present worker's step time
     up = clock.surviving_edges(src, dst)  # this round's link drops (and absent endpoints)
     clock.gossip(src[up], dst[up], nbytes)
-    clock.all_reduce(nbytes)              # or all_gather, for the collectives
+    clock.all_reduce(nbytes)              # or all_gather / all_to_all, for the collectives
 
 The model (units: seconds, bytes, bytes/s; every choice marked "ours" is a modelling decision
 of this module, not of a paper):
@@ -50,7 +50,8 @@ of this module, not of a paper):
   workstations", JPDC 69(2), 2009, over the present workers in id order, costed on the slowest
   link of the ring: ``2 (m - 1) alpha_max + 2 (m - 1) / m * bytes / beta_min`` with m present
   workers (exactly :meth:`NetworkModel.allreduce_time_s`); *all-gather* likewise with
-  ``(m - 1) (alpha_max + bytes / beta_min)``.
+  ``(m - 1) (alpha_max + bytes / beta_min)``, and *all-to-all* (one ``bytes`` slot per pair,
+  a pairwise exchange) with the same ``(m - 1) (alpha_max + bytes / beta_min)``.
 - *failures*: at :meth:`begin_step` each worker is present or not (scheduled intervals, random
   churn); an absent worker neither computes nor sends nor receives, and its clock cannot lag
   behind: it is advanced to the earliest present worker's time (ours: a worker that returns
@@ -472,6 +473,12 @@ class SystemClock:
         """A barrier over the present workers, then a ring all-gather of ``nbytes`` per worker
         on the slowest link of the ring."""
         self._collective(float(nbytes), NetworkModel.allgather_time_s)
+
+    def all_to_all(self, nbytes: float) -> None:
+        """A barrier over the present workers, then an all-to-all of one ``nbytes`` slot per
+        pair (pairwise exchange, :meth:`NetworkModel.alltoall_time_s`) on the slowest link of
+        the ring (ours: the same links as the other collectives)."""
+        self._collective(float(nbytes), NetworkModel.alltoall_time_s)
 
     def _collective(self, nbytes: float, cost: Any) -> None:
         self._settle_pre()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["NetworkModel", "allgather_bytes", "allreduce_bytes"]
+__all__ = ["NetworkModel", "allgather_bytes", "allreduce_bytes", "alltoall_bytes"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class NetworkModel:
 
     A gossip round in which the busiest worker sends ``b`` bytes takes ``latency_s + b / bandwidth``
     (all workers send in parallel). A ring all-reduce of ``m`` bytes on n workers takes
-    ``2 (n - 1) * latency_s + 2 (n - 1) / n * m / bandwidth`` (Patarasuk & Yuan 2009).
+    ``2 (n - 1) * latency_s + 2 (n - 1) / n * m / bandwidth`` (Patarasuk & Yuan 2009). A ring
+    all-gather of one ``m``-byte payload per worker, and an all-to-all of one ``m``-byte slot
+    per pair of workers, take ``(n - 1) * (latency_s + m / bandwidth)``.
     """
 
     latency_s: float = 1e-3
@@ -66,6 +68,17 @@ class NetworkModel:
             return 0.0
         return (n - 1) * (self.latency_s + message_bytes / self.bandwidth_bytes_per_s)
 
+    def alltoall_time_s(self, message_bytes: float, n: int) -> float:
+        """All-to-all of one ``message_bytes`` slot from every worker to every other one, as a
+        pairwise exchange (ours: the schedule gloo and MPI use for large slots): ``n - 1``
+        rounds, in round r worker i sends its slot for worker ``(i + r) mod n`` and receives
+        the one of worker ``(i - r) mod n``, each round one latency plus one slot on the wire.
+        The same cost as :meth:`allgather_time_s`: each worker sends ``n - 1`` slots either way.
+        """
+        if n <= 1 or message_bytes <= 0:
+            return 0.0
+        return (n - 1) * (self.latency_s + message_bytes / self.bandwidth_bytes_per_s)
+
     def allreduce_time_s(self, message_bytes: float, n: int) -> float:
         if n <= 1 or message_bytes <= 0:
             return 0.0
@@ -81,4 +94,10 @@ def allreduce_bytes(message_bytes: float, n: int) -> float:
 
 def allgather_bytes(message_bytes: float, n: int) -> float:
     """Bytes each worker sends in a ring all-gather of ``message_bytes`` per worker."""
+    return 0.0 if n <= 1 else float(n - 1) * message_bytes
+
+
+def alltoall_bytes(message_bytes: float, n: int) -> float:
+    """Bytes each worker sends in an all-to-all of one ``message_bytes`` slot per destination:
+    its ``n - 1`` slots for the other workers (its own slot stays local)."""
     return 0.0 if n <= 1 else float(n - 1) * message_bytes
