@@ -3,8 +3,9 @@
 communicators. The distributed engine (2 and 4 gloo processes) is checked in
 ``test_collectives_gloo.py``.
 
-``mean_start`` then ``wait_for`` is ``comm.mean`` bit for bit, charged the same bytes, time,
-rounds and clock time at the post; x may change after the post; several means may be in flight;
+``mean_start`` then ``wait_for`` is ``comm.mean`` bit for bit, charged the same bytes, time and
+rounds at the post and the same clock time at the wait (the clock's asynchronous all-reduce:
+``test_clock_overlap.py``); x may change after the post; several means may be in flight;
 posting into an ``out`` still in flight is an error on both engines; under churn it averages the
 present workers, as ``mean``.
 """
@@ -60,15 +61,17 @@ def test_mean_start_then_wait_is_mean_bit_for_bit_and_charged_alike() -> None:
         comm.compute()
     expected = a.mean(x, message_bytes=100).clone()
     out = torch.empty_like(x)
+    start = b.clock.t.clone()
     assert b.mean_start(x, out=out, message_bytes=100) is None
-    before = _counters(b)  # charged at the post
+    before = _counters(b)  # charged at the post; the clock moves at the wait
+    assert torch.equal(before[3], start)
     assert b.wait_for(out) is out
     assert torch.equal(out, expected)
     for got, want in zip(_counters(b), _counters(a), strict=True):
         assert torch.equal(got, want) if isinstance(got, torch.Tensor) else got == want
     assert all(
         torch.equal(p, q) if isinstance(p, torch.Tensor) else p == q
-        for p, q in zip(before, _counters(b), strict=True)
+        for p, q in zip(before[:3], _counters(b)[:3], strict=True)
     )
     assert float(a.bytes_sent[0]) == 2 * 3 / 4 * 100  # 4 present workers (worker 2 is away)
 

@@ -465,8 +465,10 @@ class DistributedCommunicator(
         communicator's group and its work handle kept until :meth:`wait_for` divides by n, the
         same operations as :meth:`mean`, so the result is bit for bit ``mean``'s. A
         non-contiguous ``out`` (NCCL: one on the CPU) is reduced in a contiguous (device) copy
-        and written back at the wait. Charged (bytes, the profile's ring sleep, wire log) at
-        the post, as ``mean``. ``ValueError``: ``out`` not like ``x``, or still in flight."""
+        and written back at the wait. Charged (bytes, wire log) at the post, as ``mean``; a
+        profile's ring time is slept at the wait, as far as it has not passed since the real
+        all-reduce completed (:class:`PendingMean`). ``ValueError``: ``out`` unlike ``x``, or
+        still in flight."""
         self._check(x, "mean_start")
         check_out(x, out, "mean_start")
         key = memory_key(out)
@@ -477,8 +479,10 @@ class DistributedCommunicator(
             )
         nbytes = message_nbytes(x, message_bytes)
         modelled = account if record is None else record
-        if self.system is not None:  # the profile's ring cost, before the real all-reduce
-            self._before_collective(self.system.all_reduce_s(nbytes) if modelled else 0.0)
+        delay = 0.0
+        if self.system is not None:  # the profile's ring cost: slept at the wait (PendingMean)
+            self._end_compute()
+            delay = self.system.all_reduce_s(nbytes) if modelled else 0.0
         staged = out
         if not out.is_contiguous() or (self._nccl and out.device.type == "cpu"):
             device = torch.device("cuda", torch.cuda.current_device()) if self._nccl else None
@@ -490,7 +494,8 @@ class DistributedCommunicator(
             work = dist.all_reduce(staged, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
         except Exception as exc:
             raise self._fail("all-reduce", everyone, exc) from exc
-        self._in_flight[key] = PendingMean(out, staged, work)
+        pending = self._in_flight[key] = PendingMean(out, staged, work, delay)
+        pending.watch()
         if not _POSTING:  # also at exit, for a process that never destroys its group
             atexit.unregister(_drain_posted)  # registered at most once
             atexit.register(_drain_posted)

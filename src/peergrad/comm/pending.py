@@ -8,6 +8,7 @@ the communicator's bounded wait (``_wait``) and its pacing (``_end_compute``, ``
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +31,8 @@ class _Owner(Protocol):
     def _end_compute(self) -> None: ...
 
     def _flush_sends(self) -> None: ...
+
+    def _sleep_until(self, deadline: float) -> None: ...
 
     def _wait(self, work: object, what: str, peers: list[int]) -> None: ...
 
@@ -83,15 +86,44 @@ class PendingMix:
 @dataclass
 class PendingMean:
     """An all-reduce (sum) in flight into ``staged``: ``out`` itself, or a contiguous (NCCL:
-    device) copy of it. :meth:`finish` waits, copies back and divides by n, as ``mean`` does."""
+    device) copy of it. :meth:`finish` waits, copies back and divides by n, as ``mean`` does.
+
+    Under a system profile (``delay_s > 0``: the profile's ring time of this all-reduce) the
+    modelled time runs behind the computation, as in the clock's asynchronous all-reduce:
+    :meth:`watch` notes when the real all-reduce completes (``done_at``, ``time.monotonic()``,
+    set from the backend's completion callback), and :meth:`finish` then sleeps until
+    ``done_at + delay_s``, nothing when that has passed already (the all-reduce was
+    overlapped). The blocking ``mean`` sleeps ``delay_s`` before the real all-reduce; both
+    impose the model's time plus the real all-reduce's (:mod:`peergrad.system.impose`).
+    """
 
     out: Tensor
     staged: Tensor
     work: object
+    delay_s: float = 0.0
+    done_at: float | None = None
+
+    def watch(self) -> None:
+        """Record ``done_at`` when the real all-reduce completes (``delay_s > 0`` only). A
+        backend without completion futures leaves it ``None``: :meth:`finish` then counts
+        from its own wait's end (the overlap is not credited)."""
+        if self.delay_s <= 0:
+            return
+        try:
+            future = self.work.get_future()  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):
+            return
+        future.add_done_callback(self._done)
+
+    def _done(self, _: object) -> None:
+        self.done_at = time.monotonic()
 
     def finish(self, comm: _Owner) -> Tensor:
         _before_wait(comm)
         comm._wait(self.work, "all-reduce", list(range(comm.n_workers)))
+        if self.delay_s > 0:  # the profile's ring time, counted from the real completion
+            done = self.done_at if self.done_at is not None else time.monotonic()
+            comm._sleep_until(done + self.delay_s)
         if self.staged is not self.out:
             self.out.copy_(self.staged)
         return self.out.div_(comm.n_workers)

@@ -16,8 +16,9 @@ communication is also reported to the clock, which advances one simulated time p
   rounds issued between :meth:`SimulatedCommunicator.begin_step` and
   :meth:`SimulatedCommunicator.compute` are ``pre_gradient`` (they left before the gradient,
   see :meth:`peergrad.algorithms.Algorithm.pre_gradient`) and overlap the computation;
-- ``mean``/``mean_start``/``account_mean``: ``clock.all_reduce``; ``all_gather``:
-  ``clock.all_gather``; ``all_to_all``: ``clock.all_to_all``;
+- ``mean``/``account_mean``: ``clock.all_reduce``; ``mean_start``: ``clock.all_reduce_start``
+  (the all-reduce runs behind the computation) and ``wait_for``/``synchronize``: ``clock.wait``
+  for it; ``all_gather``: ``clock.all_gather``; ``all_to_all``: ``clock.all_to_all``;
 - ``begin_step``: ``clock.begin_step`` (who is present); ``compute``: ``clock.compute``.
 
 ``simulated_comm_time_s`` keeps its closed alpha-beta formula (the nominal schedule on identical
@@ -139,8 +140,9 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
             weakref.WeakKeyDictionary()
         )
         self._worker_ids = torch.arange(self.n_workers)
-        #: outs of ``mean_start`` not yet waited for, by memory (:func:`memory_key`)
-        self._posted: dict[tuple[object, ...], Tensor] = {}
+        #: outs of ``mean_start`` not yet waited for, by memory (:func:`memory_key`), with the
+        #: handle of their clock all-reduce (None: no clock, or not accounted)
+        self._posted: dict[tuple[object, ...], tuple[Tensor, int | None]] = {}
 
     @property
     def worker_ids(self) -> Tensor:
@@ -386,8 +388,10 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
         record: bool | None = None,
     ) -> None:
         """Post the average of ``x`` into ``out`` (:meth:`Communicator.mean_start`): here it is
-        ``out.copy_(mean(x, ...))`` at once, charged as :meth:`mean` (under churn: the present
-        workers' average). ``out`` stays posted until :meth:`wait_for` (or
+        ``out.copy_(mean(x, ...))`` at once, charged as :meth:`mean` (bytes, rounds, the
+        nominal time; under churn: the present workers' average). With a clock the
+        all-reduce is posted with ``clock.all_reduce_start`` (it costs no time until
+        :meth:`wait_for`). ``out`` stays posted until :meth:`wait_for` (or
         :meth:`synchronize`), so that posting into it again raises ``ValueError`` here as on
         the distributed engine, where the all-reduce is then still in flight."""
         check_out(x, out, "mean_start")
@@ -397,18 +401,40 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
                 "mean_start: a mean posted into this out is still in flight; call "
                 "comm.wait_for(out) first"
             )
+        handle = None
+        if account and self.clock is not None:
+            self._check(x, "mean_start")
+            nbytes = message_nbytes(x, message_bytes)
+            AllReduceAccounting.account_mean(self, nbytes)  # the bytes; the clock: below
+            handle = self.clock.all_reduce_start(nbytes)
+            record = True if record is None else record  # mean's quorum for account=True
+            account = False
         mean = self.mean(x, message_bytes=message_bytes, account=account, record=record)
         out.copy_(mean)
-        self._posted[key] = out
+        self._posted[key] = (out, handle)
 
     def wait_for(self, out: Tensor) -> Tensor:
-        """``out`` (the mean was computed at the post); it is no longer posted."""
-        self._posted.pop(memory_key(out), None)
+        """``out`` (the mean was computed at the post); it is no longer posted. With a clock:
+        ``clock.wait`` for its all-reduce (the workers wait for what is left of it)."""
+        posted = self._posted.pop(memory_key(out), None)
+        if posted is not None:
+            self._wait_clock(posted[1])
         return out
 
     def synchronize(self) -> None:
-        """Nothing is in flight on this engine; forgets the posted ``out`` tensors."""
+        """Wait for every posted mean (:meth:`wait_for`, in posting order): the results are
+        already in their ``out`` on this engine; with a clock the workers wait for the
+        all-reduces in flight."""
+        posted = list(self._posted.values())
         self._posted.clear()
+        for _, handle in posted:
+            self._wait_clock(handle)
+
+    def _wait_clock(self, handle: int | None) -> None:
+        """``clock.wait(handle)`` unless it is no longer in flight there (a clock restored
+        from a checkpoint since the post)."""
+        if handle is not None and self.clock is not None and handle in self.clock.in_flight:
+            self.clock.wait(handle)
 
     def all_to_all(
         self, payload: Tensor, *, message_bytes: int | None = None, account: bool = True

@@ -12,7 +12,8 @@ alpha-beta :class:`NetworkModel` the two share lives here (:mod:`peergrad.system
 
 Modules: ``network`` (alpha-beta model), ``checks`` (value validation), ``components`` (the
 compute, link and failure parts of a profile), ``profile_io`` (TOML/CSV reading), ``profile``
-(:class:`SystemProfile`, presets), ``clock``, ``impose`` (profiles on real processes), ``report``.
+(:class:`SystemProfile`, presets), ``clock`` (with ``inflight``: its asynchronous all-reduces),
+``impose`` (profiles on real processes), ``report``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ the training loop, not by the algorithm)::
     up = clock.surviving_edges(src, dst)  # this round's link drops (and absent endpoints)
     clock.gossip(src[up], dst[up], nbytes)
     clock.all_reduce(nbytes)              # or all_gather / all_to_all, for the collectives
+    h = clock.all_reduce_start(nbytes)    # an all-reduce in flight ...
+    clock.wait(h)                         # ... waited for later (steps of compute between)
 
 The model (units: seconds, bytes, bytes/s; every choice marked "ours" is a modelling decision
 of this module, not of a paper):
@@ -52,6 +54,22 @@ of this module, not of a paper):
   workers (exactly :meth:`NetworkModel.allreduce_time_s`); *all-gather* likewise with
   ``(m - 1) (alpha_max + bytes / beta_min)``, and *all-to-all* (one ``bytes`` slot per pair,
   a pairwise exchange) with the same ``(m - 1) (alpha_max + bytes / beta_min)``.
+- *asynchronous all-reduce* (:meth:`SystemClock.all_reduce_start`, later :meth:`SystemClock.wait`;
+  e.g. Streaming DiLoCo's outer all-reduce running behind tau inner steps): the post moves no
+  worker's time. The collective is the blocking all-reduce's ring over the workers present at
+  the post; it starts at ``S = P``, when the last of them posted (``P``: their largest ``t_i``
+  at the post; a barrier nobody waits at yet) and ends at ``F = S + duration``. The
+  collectives have a stream of their own per worker (``coll_free``; ours, like ``t_pre``): one
+  posted while others are in flight on its members starts after them
+  (``S = max(P, coll_free)``: two in flight queue), and a blocking collective queues after
+  them likewise; compute and gossip do not use it (ours: no contention between collectives and
+  gossip). At the wait every worker present then goes to ``max(t_i, F)`` (under churn: also
+  one that returned since the post; one absent is not held): of its increase
+  ``max(P - t_i, 0)`` is idle and the rest communication, so a wait right after the post is
+  :meth:`SystemClock.all_reduce` bit for bit; nothing when ``t_i >= F`` (fully overlapped).
+  Identical workers, compute ``c`` per step, a wait tau steps after the post: the wait costs
+  ``max(0, duration - tau c)``. Held pre-gradient arrivals are applied at the post (as by any
+  collective), not at the wait (they keep overlapping the next compute).
 - *failures*: at :meth:`begin_step` each worker is present or not (scheduled intervals, random
   churn); an absent worker neither computes nor sends nor receives, and its clock cannot lag
   behind: it is advanced to the earliest present worker's time (ours: a worker that returns
@@ -73,7 +91,8 @@ operations) on every regular graph: a gossip round adds ``latency + max_bytes / 
 an all-reduce ``allreduce_time_s``.
 
 Not modelled: network contention (two flows through one switch), receive-side serialisation,
-message loss, and link occupancy by the collectives.
+message loss, and link occupancy by the collectives (beyond their own stream: a collective
+and a gossip round do not slow each other down).
 """
 
 from __future__ import annotations
@@ -84,13 +103,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from peergrad.system.inflight import InFlight, wait_split
 from peergrad.system.network import NetworkModel
 from peergrad.system.profile import SystemProfile
 
 __all__ = ["SystemClock"]
 
-_STATE_VERSION = 1
-_TIMES = ("t", "t_pre", "link_free", "compute_s", "comm_s", "idle_s", "absent_s")
+_STATE_VERSION = 2  # 2: the collective stream and the collectives in flight (1 still loads)
+_TIMES = ("t", "t_pre", "link_free", "coll_free", "compute_s", "comm_s", "idle_s", "absent_s")
 _MAX_PLANS = 32  # edge lists cached (one per mixing matrix in practice)
 _MAX_SEEN = 64  # edge lists seen once, remembered by weak reference
 _MAX_COSTS = 8  # message sizes cached per edge list
@@ -165,6 +185,9 @@ class SystemClock:
         t: float64 ``[n]``, each worker's time, seconds.
         compute_s, comm_s, idle_s, absent_s: float64 ``[n]``, cumulative split of ``t``.
         present: bool ``[n]``, the workers present in the current step.
+        coll_free: float64 ``[n]``, when each worker's collective stream is free (the finish
+            of the last asynchronous all-reduce it is a member of), seconds.
+        in_flight: the handles of the asynchronous all-reduces not yet waited for.
         step: number of :meth:`begin_step` calls; rounds: number of communication calls.
 
     Everything that depends only on an edge list and the profile (the edges grouped by sender,
@@ -217,6 +240,9 @@ class SystemClock:
         self.t = torch.zeros(n, dtype=torch.float64)
         self.t_pre = torch.zeros(n, dtype=torch.float64)
         self.link_free = torch.zeros(n, dtype=torch.float64)
+        self.coll_free = torch.zeros(n, dtype=torch.float64)  # the collective stream
+        self._in_flight: dict[int, InFlight] = {}  # all_reduce_start's, by handle
+        self._next_handle = 0
         self.compute_s = torch.zeros(n, dtype=torch.float64)
         self.comm_s = torch.zeros(n, dtype=torch.float64)
         self.idle_s = torch.zeros(n, dtype=torch.float64)
@@ -480,15 +506,16 @@ class SystemClock:
         the ring (ours: the same links as the other collectives)."""
         self._collective(float(nbytes), NetworkModel.alltoall_time_s)
 
-    def _collective(self, nbytes: float, cost: Any) -> None:
-        self._settle_pre()
-        self.rounds += 1
+    def _ring(self, nbytes: float, cost: Any) -> tuple[Tensor, float] | None:
+        """The members of a collective (the present workers, int64 ids) and its duration on
+        the slowest link of their ring, or ``None`` when it costs nothing (no bytes, or at
+        most one member)."""
         members = (
             torch.arange(self.n_workers) if self._all_present else self.present.nonzero()[:, 0]
         )
         m = members.numel()
         if nbytes <= 0 or m <= 1:
-            return
+            return None
         network = self._network
         if not self._uniform:
             if not self._all_present:
@@ -497,17 +524,92 @@ class SystemClock:
                 if self._ring_network is None:
                     self._ring_network = self._ring_links(members)
                 network = self._ring_network
-        duration = cost(network, nbytes, m)
+        return members, cost(network, nbytes, m)
+
+    def _collective(self, nbytes: float, cost: Any) -> None:
+        self._settle_pre()
+        self.rounds += 1
+        ring = self._ring(nbytes, cost)
+        if ring is None:
+            return
+        members, duration = ring
+        # queued after the all-reduces in flight (that wait is communication): start > barrier
         if self._all_present:
             barrier = self.t.max()
+            start = float(barrier)
+            if self._in_flight:
+                start = max(start, float(self.coll_free.max()))
             self.idle_s += barrier - self.t
-            self.t = torch.full_like(self.t, float(barrier) + duration)
-            self.comm_s += duration
+            self.t = torch.full_like(self.t, start + duration)
+            self.comm_s += duration + (start - float(barrier))
         else:
             barrier = self.t[members].max()
+            start = float(barrier)
+            if self._in_flight:
+                start = max(start, float(self.coll_free[members].max()))
             self.idle_s[members] += barrier - self.t[members]
-            self.t[members] = float(barrier) + duration
-            self.comm_s[members] += duration
+            self.t[members] = start + duration
+            self.comm_s[members] += duration + (start - float(barrier))
+
+    # ------------------------------------------------------------------ asynchronous
+    @property
+    def in_flight(self) -> tuple[int, ...]:
+        """The handles of the asynchronous all-reduces not yet waited for, in posting order."""
+        return tuple(self._in_flight)
+
+    def all_reduce_start(self, nbytes: float) -> int:
+        """Post a ring all-reduce of ``nbytes`` per worker over the present workers without
+        waiting for it (model: module docstring, *asynchronous all-reduce*): no worker's time
+        moves; it starts when the last present worker has posted (and the members' collective
+        stream is free) and lasts what :meth:`all_reduce` would cost. Returns its handle, for
+        :meth:`wait`."""
+        self._settle_pre()
+        self.rounds += 1
+        handle = self._next_handle
+        self._next_handle += 1
+        ring = self._ring(float(nbytes), NetworkModel.allreduce_time_s)
+        if ring is None:  # nothing to wait for
+            self._in_flight[handle] = InFlight(0.0, 0.0, 0.0, 0.0, None)
+            return handle
+        members, duration = ring
+        queued = bool(self._in_flight)  # after the all-reduces in flight on its members
+        mask = None if self._all_present else self.present.clone()
+        if mask is None:
+            posted = float(self.t.max())
+            start = max(posted, float(self.coll_free.max())) if queued else posted
+            self.coll_free.fill_(start + duration)
+        else:
+            posted = float(self.t[members].max())
+            start = max(posted, float(self.coll_free[members].max())) if queued else posted
+            self.coll_free[members] = start + duration
+        self._in_flight[handle] = InFlight(posted, start, start + duration, duration, mask)
+        return handle
+
+    def wait(self, handle: int) -> None:
+        """Wait for the all-reduce ``handle`` of :meth:`all_reduce_start`: every present worker
+        goes to ``max(t_i, finish)``, the increase split into idle (waiting for the last member
+        to post) and communication as in :meth:`all_reduce` (module docstring).
+
+        Raises:
+            ValueError: if ``handle`` is not in flight (never posted, or already waited for).
+        """
+        entry = self._in_flight.pop(handle, None)
+        if entry is None:
+            raise ValueError(
+                f"wait: no all-reduce with handle {handle} is in flight (in flight: "
+                f"{list(self._in_flight)}); each handle of all_reduce_start is waited for once"
+            )
+        split = wait_split(self.t, entry, None if self._all_present else self.present)
+        if split is None:
+            return
+        self.t, comm, idle = split
+        self.comm_s += comm
+        self.idle_s += idle
+
+    def wait_all(self) -> None:
+        """:meth:`wait` for every all-reduce in flight, in posting order."""
+        for handle in list(self._in_flight):
+            self.wait(handle)
 
     def _ring_links(self, members: Tensor) -> NetworkModel:
         """The ring over ``members`` (in id order) costed on its slowest link."""
@@ -520,7 +622,9 @@ class SystemClock:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume bit-exactly: times, splits, presence, churn counters,
-        link occupancy, counters and the generator state (tensors are copies)."""
+        link occupancy, the collective stream and the all-reduces in flight (a list of
+        ``{"handle", "start", "finish", "duration", "members"}``), counters and the generator
+        state (tensors are copies)."""
         state: dict[str, Any] = {name: getattr(self, name).clone() for name in _TIMES}
         state.update(
             version=_STATE_VERSION,
@@ -535,16 +639,20 @@ class SystemClock:
             step=self.step,
             rounds=self.rounds,
             generator=self._generator.get_state(),
+            in_flight=[{"handle": h, **e.to_state()} for h, e in self._in_flight.items()],
+            next_handle=self._next_handle,
         )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s output.
+        """Restore :meth:`state_dict`'s output (also version 1's, saved before the asynchronous
+        all-reduce: nothing in flight then).
 
         Raises:
             ValueError: if it was saved by a clock of another profile or number of workers.
         """
-        if state.get("version") != _STATE_VERSION or state.get("n_workers") != self.n_workers:
+        version = state.get("version")
+        if version not in (1, _STATE_VERSION) or state.get("n_workers") != self.n_workers:
             raise ValueError(
                 f"clock state is for n_workers = {state.get('n_workers')} (version "
                 f"{state.get('version')}), this clock has n_workers = {self.n_workers}"
@@ -552,7 +660,12 @@ class SystemClock:
         if state.get("profile") != repr(self.profile):
             raise ValueError("clock state was saved under another system profile")
         for name in _TIMES:
-            setattr(self, name, state[name].clone().to(torch.float64))
+            saved = self._zeros if version == 1 and name == "coll_free" else state[name]
+            setattr(self, name, saved.clone().to(torch.float64))
+        self._in_flight = {
+            int(e["handle"]): InFlight.from_state(e) for e in state.get("in_flight", [])
+        }
+        self._next_handle = int(state.get("next_handle", 0))
         self.present = state["present"].clone().to(torch.bool)
         self._all_present = bool(self.present.all())
         self._down = state["down"].clone().to(torch.int64)

@@ -44,6 +44,17 @@ bytes/s):
   sleeps the clock's cost of the ring collective on the slowest link of the profile's ring
   (workers in id order): ``2 (n - 1) alpha_max + 2 (n - 1) / n x b / beta_min``
   (``(n - 1) (alpha_max + b / beta_min)``). The barrier is the real collective's own.
+- *asynchronous all-reduce* (``mean_start`` then ``wait_for``; the clock's
+  ``all_reduce_start``/``wait``): the real all-reduce is posted at once and nothing is slept
+  at the post; the wait sleeps until ``done + ring``, with ``done`` the moment the real
+  all-reduce completed (its completion callback) and ``ring`` the cost above, nothing when that
+  moment has passed (the computation since the post hid it). So, as for the blocking one, the
+  imposed time is the clock's plus the real all-reduce's: the real completion comes after the
+  last worker's post, where the clock starts the collective. Gaps (ours): two all-reduces in
+  flight at once are each counted from their own real completion, not queued one after the
+  other's modelled time as in the clock; a backend without completion callbacks counts from
+  the wait's end (no overlap credited); on NCCL the callback marks the completion of the
+  stream's work as the backend reports it (an approximation of the device time).
 - *link drops* (``failures.link_drop_prob``): every process draws the round's surviving edges
   from its mirror clock (the same draw as the simulated engine's) and mixes with the
   Metropolis–Hastings weights of the surviving graph
