@@ -34,6 +34,9 @@ CASES: list[Case] = [Case(cls.name) for cls in ALGORITHMS] + [
     Case("detag", "ring", {"rounds": "2", "pipelined": "false"}),  # checkpoint mid-phase
     # syncs at steps 2, 4, 6: block momentum and the anchor cross the checkpoint
     Case("local-sgd", "ring", {"period": "2", "local_update": "adam", "local_state": "keep"}),
+    # streaming DiLoCo: fragment 1 (logreg's bias) posted at step 3, applied at step 4: the
+    # checkpoint at step 3 holds it in flight (on gloo: posted with mean_start, drained first)
+    Case("diloco", "ring", {"period": "3", "fragments": "2", "overlap_steps": "1", "blend": "0.5"}),
 ]
 
 

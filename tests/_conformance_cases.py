@@ -32,6 +32,13 @@ NAMES = [cls.name for cls in ALGORITHMS]
 HEAVY: dict[str, Any] = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
 #: Options of the engine-parity cases (those of the train-level parity runs).
 PARITY: dict[str, Any] = {"momentum": 0.9, "weight_decay": 1e-4}
+#: Options every generic row of an algorithm starts from, where its defaults would not
+#: communicate within the kit's 8 to 20 steps (DiLoCo syncs every 50 by default).
+BASE: dict[str, dict[str, Any]] = {
+    "diloco": {"period": 4},
+    # post-local-sgd warms up for 100 steps by default: a short warm-up, then averages
+    "post-local-sgd": {"warmup_steps": 3, "period": 3},
+}
 
 #: torch.optim.SGD settings every SGD reduction is checked with.
 SGD_SETTINGS: list[dict[str, Any]] = [
@@ -109,6 +116,22 @@ DECLARATIONS: dict[str, dict[str, Any]] = {
             {"period": 1, "local_state": "keep"}, {"period": 4, "local_state": "average"}
         ),
     },
+    # one worker: the gradient all-reduce and the model averages are the identity
+    "post-local-sgd": {
+        "preserves_mean": False,
+        "centralized": sgd({}, {"warmup_steps": 2, "period": 3, "first_sync": "period"}),
+    },
+    # one worker, no outer momentum and outer lr 1: x <- anchor - (anchor - x), AdamW to rounding
+    "diloco": {
+        "preserves_mean": False,
+        "centralized": (
+            (
+                {"period": 3, "block_momentum": 0.0, "block_lr": 1.0, "lr": 0.01, "b2": 0.999},
+                "torch.optim.AdamW",
+                {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1},
+            ),
+        ),
+    },
 }
 
 #: Checks a case leaves out, with the reason the report shows.
@@ -136,12 +159,58 @@ def _case(name: str, options: dict[str, Any], key: str, *, declared: bool) -> Al
     return AlgorithmCase(REGISTRY[name], options, settings, id=key)
 
 
+#: local-sgd's warm-up forms: gradients averaged (with a block step after it), none (torch's
+#: PeriodicModelAverager, first average right after the warm-up)
+LSGD_WARMUPS: dict[str, dict[str, Any]] = {
+    "warmup_sync=gradients": {
+        "warmup_steps": 3,
+        "warmup_sync": "gradients",
+        "period": 3,
+        "block_momentum": 0.5,
+        "momentum": 0.9,
+    },
+    "warmup_sync=none": {
+        "warmup_steps": 2,
+        "warmup_sync": "none",
+        "first_sync": "immediate",
+        "period": 3,
+        "local_state": "keep",
+        "momentum": 0.9,
+    },
+}
+DILOCO_STREAMING: dict[str, Any] = {"period": 4, "fragments": 2, "overlap_steps": 2, "blend": 0.5}
+DILOCO_TOPK: dict[str, Any] = {
+    "period": 3,
+    "fragments": 2,
+    "overlap_steps": 1,
+    "outer_compressor": "topk",
+    "outer_ratio": 0.1,
+    "outer_error_feedback": True,
+}
+DILOCO_RANDOMK: dict[str, Any] = {
+    "period": 4,
+    "overlap_steps": 3,
+    "outer_compressor": "randomk",
+    "outer_ratio": 0.25,
+    "outer_exchange": "allreduce",
+}
+
+
 CASES: list[AlgorithmCase] = [
-    *[_case(name, {}, name, declared=True) for name in NAMES],
-    *[_case(name, HEAVY, f"{name}[heavy]", declared=False) for name in NAMES],
+    *[_case(name, dict(BASE.get(name, {})), name, declared=True) for name in NAMES],
+    *[
+        _case(name, {**BASE.get(name, {}), **HEAVY}, f"{name}[heavy]", declared=False)
+        for name in NAMES
+    ],
     # plain multi-round gossip: the DeTAG that runs on a time-varying schedule (resume there)
     _case("detag", {"eta": 0.0, "momentum": 0.9}, "detag[eta=0]", declared=False),
     _case("local-sgd", {"gossip": True}, "local-sgd[gossip=True]", declared=False),
+    *[_case("local-sgd", o, f"local-sgd[{k}]", declared=False) for k, o in LSGD_WARMUPS.items()],
+    # DiLoCo's streaming and compressed forms; the resume check (after step 4 of 10) restarts
+    # with a fragment posted at step 4 and applied at step 6 (streaming), 5 (topk), 7 (randomk)
+    _case("diloco", DILOCO_STREAMING, "diloco[streaming]", declared=False),
+    _case("diloco", DILOCO_TOPK, "diloco[topk]", declared=False),
+    _case("diloco", DILOCO_RANDOMK, "diloco[randomk]", declared=False),
 ]
 
 
@@ -172,7 +241,7 @@ def _dist(
 LOOSER = {"powersgd": {"engine_parity": {"float32": 1e-4}}}
 
 DISTRIBUTED_CASES: list[AlgorithmCase] = [
-    *[_dist(name, "overlap") for name in NAMES],
+    *[_dist(name, "overlap", BASE.get(name)) for name in NAMES],
     _dist(
         "dpsgd", "overlap", {"momentum": 0.9}, dtypes=("float64",), topology="one-peer-exponential"
     ),
@@ -189,7 +258,12 @@ DISTRIBUTED_CASES: list[AlgorithmCase] = [
         dtypes=("float64",),
         optimizer_options={"clip_grad_norm": 0.5},
     ),
-    *[_dist(name, "engine_parity", PARITY, tolerances=LOOSER.get(name, {})) for name in NAMES],
+    *[
+        _dist(
+            name, "engine_parity", {**PARITY, **BASE.get(name, {})}, tolerances=LOOSER.get(name, {})
+        )
+        for name in NAMES
+    ],
     *[
         _dist(name, "engine_parity", {**PARITY, **options}, dtypes=(dtype,), topology=topology)
         for name, dtype, topology, options in [
@@ -232,8 +306,20 @@ DISTRIBUTED_CASES: list[AlgorithmCase] = [
                 "ring",
                 {"period": 5, "local_update": "adam", "lr": 0.003, "local_state": "keep"},
             ),
+            # diloco: streaming fragments in flight (posted with mean_start on gloo), top-k with
+            # error feedback (all-gather, blocking at the post), random-k (one all-reduce of k)
+            ("local-sgd", "float64", "ring", LSGD_WARMUPS["warmup_sync=gradients"]),
+            ("local-sgd", "float64", "ring", LSGD_WARMUPS["warmup_sync=none"]),
+            ("diloco", "float64", "ring", DILOCO_STREAMING),
+            ("diloco", "float64", "ring", DILOCO_TOPK),
+            ("diloco", "float32", "ring", DILOCO_RANDOMK),
         ]
     ],
+    # DistributedOptimizer on gloo: the overlapped run resumed from a state_dict taken after
+    # step 4 of 8, with a fragment posted at step 4 still in flight (streaming: fragment 1,
+    # applied at 6; topk: fragment 0, applied at 5)
+    _dist("diloco", "overlap", DILOCO_STREAMING, dtypes=("float64",)),
+    _dist("diloco", "overlap", DILOCO_TOPK, dtypes=("float64",)),
 ]
 
 

@@ -27,8 +27,14 @@ class Case:
         return f"{self.algorithm}[{self.topology};{self.dtype};{opts}{model}]"
 
 
+#: Options of the generic case of an algorithm whose defaults would not communicate within
+#: STEPS (DiLoCo syncs every 50 steps by default).
+BASE: dict[str, dict[str, str]] = {"diloco": {"period": "4"}}
+
 CASES: list[Case] = [
-    Case(cls.name, dtype) for cls in ALGORITHMS for dtype in ("float32", "float64")
+    Case(cls.name, dtype, options=dict(BASE.get(cls.name, {})))
+    for cls in ALGORITHMS
+    for dtype in ("float32", "float64")
 ] + [
     Case("dpsgd", "float64", "one-peer-exponential"),
     Case("dpsgd", "float64", "exponential", {"form": "atc"}),
@@ -67,6 +73,27 @@ CASES: list[Case] = [
         "float32",
         "ring",
         {"period": "5", "local_update": "adam", "lr": "0.003", "local_state": "keep"},
+    ),
+    # streaming DiLoCo: two fragments of the MLP, each averaged behind 2 inner steps (mean_start
+    # on gloo) and blended; int8 pseudo-gradients averaged by the reduce-scatter exchange
+    Case(
+        "diloco",
+        "float64",
+        "ring",
+        {"period": "4", "fragments": "2", "overlap_steps": "2", "blend": "0.5"},
+    ),
+    Case(
+        "diloco",
+        "float32",
+        "ring",
+        {
+            "period": "4",
+            "fragments": "3",
+            "overlap_steps": "1",
+            "outer_compressor": "int8",
+            "outer_exchange": "reduce-scatter",
+            "outer_error_feedback": "true",
+        },
     ),
     # a user's module given as an import path (tests/_task_models.py), with BatchNorm buffers
     # kept per worker. Dropout is left out: vmap's per-worker ("different") randomness draws one

@@ -168,14 +168,17 @@ def test_resume_refuses_other_options(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_an_algorithm_option_wins_over_a_task_option_of_the_same_name() -> None:
-    """The one clash: local-sgd's own ``warmup_steps`` (its post-local warm-up) is an algorithm
-    option; for every other algorithm ``warmup-steps`` is the lr schedule's warm-up."""
-    from peergrad.algorithms import REGISTRY, algorithm_class
+    """The one clash: local-sgd's own ``warmup_steps`` (its post-local warm-up, inherited by
+    its presets) is an algorithm option; for every other algorithm ``warmup-steps`` is the lr
+    schedule's warm-up."""
+    from peergrad.algorithms import REGISTRY, LocalSGD, algorithm_class
 
     clashes = {
         name: set(algorithm_class(name).hyperparameters()) & set(TASK_OPTIONS) for name in REGISTRY
     }
-    assert {k: v for k, v in clashes.items() if v} == {"local-sgd": {"warmup_steps"}}
+    local = {n for n, cls in REGISTRY.items() if issubclass(cls, LocalSGD)}
+    assert {"local-sgd", "post-local-sgd"} <= local
+    assert {k: v for k, v in clashes.items() if v} == dict.fromkeys(local, {"warmup_steps"})
     a, b = build_entries(
         "local-sgd,dpsgd", {}, {"local-sgd": {"warmup_steps": "3"}, "dpsgd": {"warmup-steps": "3"}}
     )

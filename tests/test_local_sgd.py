@@ -557,3 +557,156 @@ def test_block_momentum_cuts_the_rounds_as_the_spec_benchmark_says(
     """Item 10 [E]: mu = 0.75 = 1 - 1/N needs about 1/(1 - mu) = 4x fewer rounds; the exact
     counts are the spec's float64 numpy oracle."""
     assert (rounds_to_tolerance(lr, 0.0), rounds_to_tolerance(lr, 0.75)) == expected
+
+
+# ------------------------------------------------------------------ warm-up forms (issue 28)
+@pytest.mark.parametrize(
+    ("options", "syncs", "gradient_steps"),
+    [
+        ({}, [1, 2, 3, 7, 11, 15, 19], []),
+        ({"first_sync": "immediate"}, [1, 2, 3, 4, 8, 12, 16, 20], []),
+        ({"warmup_sync": "gradients"}, [7, 11, 15, 19], [1, 2, 3]),
+        ({"warmup_sync": "gradients", "first_sync": "immediate"}, [4, 8, 12, 16, 20], [1, 2, 3]),
+        ({"warmup_sync": "none", "first_sync": "immediate"}, [4, 8, 12, 16, 20], []),
+        (
+            {"warmup_sync": "none", "warmup_steps": 0, "first_sync": "immediate"},
+            [1, 5, 9, 13, 17],
+            [],
+        ),
+    ],
+)
+def test_warmup_sync_and_first_sync_schedules_and_bytes(
+    options: dict, syncs: list[int], gradient_steps: list[int]
+) -> None:
+    """Which iterations average the models (``is_sync``, ``syncs_done``) and which average the
+    gradients first; every one is one all-reduce of D values, nothing else is sent."""
+    K, steps = 4, 20
+    alg = LocalSGD(lr=0.01, period=K, **{"warmup_steps": 3, **options})
+    assert [t for t in range(1, steps + 1) if alg.is_sync(t)] == syncs
+    assert [t for t in range(1, steps + 1) if alg.averages_gradient(t)] == gradient_steps
+    assert [alg.syncs_done(t) for t in range(1, steps + 1)] == [
+        sum(s <= t for s in syncs) for t in range(1, steps + 1)
+    ]
+    comm = comm_for()
+    log: list[int] = []
+    run(alg, steps, comm=comm, after=lambda t, x, s: log.append(comm.rounds))
+    sends = sorted(syncs + gradient_steps)
+    assert log == [sum(s <= t for s in sends) for t in range(1, steps + 1)]
+    assert float(comm.bytes_sent[0]) == len(sends) * allreduce_bytes(D * 8, N)
+
+
+@pytest.mark.parametrize(
+    "local", [{"momentum": 0.9, "weight_decay": 1e-2}, {"nesterov": True, "momentum": 0.5}]
+)
+def test_gradient_warmup_is_allreduce_then_the_first_block_starts_at_its_end(local: dict) -> None:
+    """warmup_sync="gradients": the warm-up equals ``allreduce`` (DDP: weight decay added after
+    the average) with one common momentum buffer; the first block step after it starts from the
+    warm-up's last x (the anchor), whatever the local-state policy ("reset" resets nothing in
+    the warm-up)."""
+    warm, K, mu = 5, 3, 0.5
+    alg = LocalSGD(
+        lr=0.05,
+        period=K,
+        warmup_steps=warm,
+        warmup_sync="gradients",
+        block_momentum=mu,
+        local_state="reset",
+        **local,
+    )
+    ref = AllReduceSGD(lr=0.05, **local)
+    comm_a, comm_b = comm_for(), comm_for()
+    xa, xb = x0(), x0()
+    sa, sb = alg.init(xa, comm_a), ref.init(xb, comm_b)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(warm):
+        noise = torch.randn(N, D, generator=gen, dtype=torch.float64)
+        sa = alg.step(xa, grad(xa) + noise, sa, comm_a)
+        sb = ref.step(xb, grad(xb) + noise, sb, comm_b)
+    torch.testing.assert_close(xa, xb, rtol=0, atol=ATOL)
+    torch.testing.assert_close(sa.momentum_buffer, sb.momentum_buffer, rtol=0, atol=ATOL)
+    assert sa.anchor is not None and torch.equal(sa.anchor, xa)
+    # two blocks written out: K local steps from the anchor (buffers reset at every sync),
+    # then the BMUF block step u <- mu u + d, x <- anchor - u with d = anchor - mean(y)
+    anchor, u, buf, y = xa.clone(), torch.zeros(N, D, dtype=torch.float64), sa.momentum_buffer, xa
+    buf, y = buf.clone(), y.clone()
+    for _ in range(2):
+        for _ in range(K):
+            noise = torch.randn(N, D, generator=gen, dtype=torch.float64)
+            g = grad(y) + noise
+            sa = alg.step(xa, g, sa, comm_a)
+            g = g + local.get("weight_decay", 0.0) * y
+            buf = local["momentum"] * buf + g
+            y = y - 0.05 * ((g + local["momentum"] * buf) if local.get("nesterov") else buf)
+        u = mu * u + (anchor - y.mean(0, keepdim=True))
+        anchor = (anchor - u).expand(N, D).clone()
+        y, buf = anchor.clone(), torch.zeros_like(buf)
+        torch.testing.assert_close(xa, anchor, rtol=0, atol=ATOL)
+        assert float(sa.momentum_buffer.abs().max()) == 0.0  # "reset" at the sync
+
+
+def test_no_warmup_communication_and_the_first_block_spans_the_warmup() -> None:
+    """warmup_sync="none": nothing is sent during the warm-up, the workers drift apart, and
+    with a block step the first block's anchor is the initial x."""
+    warm, K, mu = 3, 2, 0.5
+    alg = LocalSGD(
+        lr=0.05,
+        period=K,
+        warmup_steps=warm,
+        warmup_sync="none",
+        first_sync="immediate",
+        block_momentum=mu,
+    )
+    comm = comm_for()
+    x = x0()
+    state = alg.init(x, comm)
+    y = x0()
+    for t in range(1, warm + 2):
+        g = grad(x)
+        state = alg.step(x, g, state, comm)
+        if t <= warm:
+            assert comm.rounds == 0 and float((x - x.mean(0)).abs().max()) > 1e-6
+        y = y - 0.05 * grad(y)
+    # t = warm + 1: the first sync; d = x0 - mean(y) over all warm + 1 local steps
+    d = x0() - y.mean(0, keepdim=True)
+    torch.testing.assert_close(x, (x0() - d).expand(N, D), rtol=0, atol=ATOL)
+    assert comm.rounds == 1
+
+
+def test_post_local_sgd_preset_is_local_sgd_with_torchs_options() -> None:
+    """``post-local-sgd`` is ``LocalSGD`` with torch's semantics as defaults (and its own name);
+    it runs the same iterates as ``local-sgd`` given those options."""
+    from peergrad.algorithms import PostLocalSGD
+
+    preset = make_algorithm("post-local-sgd")
+    assert isinstance(preset, PostLocalSGD) and isinstance(preset, LocalSGD)
+    torchs = {
+        "warmup_sync": "gradients",
+        "first_sync": "immediate",
+        "local_state": "keep",
+        "block_momentum": 0.0,
+        "block_lr": 1.0,
+        "local_update": "sgd",
+        "period": 4,
+        "warmup_steps": 100,
+    }
+    assert {k: getattr(preset, k) for k in torchs} == torchs
+    assert preset.options() == {**LocalSGD().options(), **torchs}
+    options = {"period": 3, "warmup_steps": 4, "momentum": 0.9}
+    xa = run(PostLocalSGD(**options), 15, noise=1.0)[0]
+    xb = run(LocalSGD(**torchs | options), 15, noise=1.0)[0]
+    assert torch.equal(xa, xb)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"warmup_sync": "params"}, "warmup_sync must be one of models, gradients, none"),
+        ({"first_sync": "late"}, "first_sync must be one of period, immediate"),
+        ({"warmup_sync": "gradients", "gossip": True}, "warmup_sync='gradients' .* gossip=False"),
+    ],
+)
+def test_invalid_warmup_options_are_rejected(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LocalSGD(**options)
+    with pytest.raises(ValueError, match=message):
+        make_algorithm("post-local-sgd", **options)

@@ -44,7 +44,9 @@ def test_output_shapes_and_no_buffers(variant: tuple[str, dict[str, object]]) ->
 
 
 def test_all_models_covered() -> None:
-    assert {v[0] for v in VARIANTS} == set(MODELS)
+    # the language model (token windows -> [B, L, V] logits) has its own tests in
+    # tests/test_transformer.py
+    assert {v[0] for v in VARIANTS} | {"transformer"} == set(MODELS)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)

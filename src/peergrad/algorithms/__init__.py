@@ -59,11 +59,13 @@ from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAMSGrad,
 )
 from peergrad.algorithms.detag import DeTAG, DeTAGState
+from peergrad.algorithms.diloco import DiLoCo, DiLoCoState
 from peergrad.algorithms.distributed_adam import DistributedAdam, DistributedAdamState
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD, EFState
 from peergrad.algorithms.gradient_tracking import GradientTracking, GTState
 from peergrad.algorithms.local_sgd import LocalSGD, LocalSGDState
+from peergrad.algorithms.post_local_sgd import PostLocalSGD
 from peergrad.algorithms.powersgd import PowerSGD, PowerSGDState
 from peergrad.algorithms.registry import (
     ALGORITHMS,
@@ -106,6 +108,8 @@ __all__ = [
     "EFState",
     "CompressedSGD",
     "D2State",
+    "DiLoCo",
+    "DiLoCoState",
     "DADAM",
     "DADAMNaive",
     "DADAMState",
@@ -124,6 +128,7 @@ __all__ = [
     "LocalAdaptiveGossip",
     "LocalSGD",
     "LocalSGDState",
+    "PostLocalSGD",
     "PowerSGD",
     "PowerSGDState",
     "Algorithm",

@@ -269,7 +269,9 @@ def bind_run(
 ) -> Algorithm:
     """``algorithm`` with the run-dependent hyper-parameters it left as ``None`` filled in.
 
-    ``segments`` (the model's parameter-tensor sizes) go to methods with ``layerwise=True``;
+    ``segments`` (the model's parameter-tensor sizes) go to methods with ``layerwise=True`` and
+    to methods with ``fragments > 1`` (DiLoCo's streaming fragments, groups of whole tensors;
+    binding more fragments than tensors raises the method's ``ValueError``);
     ``shapes`` (the parameter tensors' shapes, in buffer order) to methods with a ``shapes``
     field (PowerSGD's matrices; binding them may raise the method's ``ValueError``);
     ``batches_per_epoch`` (each worker's minibatches per epoch, rounded, at least 1) to methods
@@ -278,7 +280,9 @@ def bind_run(
     """
     fields = algorithm.hyperparameters()
     changes: dict[str, Any] = {}
-    if segments is not None and getattr(algorithm, "layerwise", False):
+    fragments = getattr(algorithm, "fragments", 1)
+    streaming = isinstance(fragments, int) and fragments > 1
+    if segments is not None and (getattr(algorithm, "layerwise", False) or streaming):
         if "segments" in fields and algorithm.segments is None:  # type: ignore[attr-defined]
             changes["segments"] = tuple(int(s) for s in segments)
     if shapes is not None and "shapes" in fields:

@@ -11,7 +11,7 @@ Ballas, Rabbat, ICLR 2020, arXiv:1910.00643) and CNTK's ``BlockMomentumSGD``.
 Update rule (one ``step`` = one minibatch per worker; shapes ``[w, D]``; ``t = state.step + 1``;
 ``mu`` = :meth:`LocalSGD.resolved_block_momentum`, ``zeta`` = ``block_lr``)::
 
-    local step (every iteration, no communication):
+    local step (every iteration; no communication but the warm-up's gradient average):
         sgd:            x <- x - lr * heavy_ball(buf, g + weight_decay * x, momentum, nesterov)
         adam/amsgrad:   m <- EMA_momentum(g), v <- EMA_b2(g**2) [, v_max <- max(v_max, v)],
                         x <- x - lr / (1 - momentum**s) * m / (sqrt(v / (1 - b2**s)) + eps)
@@ -20,7 +20,16 @@ Update rule (one ``step`` = one minibatch per worker; shapes ``[w, D]``; ``t = s
         adamw:          x <- (1 - lr * weight_decay) * x, then the adam step on g (decoupled
                         weight decay, torch.optim.AdamW; Loshchilov & Hutter, ICLR 2019,
                         arXiv:1711.05101); the other local updates add weight_decay * x to g
-    sync (t <= warmup_steps, or (t - warmup_steps) % period == 0):
+    warm-up (t <= warmup_steps), by ``warmup_sync``:
+        "models":     every warm-up iteration ends with a sync (K = 1), as below
+        "gradients":  g <- mean_i g_i before the local step (DDP's all-reduce of the
+                      gradients: one all-reduce of D; identical x and local buffers on every
+                      worker); no sync, no reset, no block step; at t = warmup_steps the
+                      anchor <- x (the first block starts where the warm-up ended)
+        "none":       no communication (torch's PeriodicModelAverager alone); the first block
+                      then spans the warm-up too (its anchor is the initial x)
+    sync (after the warm-up: t - warmup_steps = period, 2 period, ... with ``first_sync``
+          "period"; = 1, 1 + period, 1 + 2 period, ... with "immediate", torch's schedule):
         x_bar <- mean_i x_i                (one all-reduce; ``gossip=True``: x_bar <- W x, one
                                             gossip round with W(s) of the s-th sync)
         local buffers: "keep" | "reset" (zeroed) | "average" (sent in the same message as x)
@@ -44,13 +53,22 @@ averaging (K-AVG); SlowMo with a constant lr is ``mu = beta``, ``zeta = alpha``;
 block momentum with ``bm``, ``blr`` is ``mu = bm``, ``zeta = (1 - bm) * n * blr``; the BMUF
 paper's NBM recursion is ``block_nesterov`` with the "bmuf" style; ``period=1``, ``zeta = 1`` and
 plain local SGD is all-reduce SGD with heavy-ball momentum ``mu``. Post-local SGD is
-``warmup_steps = t'``, ``block_momentum = 0``. With ``gossip=True`` (decentralized local SGD, [D])
-one gossip round does not reach consensus, so every worker keeps its own anchor and block
-momentum; a doubly stochastic W preserves the workers' mean at the sync.
+``warmup_steps = t'``, ``block_momentum = 0``. PyTorch's own forms (tested against torch on 4
+gloo processes, ``tests/test_torch_local_sgd.py``; the mapping: docs/guide/torch-local-sgd.md):
+``torch.optim.SGD`` + ``PeriodicModelAverager(period=K, warmup_steps=W)`` is ``period=K``,
+``block_momentum=0``, ``local_state="keep"``, ``warmup_steps=W``, ``warmup_sync="none"``,
+``first_sync="immediate"``; DDP with ``post_localSGD_hook`` (``start_localSGD_iter=W``, no
+post-local gradient all-reduce) + ``PostLocalSGDOptimizer`` is the same with
+``warmup_sync="gradients"`` (the preset ``post-local-sgd``). With ``gossip=True``
+(decentralized local SGD, [D]) one gossip round does not reach consensus, so every worker keeps
+its own anchor and block momentum; a doubly stochastic W preserves the workers' mean at the
+sync.
 
 Communication: nothing on local steps; one all-reduce (or one gossip round) per sync of ``D``
 values, or ``(1 + B) D`` with ``local_state="average"`` (B = 1 momentum buffer for SGD with
-momentum, 2 for Adam, 3 for AMSGrad), so ``bytes_sent`` grows only at syncs.
+momentum, 2 for Adam, 3 for AMSGrad), so ``bytes_sent`` grows only at syncs; with
+``warmup_sync="gradients"`` also one all-reduce of the ``D`` gradient values per warm-up
+iteration (whatever ``local_state``), with "none" nothing during the warm-up.
 
 Defaults and deviations ([D] = library decision, [R]/[R?] = recalled, not checked in the paper):
 ``period = 8`` [D]; ``block_momentum = None`` means the BMUF rule ``1 - 1/n`` [R]; ``block_lr =
@@ -59,9 +77,10 @@ or by lr), their Nesterov form and their local-momentum policy are not known ([R
 and §7); this implementation uses the un-normalised BMUF form. SlowMo's ``1/lr`` normalisation
 only matters with a learning-rate schedule, which the library does not have, so it is not
 offered. Averaging is uniform (no sample-count weights). The block step is applied at every sync,
-warm-up syncs included. With ``local_state="reset"`` and ``period = 1`` the local momentum is
-zeroed after every step, i.e. has no effect; use "keep" or "average" there. For the Adam local
-updates ``momentum`` is β₁ (set it, e.g. 0.9: its default 0 gives RMSProp with bias correction).
+warm-up syncs included (``warmup_sync="models"``). With ``local_state="reset"`` and ``period =
+1`` the local momentum is zeroed after every step, i.e. has no effect; use "keep" or "average"
+there. For the Adam local updates ``momentum`` is β₁ (set it, e.g. 0.9: its default 0 gives
+RMSProp with bias correction).
 
 State that ``init`` allocated for other options (e.g. no block buffers because mu = 0 and
 zeta = 1, or no Adam moments) does not fit a changed ``block_momentum``/``block_lr``/
@@ -69,12 +88,15 @@ zeta = 1, or no Adam moments) does not fit a changed ``block_momentum``/``block_
 
 Raises ``ValueError`` for ``lr <= 0``, ``momentum``, ``block_momentum`` or ``b2`` outside
 [0, 1), ``weight_decay < 0``, ``period < 1``, ``warmup_steps < 0``, ``block_lr <= 0``,
-``eps <= 0``, an unknown ``local_update``, ``local_state`` or ``nesterov_style``, Nesterov local
-momentum with an Adam local update, and (``gossip=True``) a W(k) that is not doubly stochastic.
+``eps <= 0``, an unknown ``local_update``, ``local_state``, ``nesterov_style``, ``warmup_sync``
+or ``first_sync``, Nesterov local momentum with an Adam local update, ``warmup_sync="gradients"``
+with ``gossip=True``, and (``gossip=True``) a W(k) that is not doubly stochastic.
 
 Under failures (a system profile's dropped links or absent workers): a sync averages over the
 present workers (gossip=True: the surviving W); a returning worker rejoins at the next sync, with a
-stale anchor and block momentum when those are used.
+stale anchor and block momentum when those are used. A ``warmup_sync="gradients"`` warm-up
+averages the present workers' gradients (as ``allreduce``); a returning worker keeps its stale x
+until the first sync.
 """
 
 from __future__ import annotations
@@ -108,6 +130,8 @@ from peergrad.transforms import (
 LOCAL_UPDATES = ("sgd", "adam", "amsgrad", "adamw")
 LOCAL_STATES = ("keep", "reset", "average")
 NESTEROV_STYLES = ("bmuf", "cntk", "torch")
+WARMUP_SYNCS = ("models", "gradients", "none")
+FIRST_SYNCS = ("period", "immediate")
 
 
 @dataclasses.dataclass
@@ -137,9 +161,10 @@ class LocalSGD(SGDAlgorithm):
     ``None`` for ``1 - 1/n``); ``block_lr`` (zeta > 0); ``block_nesterov``; ``nesterov_style``
     ("bmuf" | "cntk" | "torch"); ``local_update`` ("sgd" | "adam" | "amsgrad" | "adamw"); ``b2``,
     ``eps`` (Adam);
-    ``local_state`` ("keep" | "reset" | "average"); ``warmup_steps`` (K = 1 for the first
-    ``warmup_steps`` iterations, post-local SGD); ``gossip`` (average by one gossip round over
-    the topology instead of an all-reduce).
+    ``local_state`` ("keep" | "reset" | "average"); ``warmup_steps`` (post-local SGD's
+    synchronous phase) with ``warmup_sync`` ("models" | "gradients" | "none") and ``first_sync``
+    ("period" | "immediate"); ``gossip`` (average by one gossip round over the topology instead
+    of an all-reduce).
 
     Options:
 
@@ -161,7 +186,16 @@ class LocalSGD(SGDAlgorithm):
     - ``eps`` > 0: ε of the local Adam; default 1e-8.
     - ``local_state`` one of reset, keep, average: what the local optimizer's buffers do at a
       sync; reset (default, CNTK), keep, or average (sent with x).
-    - ``warmup_steps`` integer >= 0: K = 1 for the first warmup_steps iterations (post-local SGD).
+    - ``warmup_steps`` integer >= 0: the first warmup_steps iterations are synchronous
+      (post-local SGD), communicating as warmup_sync says; default 0.
+    - ``warmup_sync`` one of models, gradients, none: what a warm-up iteration communicates;
+      models (default): K = 1, a sync after every local step; gradients: the gradients are
+      averaged before the local step (DDP's all-reduce, so x and the local buffers stay
+      identical on every worker; torch's post_localSGD_hook); none: nothing (torch's
+      PeriodicModelAverager on its own).
+    - ``first_sync`` one of period, immediate: when the syncs after the warm-up fall; period
+      (default): K steps after it ends, then every K; immediate: the first iteration after it
+      ends with a sync, then every K (torch's PeriodicModelAverager).
     - ``gossip`` true or false: average by one gossip round over --topology instead of an exact
       all-reduce.
     """
@@ -176,6 +210,8 @@ class LocalSGD(SGDAlgorithm):
     eps: float = 1e-8
     local_state: str = "reset"
     warmup_steps: int = 0
+    warmup_sync: str = "models"
+    first_sync: str = "period"
     gossip: bool = False
 
     name: ClassVar[str] = "local-sgd"
@@ -204,6 +240,13 @@ class LocalSGD(SGDAlgorithm):
         check_choice("nesterov_style", self.nesterov_style, NESTEROV_STYLES)
         check_choice("local_update", self.local_update, LOCAL_UPDATES)
         check_choice("local_state", self.local_state, LOCAL_STATES)
+        check_choice("warmup_sync", self.warmup_sync, WARMUP_SYNCS)
+        check_choice("first_sync", self.first_sync, FIRST_SYNCS)
+        if self.gossip and self.warmup_sync == "gradients":
+            raise ValueError(
+                "warmup_sync='gradients' (an exact all-reduce of the gradients) needs "
+                "gossip=False; with gossip=True use warmup_sync 'models' or 'none'"
+            )
         check_unit_interval("b2", self.b2)
         check_positive("eps", self.eps)
         if self.nesterov and self.local_update != "sgd":
@@ -218,13 +261,24 @@ class LocalSGD(SGDAlgorithm):
         return 1.0 - 1.0 / n_workers if self.block_momentum is None else self.block_momentum
 
     def is_sync(self, t: int) -> bool:
-        """Whether iteration ``t`` (1-based) ends with a sync."""
-        return t <= self.warmup_steps or (t - self.warmup_steps) % self.period == 0
+        """Whether iteration ``t`` (1-based) ends with a sync (an average of the models)."""
+        if t <= self.warmup_steps:
+            return self.warmup_sync == "models"
+        offset = 1 if self.first_sync == "immediate" else 0
+        return (t - self.warmup_steps - offset) % self.period == 0
+
+    def averages_gradient(self, t: int) -> bool:
+        """Whether iteration ``t`` averages the gradients before its local step (a warm-up
+        iteration with ``warmup_sync="gradients"``)."""
+        return t <= self.warmup_steps and self.warmup_sync == "gradients"
 
     def syncs_done(self, t: int) -> int:
-        """Number of syncs in iterations ``1..t``."""
-        warm = min(t, self.warmup_steps)
-        return warm + max(0, t - self.warmup_steps) // self.period
+        """Number of syncs (model averages) in iterations ``1..t``."""
+        warm = min(t, self.warmup_steps) if self.warmup_sync == "models" else 0
+        after = max(0, t - self.warmup_steps)
+        if self.first_sync == "immediate":
+            return warm + (after + self.period - 1) // self.period
+        return warm + after // self.period
 
     def uses_block_step(self, n_workers: int) -> bool:
         return not (self.resolved_block_momentum(n_workers) == 0 and self.block_lr == 1)
@@ -324,7 +378,7 @@ class LocalSGD(SGDAlgorithm):
         mu, zeta = self.resolved_block_momentum(comm.n_workers), self.block_lr
         d = torch.sub(anchor, x, out=comm.workspace(x, "local_sgd.block_grad"))
         if self.nesterov_style == "torch":
-            outer_sgd_step(x, anchor, d, u, mu, zeta, self.block_nesterov, comm)
+            outer_sgd_step(x, anchor, d, u, mu, zeta, self.block_nesterov, comm, overwrite_d=True)
             return
         u.mul_(mu).add_(d, alpha=zeta)
         if not self.block_nesterov:
@@ -346,7 +400,7 @@ class LocalSGD(SGDAlgorithm):
     ) -> LocalSGDState:
         t = state.step + 1
         self._check_state(state, comm)
-        moment_steps = self._local_step(x, g, state, comm)
+        moment_steps = self._local_step(x, self.warmup_gradient(g, t, comm), state, comm)
         if self.is_sync(t):
             self._average(x, state, comm, t)
             if self.local_state == "reset":
@@ -355,7 +409,21 @@ class LocalSGD(SGDAlgorithm):
                 moment_steps = 0
             if state.anchor is not None:
                 self._block_step(x, state, comm)
+        else:
+            self.end_warmup(x, state, t)
         return dataclasses.replace(state, step=t, moment_steps=moment_steps)
+
+    def warmup_gradient(self, g: Tensor, t: int, comm: Communicator) -> Tensor:
+        """``mean_i g_i`` (one all-reduce of D) when iteration ``t`` averages the gradients
+        (:meth:`averages_gradient`), else ``g``; shape ``[w, D]`` either way."""
+        return comm.mean(g) if self.averages_gradient(t) else g
+
+    def end_warmup(self, x: Tensor, state: LocalSGDState, t: int) -> None:
+        """After the last iteration of a ``warmup_sync="gradients"`` warm-up, the first block
+        starts from the (common) x: ``anchor <- x`` when there is an anchor."""
+        if t == self.warmup_steps and self.warmup_sync == "gradients":
+            if state.anchor is not None:
+                state.anchor.copy_(x)
 
 
 def outer_sgd_step(
@@ -367,6 +435,8 @@ def outer_sgd_step(
     zeta: float,
     nesterov: bool,
     comm: Communicator,
+    *,
+    overwrite_d: bool = False,
 ) -> None:
     """``torch.optim.SGD(lr=zeta, momentum=mu, nesterov=nesterov)`` applied at ``anchor`` to the
     block gradient ``d`` as its gradient, written into ``x`` and ``anchor`` (all ``[w, D]``).
@@ -377,13 +447,19 @@ def outer_sgd_step(
         u <- mu * u + d                           (torch: buf.mul_(mu).add_(d); a zero u on
                                                    the first block equals torch's clone(d))
         step <- d + mu * u   (nesterov)   |   u   (classical)
-        x <- anchor - zeta * step;  anchor <- x
+        anchor <- anchor - zeta * step;  x <- anchor
 
     ``u`` is torch's momentum buffer (not scaled by zeta, unlike the "bmuf"/"cntk" forms).
+    ``overwrite_d=True`` lets the Nesterov step be written into ``d`` (a scratch buffer the
+    caller owns), as torch writes it into ``.grad``; otherwise into a workspace. Memory passes
+    over D (reads + writes): 13 with ``overwrite_d``, torch's 11 plus ``x <- anchor``
+    (``benchmarks/outer_step.py`` times it against torch's step).
     """
     u.mul_(mu).add_(d)
     step = u
-    if nesterov:
+    if nesterov and overwrite_d:
+        step = d.add_(u, alpha=mu)  # torch: grad.add_(buf, alpha=momentum)
+    elif nesterov:
         step = torch.add(d, u, alpha=mu, out=comm.workspace(x, "local_sgd.outer_step"))
-    x.copy_(anchor).add_(step, alpha=-zeta)
-    anchor.copy_(x)
+    anchor.add_(step, alpha=-zeta)  # torch: param.add_(grad, alpha=-lr)
+    x.copy_(anchor)

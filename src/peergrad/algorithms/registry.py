@@ -43,11 +43,13 @@ from peergrad.algorithms.decentralized_adaptive import (
     DecentralizedAMSGrad,
 )
 from peergrad.algorithms.detag import DeTAG
+from peergrad.algorithms.diloco import DiLoCo
 from peergrad.algorithms.distributed_adam import DistributedAdam
 from peergrad.algorithms.dpsgd import DPSGD
 from peergrad.algorithms.ef_sgd import EFSGD, CompressedSGD
 from peergrad.algorithms.gradient_tracking import GradientTracking
 from peergrad.algorithms.local_sgd import LocalSGD
+from peergrad.algorithms.post_local_sgd import PostLocalSGD
 from peergrad.algorithms.powersgd import PowerSGD
 
 ALGORITHMS: tuple[type[Algorithm], ...] = (
@@ -69,6 +71,8 @@ ALGORITHMS: tuple[type[Algorithm], ...] = (
     ChocoSGD,
     DistributedAdam,
     LocalSGD,
+    PostLocalSGD,
+    DiLoCo,
 )
 REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in ALGORITHMS}
 

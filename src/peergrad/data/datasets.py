@@ -8,6 +8,10 @@ download only when the files are missing and ``download=True``.
 
 Held-out splits of the built-in real data sets are fixed (independent of ``seed``), so test
 accuracy is comparable across runs; ``seed`` only changes ``synthetic-logistic``.
+
+``pydoc-topics`` is text, not images: :func:`load_dataset` returns a
+:class:`~peergrad.data.text.TextDataset` of int64 next-token windows for it (see
+:mod:`peergrad.data.text`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from .formats import (
     read_cifar_arrays,
     read_mnist_idx_arrays,
 )
+from .text import DEFAULT_SEQ_LEN, TextDataset, load_text_dataset
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -54,6 +59,7 @@ DATASETS: tuple[str, ...] = (
     "cifar10",
     "cifar100",
     "synthetic-logistic",
+    "pydoc-topics",
 )
 
 #: Seed of the fixed held-out splits of ``mnist`` and ``digits`` (never the run seed).
@@ -363,7 +369,8 @@ def load_dataset(
     root: str | Path | None = None,
     seed: int = 0,
     download: bool = True,
-) -> Dataset:
+    seq_len: int = DEFAULT_SEQ_LEN,
+) -> Dataset | TextDataset:
     """Load a data set by name into memory.
 
     ========================  ================================================================
@@ -387,6 +394,12 @@ def load_dataset(
     ``synthetic-logistic``    ``default_rng(seed)``: teacher ``w ~ N(0, I_20)``, inputs
                               ``x ~ N(0, I_20)``, ``y = 1[w.x > 0]`` with 10% of labels
                               flipped; 2,000 train / 500 test, ``[N, 20]``, 2 classes.
+    ``pydoc-topics``          real English text of the standard library
+                              (``pydoc_data.topics``), byte-level, contiguous 90/5/5 %
+                              train/validation/test blocks cut into windows of ``seq_len``
+                              tokens and their next-token targets: a
+                              :class:`~peergrad.data.text.TextDataset` (int64 ``[N, L]``
+                              inputs and targets, ``x_val`` / ``y_val`` too).
     ========================  ================================================================
 
     Args:
@@ -397,13 +410,16 @@ def load_dataset(
         download: when files under ``root`` are missing, fetch them (MNIST from
             :data:`~peergrad.data.formats.MNIST_MIRRORS`, CIFAR from the Toronto page) and verify
             their MD5 checksums.
+        seq_len: input tokens per window of ``pydoc-topics`` (default 64, in ``[1, shortest
+            split - 1]``); ignored by the others.
 
     Returns:
-        A :class:`Dataset` (float32 inputs, int64 labels, CPU tensors).
+        A :class:`Dataset` (float32 inputs, int64 labels, CPU tensors); for ``pydoc-topics`` a
+        :class:`~peergrad.data.text.TextDataset`.
 
     Raises:
         ValueError: unknown ``name`` (the message lists :data:`DATASETS`), ``root`` missing for a
-            file-based data set, or malformed files.
+            file-based data set, malformed files, or a ``seq_len`` out of its range.
         FileNotFoundError: files absent under ``root`` and ``download=False`` or the download
             failed; the message names ``root`` and the expected layout.
     """
@@ -419,4 +435,6 @@ def load_dataset(
         return _load_mnist_idx(root, download)
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, root, download)
+    if name == "pydoc-topics":
+        return load_text_dataset(name, seq_len=seq_len)
     return _load_synthetic_logistic(int(seed))

@@ -1,4 +1,5 @@
-"""Splitting a training set across workers: iid, label-sorted ("unshuffled") and Dirichlet.
+"""Splitting a training set across workers: iid, label-sorted ("unshuffled"), Dirichlet and
+contiguous.
 
 * ``iid`` — a seeded random permutation cut into n equal shards of ``N // n`` samples (the
   remainder is dropped so every worker holds the same number of samples).
@@ -10,9 +11,15 @@
   ``p_c ~ Dir(alpha * 1_n)`` over the workers and class c's (shuffled) samples are cut by the
   cumulative proportions. Drawn again until every worker holds at least ``min_size`` samples.
   Small ``alpha`` means strong skew; shard sizes differ.
+* ``contiguous`` — worker i gets the samples ``[i * (N // n), (i + 1) * (N // n))`` in the data
+  set's own order (the remainder is dropped); labels and ``seed`` are not read. On text windows
+  (:mod:`peergrad.data.text`, in text order) every worker reads its own contiguous stretch of
+  the text: the heterogeneous split of a language model (the text's topics differ along it).
+  On a label-sorted training set (``mnist``) it equals ``sorted``.
 
 Shards are CPU int64 tensors of indices into the train set. ``iid`` shards are in permutation
-order, ``sorted`` shards in label order, ``dirichlet`` shards in ascending index order.
+order, ``sorted`` shards in label order, ``dirichlet`` and ``contiguous`` shards in ascending
+index order.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ __all__ = [
 ]
 
 #: Schemes accepted by :func:`partition`.
-PARTITIONS: tuple[str, ...] = ("iid", "sorted", "dirichlet")
+PARTITIONS: tuple[str, ...] = ("iid", "sorted", "dirichlet", "contiguous")
 
 _DIRICHLET_MAX_TRIES = 100
 
@@ -82,7 +89,8 @@ def partition(
     """Split the indices ``0..N-1`` of a training set across ``n_workers`` workers.
 
     Args:
-        labels: int ``[N]`` class labels of the training set.
+        labels: int ``[N]`` class labels of the training set (``iid`` and ``contiguous`` read
+            only their number N).
         n_workers: number of shards, ``1 <= n_workers <= N``.
         scheme: one of :data:`PARTITIONS` (see the module docstring).
         seed: seeds ``numpy.random.default_rng`` (``iid``, ``dirichlet``).
@@ -90,8 +98,8 @@ def partition(
         min_size: least samples per worker (>= 0), ``dirichlet`` only.
 
     Returns:
-        ``n_workers`` disjoint int64 index tensors. ``iid``/``sorted`` shards hold ``N // n``
-        each; ``dirichlet`` shards cover all N samples.
+        ``n_workers`` disjoint int64 index tensors. ``iid``/``sorted``/``contiguous`` shards
+        hold ``N // n`` each; ``dirichlet`` shards cover all N samples.
 
     Raises:
         ValueError: bad ``labels``; ``n_workers`` outside ``[1, N]``; unknown ``scheme`` (the
@@ -110,6 +118,9 @@ def partition(
         per = N // n_workers
         perm = np.random.default_rng(seed).permutation(N)
         return [torch.from_numpy(perm[i * per : (i + 1) * per].copy()) for i in range(n_workers)]
+    if scheme == "contiguous":
+        per = N // n_workers
+        return [torch.arange(i * per, (i + 1) * per, dtype=torch.int64) for i in range(n_workers)]
     if scheme == "sorted":
         per = N // n_workers
         order = np.argsort(y, kind="stable")

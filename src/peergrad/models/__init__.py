@@ -1,10 +1,12 @@
-"""Classifiers for the data sets of :mod:`peergrad.data`, built by name.
+"""Classifiers and a language model for the data sets of :mod:`peergrad.data`, built by name.
 
-Every model maps float inputs ``[B, *input_shape]`` to logits ``[B, num_classes]`` and has **no
-buffers**: a worker's model is a pure function of its parameters, so the simulated engine can
-stack the parameters of all workers and evaluate them in one ``torch.func.vmap`` call, and the
-gossip of parameters is all the communication a model needs. For how normalisation layers
-behave across workers see :mod:`peergrad.models.resnet`.
+Every classifier maps float inputs ``[B, *input_shape]`` to logits ``[B, num_classes]``; the
+``transformer`` language model maps int64 token windows ``[B, L]`` to next-token logits
+``[B, L, V]`` (``num_classes`` is the vocabulary size V). Every model has **no buffers**: a
+worker's model is a pure function of its parameters, so the simulated engine can stack the
+parameters of all workers and evaluate them in one ``torch.func.vmap`` call, and the gossip
+of parameters is all the communication a model needs. For how normalisation layers behave
+across workers see :mod:`peergrad.models.resnet`.
 
 Initialisation draws from PyTorch's global generator: call ``torch.manual_seed(seed)`` right
 before :func:`build_model` for a reproducible model.
@@ -20,11 +22,23 @@ from torch import nn
 from .lenet import LeNet5
 from .resnet import NORMS, ResNet20
 from .simple import MLP, LogisticRegression
+from .transformer import ATTENTIONS, TransformerLM, token_cross_entropy
 
-__all__ = ["MLP", "MODELS", "NORMS", "LeNet5", "LogisticRegression", "ResNet20", "build_model"]
+__all__ = [
+    "ATTENTIONS",
+    "MLP",
+    "MODELS",
+    "NORMS",
+    "LeNet5",
+    "LogisticRegression",
+    "ResNet20",
+    "TransformerLM",
+    "build_model",
+    "token_cross_entropy",
+]
 
 #: Names accepted by :func:`build_model`.
-MODELS: tuple[str, ...] = ("logreg", "mlp", "lenet5", "resnet20")
+MODELS: tuple[str, ...] = ("logreg", "mlp", "lenet5", "resnet20", "transformer")
 
 # name -> (class, keyword arguments it accepts); immutable.
 _SPECS: MappingProxyType[str, tuple[type[nn.Module], tuple[str, ...]]] = MappingProxyType(
@@ -33,6 +47,19 @@ _SPECS: MappingProxyType[str, tuple[type[nn.Module], tuple[str, ...]]] = Mapping
         "mlp": (MLP, ("hidden",)),
         "lenet5": (LeNet5, ()),
         "resnet20": (ResNet20, ("norm", "groups")),
+        "transformer": (
+            TransformerLM,
+            (
+                "d_model",
+                "n_layers",
+                "n_heads",
+                "context",
+                "mlp_ratio",
+                "dropout",
+                "tie_weights",
+                "attention",
+            ),
+        ),
     }
 )
 
@@ -40,25 +67,33 @@ _SPECS: MappingProxyType[str, tuple[type[nn.Module], tuple[str, ...]]] = Mapping
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any
 ) -> nn.Module:
-    """Build a freshly initialised classifier.
+    """Build a freshly initialised classifier (or the ``transformer`` language model).
 
-    ==========  ==================================================  ===========================
-    name        model                                               keyword arguments
-    ==========  ==================================================  ===========================
-    logreg      ``Flatten`` + ``Linear`` (multinomial logistic)     —
-    mlp         ``Flatten`` + (``Linear``-``ReLU``) x len(hidden)    ``hidden=(128,)`` (int or
-                + ``Linear``                                        tuple)
-    lenet5      LeNet-5 (LeCun et al. 1998), sized to the image     —
-    resnet20    ResNet-20 (He et al. 2016), option-A shortcuts      ``norm="group"`` |
-                                                                    ``"batch"`` | ``"none"``,
-                                                                    ``groups=2``
-    ==========  ==================================================  ===========================
+    ===========  ==================================================  ===========================
+    name         model                                               keyword arguments
+    ===========  ==================================================  ===========================
+    logreg       ``Flatten`` + ``Linear`` (multinomial logistic)     —
+    mlp          ``Flatten`` + (``Linear``-``ReLU``) x len(hidden)    ``hidden=(128,)`` (int or
+                 + ``Linear``                                        tuple)
+    lenet5       LeNet-5 (LeCun et al. 1998), sized to the image     —
+    resnet20     ResNet-20 (He et al. 2016), option-A shortcuts      ``norm="group"`` |
+                                                                     ``"batch"`` | ``"none"``,
+                                                                     ``groups=2``
+    transformer  decoder-only transformer language model            ``d_model=64``,
+                 (:class:`TransformerLM`): token ids ``[B, L]`` ->   ``n_layers=2``,
+                 logits ``[B, L, V]``, ``input_shape=(L,)``,         ``n_heads=4``,
+                 ``num_classes=V``                                   ``context=64``,
+                                                                     ``mlp_ratio=4``,
+                                                                     ``dropout=0.0``,
+                                                                     ``tie_weights=False``,
+                                                                     ``attention="sdpa"``
+    ===========  ==================================================  ===========================
 
     Args:
         name: one of :data:`MODELS`.
         input_shape: shape of one input, e.g. ``(1, 28, 28)`` or ``(40,)``; ``lenet5`` and
-            ``resnet20`` need ``(C, H, W)``.
-        num_classes: number of output logits (>= 1).
+            ``resnet20`` need ``(C, H, W)``, ``transformer`` the window length ``(L,)``.
+        num_classes: number of output logits (>= 1); the vocabulary size for ``transformer``.
         **kwargs: model options from the table above.
 
     Returns:

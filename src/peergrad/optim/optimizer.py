@@ -362,7 +362,8 @@ class DistributedOptimizer(
         return loss
 
     def synchronize(self) -> None:
-        """Wait for every message in flight (the gossip of x posted at the end of ``step``).
+        """Wait for every message in flight (the gossip of x posted at the end of ``step``, and
+        the averages an algorithm posted with ``comm.mean_start``, e.g. Streaming DiLoCo's).
 
         Collective: every worker must call it at the same point. The next ``step`` sends those
         messages again, so parameters may be changed in place between this call and the next
@@ -374,6 +375,9 @@ class DistributedOptimizer(
                 pending, seg.pending = seg.pending, None
                 pending.wait(seg.comm.workspace(self._seg_x(seg), "drain"))
                 seg.comm.ops.clear()
+        drain = getattr(self._comm, "synchronize", None)  # means posted with mean_start
+        if drain is not None:
+            drain()
         self._start_round()
 
     def average_parameters(self) -> None:

@@ -93,9 +93,10 @@ class _Checkpointing:
         Only plain containers, numbers, strings and tensors: loadable with
         ``torch.load(..., weights_only=True)``. Each worker saves its own.
         """
-        from peergrad.train.checkpoint import to_plain  # lazy: keeps this import light
+        from peergrad.train.checkpoint import drain_in_flight, to_plain  # lazy: keeps it light
 
         self._sync()
+        drain_in_flight(self._comm)  # means posted with mean_start land in the state first
         state = self.algorithm_state
         payload = state_to_dict(state) if _is_dataclass_instance(state) else state
         comm = self._comm

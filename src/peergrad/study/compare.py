@@ -144,8 +144,12 @@ class CompareResult:
     runs: dict[str, RunResult]
     table: str
     labels: list[dict[str, Any]] | None = None
-    #: the task's metric direction (``Task.metric_mode``; ``"max"`` for the built-ins)
+    #: the task's metric direction (``Task.metric_mode``; ``"max"`` for the built-ins but the
+    #: text data set's perplexity)
     metric_mode: str = "max"
+    #: the word of the metric's fields (``Task.metric_name``): None for the direction's own
+    #: (``accuracy`` / ``metric``), ``"perplexity"``
+    metric_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``compare.json`` (without the resume ``plan``)."""
@@ -155,6 +159,8 @@ class CompareResult:
             "config": self.config,
             "runs": self.rows,
         }
+        if self.metric_name is not None:
+            out["metric_name"] = self.metric_name
         if self.labels is not None:
             out["labels"] = self.labels
         return out
@@ -234,7 +240,9 @@ def _check_study(
     lr_grid: Sequence[float] | None,
 ) -> None:
     """The checks of :func:`validate` that concern the comparison, not one run."""
-    custom_metric = task is not None and callable(task.metric)
+    custom_metric = (
+        task is not None and (callable(task.metric) or task.metric == "perplexity")
+    ) or (task is None and _text_preset(base))
     if not (isinstance(target_accuracy, int | float) and math.isfinite(target_accuracy)) or (
         not custom_metric and not 0 <= target_accuracy <= 1
     ):
@@ -267,6 +275,14 @@ def _check_study(
             f"--val-fraction must be {GRID_SPLIT.text} with a learning-rate grid (it selects "
             f"on the validation split), got {base.val_fraction!r}"
         )
+
+
+def _text_preset(base: TrainConfig) -> bool:
+    """The built-in preset on a text data set with its token cross-entropy: its metric is the
+    perplexity (lower is better, any number >= 1)."""
+    from peergrad.train.names import TEXT_DATASET_NAMES
+
+    return base.dataset in TEXT_DATASET_NAMES and base.loss == "cross-entropy"
 
 
 def check_config_fields(config: TrainConfig) -> None:
@@ -394,7 +410,20 @@ class _Plan:
 
     @property
     def metric_mode(self) -> str:
-        return self.task.metric_mode if self.task is not None else "max"
+        if self.task is not None:
+            return self.task.metric_mode
+        return "min" if self._text_preset() else "max"
+
+    @property
+    def metric_name(self) -> str | None:
+        """``"perplexity"`` for a task with that metric (a user's, or the built-in text data
+        set's with ``--loss cross-entropy``); None: the direction's own word."""
+        if self.task is not None:
+            return "perplexity" if self.task.metric_name == "perplexity" else None
+        return "perplexity" if self._text_preset() else None
+
+    def _text_preset(self) -> bool:
+        return _text_preset(self.base)
 
     def to_dict(self) -> dict[str, Any]:
         """``compare.json`` ``plan`` (with a user's task :func:`load_plan` refuses it: the
@@ -453,7 +482,16 @@ class _Runs:
         hyperparameters = self.runs[spec.name].hyperparameters if spec.name in self.runs else None
         name = spec.name if self.write else None
         target, mode = plan.target_accuracy, plan.metric_mode
-        row = summarize_run(entry, config, recs, target, name, hyperparameters, metric_mode=mode)
+        row = summarize_run(
+            entry,
+            config,
+            recs,
+            target,
+            name,
+            hyperparameters,
+            metric_mode=mode,
+            metric_name=plan.metric_name,
+        )
         if plan.study:
             row.update(run=spec.name, seed=config.seed, lr=spec.lr, status=status)
         self.rows.append(row)
@@ -508,19 +546,21 @@ class _Runs:
             self.specs,
             plan.study,
             plan.metric_mode,
+            plan.metric_name,
         )
 
     def result(self) -> CompareResult:
         """Every run done: the final tables, ``compare.json`` / ``compare.md`` and the plots."""
         plan, target, mode = self.plan, self.plan.target_accuracy, self.plan.metric_mode
+        word = plan.metric_name
         labels = None
         if plan.study:
-            labels = summarize_labels(self.specs, self.rows, target, plan.lr_grid, mode)
+            labels = summarize_labels(self.specs, self.rows, target, plan.lr_grid, mode, word)
         out_rows = reported_rows(self.rows, labels) if labels is not None else self.rows
         table = (
-            format_study(out_rows, labels, target, self.shared, metric_mode=mode)
+            format_study(out_rows, labels, target, self.shared, metric_mode=mode, metric_name=word)
             if labels is not None
-            else format_table(self.rows, target, self.shared, metric_mode=mode)
+            else format_table(self.rows, target, self.shared, metric_mode=mode, metric_name=word)
         )
         if self.writes:
             self._write_tables([])
@@ -528,7 +568,14 @@ class _Runs:
             groups: dict[str, Any] = {sp.name: self.records[sp.name] for sp in self.specs}
             if labels is not None:
                 groups = {lab["label"]: [self.records[n] for n in lab["runs"]] for lab in labels}
-            plot_comparison(groups, self.root, title, target_accuracy=target, metric_mode=mode)
+            plot_comparison(
+                groups,
+                self.root,
+                title,
+                target_accuracy=target,
+                metric_mode=mode,
+                metric_name=word,
+            )
         return CompareResult(
             self.root if self.writes else None,
             target,
@@ -539,4 +586,5 @@ class _Runs:
             table,
             labels,
             mode,
+            word,
         )

@@ -30,25 +30,41 @@ def write_tables(
     specs: Sequence[RunSpec],
     study: bool,
     metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> None:
     data: dict[str, Any] = {
         "target_accuracy": target_accuracy,
         "metric_mode": metric_mode,
         "config": shared,
     }
+    if metric_name == "perplexity":  # not the direction's default word
+        data["metric_name"] = metric_name
     if study:
         with warnings.catch_warnings():  # the edge warning is given once, at the end
             warnings.simplefilter("ignore")
-            labels = summarize_labels(specs, rows, target_accuracy, plan["lr_grid"], metric_mode)
+            labels = summarize_labels(
+                specs, rows, target_accuracy, plan["lr_grid"], metric_mode, metric_name
+            )
         reported = reported_rows(rows, labels)
         data.update(labels=labels, runs=reported, plan=plan, pending=pending)
         table = format_study(
-            reported, labels, target_accuracy, shared, pending=pending, metric_mode=metric_mode
+            reported,
+            labels,
+            target_accuracy,
+            shared,
+            pending=pending,
+            metric_mode=metric_mode,
+            metric_name=metric_name,
         )
     else:
         data.update(runs=rows, plan=plan, pending=pending)
         table = format_table(
-            rows, target_accuracy, shared, pending=pending, metric_mode=metric_mode
+            rows,
+            target_accuracy,
+            shared,
+            pending=pending,
+            metric_mode=metric_mode,
+            metric_name=metric_name,
         )
     atomic_write(root / "compare.json", json.dumps(data, indent=2) + "\n")
     atomic_write(root / "compare.md", table)

@@ -43,12 +43,15 @@ TARGET_FIELDS: dict[str, str] = {
 
 
 def first_at_target(
-    records: Sequence[Mapping[str, Any]], target_accuracy: float, metric_mode: str = "max"
+    records: Sequence[Mapping[str, Any]],
+    target_accuracy: float,
+    metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> Mapping[str, Any] | None:
     """The first record whose test metric reaches the target, or None: ``test_accuracy >=
     target_accuracy``, or for a lower-is-better metric (``metric_mode="min"``) ``test_metric
-    <= target_accuracy``."""
-    key = metric_field("test_accuracy", metric_mode)
+    <= target_accuracy`` (``test_perplexity`` with ``metric_name="perplexity"``)."""
+    key = metric_field("test_accuracy", metric_mode, metric_name)
     for rec in records:
         value = rec.get(key)
         if value is not None and reaches(value, target_accuracy, metric_mode):
@@ -72,13 +75,15 @@ def summarize_run(
     run_dir: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> dict[str, Any]:
     """The ``compare.json`` record of one run; ``hyperparameters``: the algorithm's options as
     it ran (:attr:`RunResult.hyperparameters`; by default rebuilt from ``config``);
-    ``metric_mode``: the task's metric direction (the fields and the best value follow it)."""
+    ``metric_mode``: the task's metric direction (the fields and the best value follow it);
+    ``metric_name``: the word of its fields (``Task.metric_name``; None: the direction's)."""
     last = records[-1]
-    hit = first_at_target(records, target_accuracy, metric_mode)
-    test_key = metric_field("test_accuracy", metric_mode)
+    hit = first_at_target(records, target_accuracy, metric_mode, metric_name)
+    test_key = metric_field("test_accuracy", metric_mode, metric_name)
     row: dict[str, Any] = {
         "label": entry.label,
         "algorithm": entry.algorithm,
@@ -88,10 +93,10 @@ def summarize_run(
         ),
         "run_dir": run_dir,
         "final": {
-            **{k: last.get(k) for k in metric_fields(metric_mode)},
+            **{k: last.get(k) for k in metric_fields(metric_mode, metric_name)},
             **{k: last[k] for k in SYSTEM_FIELDS if k in last},  # --system
         },
-        metric_field("best_test_accuracy", metric_mode): best_of(
+        metric_field("best_test_accuracy", metric_mode, metric_name): best_of(
             [r.get(test_key) for r in records], metric_mode
         ),
     }
@@ -113,12 +118,13 @@ def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
 
 
 def selection_metric(
-    rows: Sequence[Mapping[str, Any]], metric_mode: str = "max"
+    rows: Sequence[Mapping[str, Any]], metric_mode: str = "max", metric_name: str | None = None
 ) -> tuple[str, bool]:
     """``(field, higher_is_better)``: the validation metric when every finished run has one
     (``val_accuracy``, higher is better; ``val_metric``, lower is better, for
-    ``metric_mode="min"``), else ``val_loss``."""
-    field = metric_field("val_accuracy", metric_mode)
+    ``metric_mode="min"``; ``val_perplexity`` for ``metric_name="perplexity"``), else
+    ``val_loss``."""
+    field = metric_field("val_accuracy", metric_mode, metric_name)
     finished = [r for r in rows if r.get("status", "finished") == "finished"]
     if finished and all(r["final"].get(field) is not None for r in finished):
         return field, metric_mode == "max"
@@ -126,7 +132,10 @@ def selection_metric(
 
 
 def select_lr(
-    grid: Sequence[float], rows: Sequence[Mapping[str, Any]], metric_mode: str = "max"
+    grid: Sequence[float],
+    rows: Sequence[Mapping[str, Any]],
+    metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> tuple[float | None, list[dict[str, Any]], str]:
     """The grid value with the best seed-mean final validation metric of ``rows`` (one label's
     runs; each with ``lr``, ``status`` and ``final``), the per-value results and the metric's
@@ -134,7 +143,7 @@ def select_lr(
     (an error, perplexity) and for the validation loss (without a metric). Test metrics are never
     read. A value with a diverged or missing run is never chosen; ties go to the first value of
     the grid. None when no value has all its runs finished."""
-    field, higher = selection_metric(rows, metric_mode)
+    field, higher = selection_metric(rows, metric_mode, metric_name)
     results, best, best_value = [], None, None
     for lr in grid:
         mine = [r for r in rows if r.get("lr") == lr]
@@ -163,6 +172,7 @@ def summarize_labels(
     target_accuracy: float,
     lr_grid: Sequence[float] | None,
     metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """The ``labels`` of ``compare.json``: per label its chosen learning rate (with the whole
     grid's validation results, selected in the direction of ``metric_mode``), the chosen runs
@@ -179,7 +189,7 @@ def summarize_labels(
         item["options"], item["task"] = dict(e.options), dict(e.task)
         chosen_lr = None
         if grid is not None:
-            chosen_lr, results, field = select_lr(grid, have, metric_mode)
+            chosen_lr, results, field = select_lr(grid, have, metric_mode, metric_name)
             edge = chosen_lr is not None and len(grid) > 1 and chosen_lr in (min(grid), max(grid))
             item.update(
                 lr_grid=list(grid),
@@ -202,10 +212,10 @@ def summarize_labels(
         ]
         item["runs"] = [r["run"] for r in chosen]
         item["seeds"] = [r["seed"] for r in chosen]
-        fields = [*metric_fields(metric_mode)]
+        fields = [*metric_fields(metric_mode, metric_name)]
         fields += [k for k in SYSTEM_FIELDS if any(k in r["final"] for r in chosen)]
         item["final"] = {k: mean_std([r["final"].get(k) for r in chosen]) for k in fields}
-        best = metric_field("best_test_accuracy", metric_mode)
+        best = metric_field("best_test_accuracy", metric_mode, metric_name)
         item[best] = mean_std([r.get(best) for r in chosen])
         item["to_target"] = {}
         for key in TARGET_FIELDS:
@@ -225,6 +235,8 @@ TEST_KEYS = (
     "worker_test_accuracy",
     "test_metric",
     "worker_test_metric",
+    "test_perplexity",
+    "worker_test_perplexity",
 )
 
 
@@ -239,7 +251,7 @@ def reported_rows(
         r = dict(r)
         if r.get("lr") is not None and r["run"] not in chosen:
             r["final"] = {k: (None if k in TEST_KEYS else v) for k, v in r["final"].items()}
-            for best in ("best_test_accuracy", "best_test_metric"):
+            for best in ("best_test_accuracy", "best_test_metric", "best_test_perplexity"):
                 if best in r:
                     r[best] = None
             for key in TARGET_FIELDS:

@@ -48,10 +48,12 @@ def _footer(config: Mapping[str, Any]) -> list[str]:
     return ["", "## Shared configuration", "", text, ""]
 
 
-def _metric_words(metric_mode: str) -> tuple[str, str, str]:
+def _metric_words(metric_mode: str, metric_name: str | None = None) -> tuple[str, str, str]:
     """``(record word, words in tables, comparison)`` of the metric: ``("accuracy",
     "accuracy", "≥")``, or for a lower-is-better metric ``("metric", "metric (lower is
-    better)", "≤")``."""
+    better)", "≤")`` (``("perplexity", "perplexity (lower is better)", "≤")``)."""
+    if metric_name == "perplexity":
+        return "perplexity", "perplexity (lower is better)", "≤"
     if metric_mode == "min":
         return "metric", "metric (lower is better)", "≤"
     return "accuracy", "accuracy", "≥"
@@ -64,11 +66,13 @@ def format_table(
     *,
     pending: Sequence[str] = (),
     metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> str:
     """``compare.md``: final metrics, cost to reach the target, and the shared configuration.
-    ``metric_mode="min"``: the task's metric is lower-is-better (``test_metric``; the target is
-    reached at or below it)."""
-    word, words, cmp = _metric_words(metric_mode)
+    ``metric_mode="min"``: the task's metric is lower-is-better (``test_metric``, or
+    ``test_perplexity`` with ``metric_name="perplexity"``; the target is reached at or below
+    it)."""
+    word, words, cmp = _metric_words(metric_mode, metric_name)
     # --system: the simulated wall-clock beside the communication time
     timed = any("simulated_time_s" in r["final"] for r in rows)
     head, rule = (" simulated time (s) |", "--:|") if timed else ("", "")
@@ -133,12 +137,14 @@ def format_study(
     *,
     pending: Sequence[str] = (),
     metric_mode: str = "max",
+    metric_name: str | None = None,
 ) -> str:
     """``compare.md`` of a comparison with seeds or a learning-rate grid: per label the chosen
     lr and mean ± std (n) over its chosen runs, the cost to reach the target (and how many runs
     reached it), every grid value's validation result, and every run. ``metric_mode="min"``:
-    the task's metric is lower-is-better (``test_metric``, ``val_metric``)."""
-    word, words, cmp = _metric_words(metric_mode)
+    the task's metric is lower-is-better (``test_metric``, ``val_metric``; ``test_perplexity``,
+    ``val_perplexity`` with ``metric_name="perplexity"``)."""
+    word, words, cmp = _metric_words(metric_mode, metric_name)
     # --system: the simulated wall-clock beside the communication time
     timed = any("simulated_time_s" in lab["final"] for lab in labels)
     lines = _heading([lab["label"] for lab in labels], pending)

@@ -69,6 +69,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "commit",
+    "drain_in_flight",
     "load_shard",
     "read_manifest",
     "restore_into",
@@ -142,6 +143,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------ state <-> plain containers
+def drain_in_flight(comm: Any) -> None:
+    """Wait for every average posted with ``comm.mean_start`` (``comm.synchronize()``; nothing
+    for a communicator without it): their results land in the algorithm's state (Streaming
+    DiLoCo's in-flight fragments), which a checkpoint may then read. Call it before reading the
+    state for a checkpoint or a ``state_dict``."""
+    synchronize = getattr(comm, "synchronize", None)
+    if synchronize is not None:
+        synchronize()
+
+
 def to_plain(obj: Any) -> Any:
     """A copy of ``obj`` made of tensors (cloned, on the CPU), numbers, strings, ``None``, lists,
     tuples and dicts only: loadable with ``torch.load(..., weights_only=True)``.

@@ -20,6 +20,8 @@ from peergrad.train.names import (
     MODEL_NAMES,
     PARTITION_NAMES,
     ROOT_DATASETS,
+    TEXT_DATA_OPTIONS,
+    TEXT_DATASET_NAMES,
     TOPOLOGY_NAMES,
 )
 
@@ -89,7 +91,9 @@ def unknown_dataset(spec: object) -> ValueError:
 def check_names(config: TrainConfig, *, custom_task: bool = False) -> None:
     """Unknown ``--algorithm`` / ``--topology`` / ``--partition`` names, with the valid ones;
     a ``--model`` / ``--dataset`` without ``:`` that is no built-in, and ``--data-set``
-    options given to a built-in data set (not checked with ``custom_task``). Import paths
+    options given to a built-in data set other than a text one's
+    (:data:`~peergrad.train.names.TEXT_DATA_OPTIONS`: ``seq_len``) (not checked with
+    ``custom_task``). Import paths
     (``package.module:callable``) are checked by :func:`peergrad.train.resolve.check_resolvable`.
 
     Raises:
@@ -111,7 +115,14 @@ def check_names(config: TrainConfig, *, custom_task: bool = False) -> None:
     if isinstance(dataset, str) and ":" not in dataset:
         if dataset not in DATASET_NAMES:
             raise unknown_dataset(dataset)
-        if config.data_options:
+        if dataset in TEXT_DATASET_NAMES:
+            unknown = sorted(set(config.data_options) - set(TEXT_DATA_OPTIONS))
+            if unknown:
+                raise ValueError(
+                    f"--data-set {', '.join(unknown)}: the built-in data set {dataset!r} has "
+                    f"no such option; accepted: {', '.join(TEXT_DATA_OPTIONS)}"
+                )
+        elif config.data_options:
             raise ValueError(
                 f"--data-set {', '.join(sorted(config.data_options))}: the built-in data set "
                 f"{dataset!r} takes no options"

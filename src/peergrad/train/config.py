@@ -102,19 +102,24 @@ class TrainConfig:
     ``package.module:callable``, or ``torchvision:NAME`` / ``timm:NAME`` (see
     :mod:`peergrad.train.resolve`); ``model_options`` / ``data_options`` are the keyword
     arguments passed to it (``--model-set`` / ``--data-set key=value``; for built-in models
-    ``hidden``, ``norm``, ``groups`` ...). ``loss`` is ``cross-entropy``, ``mse`` or
-    ``package.module:callable``. ``lr_schedule`` (``constant``, ``step:EVERY,GAMMA``,
-    ``multistep:M1,M2,...,GAMMA``, ``cosine``, ``linear``) with ``warmup_steps`` of linear
-    warm-up multiplies every algorithm's step size (see :mod:`peergrad.train.schedules`).
-    ``buffers`` says what happens to model buffers (BatchNorm running statistics): ``local``
-    keeps one copy per worker (as Decent-DP does), ``average`` replaces the floating-point
-    ones by their mean over the workers after every step in which the algorithm communicated
-    (one extra all-reduce, counted in the bytes); x̄ is always evaluated with the mean buffers.
+    ``hidden``, ``norm``, ``groups``, the ``transformer``'s ``d_model``, ``n_layers`` ...; for
+    the built-in text data set ``pydoc-topics`` ``seq_len``, which also selects the
+    language-model task: token cross-entropy, perplexity, its own validation block). ``loss`` is
+    ``cross-entropy``, ``mse`` or ``package.module:callable``. ``lr_schedule`` (``constant``,
+    ``step:EVERY,GAMMA``, ``multistep:M1,M2,...,GAMMA``, ``cosine``, ``linear``) with
+    ``warmup_steps`` of linear warm-up multiplies every algorithm's step size (see
+    :mod:`peergrad.train.schedules`). ``buffers`` says what happens to model buffers (BatchNorm
+    running statistics): ``local`` keeps one copy per worker (as Decent-DP does), ``average``
+    replaces the floating-point ones by their mean over the workers after every step in which
+    the algorithm communicated (one extra all-reduce, counted in the bytes); x̄ is always
+    evaluated with the mean buffers.
     ``loader_workers`` is the DataLoader ``num_workers`` for map-style datasets
     (0 = read in-process). ``val_fraction`` (in [0, 0.5]; 0 = none) holds that fraction of the
     training data out as a validation split (:func:`peergrad.data.validation_split`: a fixed
     split, the same for every seed and algorithm): the run trains on the rest and records
-    ``val_loss`` / ``val_accuracy`` of x̄; ``peergrad compare --lr-grid`` selects on them.
+    ``val_loss`` / ``val_accuracy`` of x̄; ``peergrad compare --lr-grid`` selects on them. A
+    task with a validation split of its own (``Task.val_data``: ``pydoc-topics``'s contiguous
+    block) is evaluated on that one, always, and nothing is cut.
     ``tensorboard`` also writes every record's numbers as TensorBoard scalars into the run
     folder's ``tensorboard/`` (needs the ``tensorboard`` package: ``peergrad[tensorboard]``).
     ``progress``: the progress bar on stderr; None (default) shows it only when stderr is a
@@ -343,7 +348,8 @@ class TrainConfig:
         metavar="KEY=VALUE",
         preset=True,
         help="model option (repeatable): hidden=256,128 (mlp), norm=batch|group|none and "
-        "groups=N (resnet20), or a keyword argument of the --model callable",
+        "groups=N (resnet20), d_model, n_layers, n_heads, context, mlp_ratio, dropout, "
+        "tie_weights, attention (transformer), or a keyword argument of the --model callable",
     )
     data_options: dict[str, Any] = option(
         factory=dict,
@@ -352,8 +358,9 @@ class TrainConfig:
         kind="key_value",
         metavar="KEY=VALUE",
         preset=True,
-        help="keyword argument of a --dataset callable (repeatable); values read as int, "
-        "float, true/false, comma-separated tuple, else text",
+        help="keyword argument of a --dataset callable (repeatable), or seq_len=N of "
+        "--dataset pydoc-topics (default 64); values read as int, float, true/false, "
+        "comma-separated tuple, else text",
     )
     loss: str = option(
         "cross-entropy",

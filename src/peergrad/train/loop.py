@@ -69,6 +69,7 @@ from peergrad.train.recorder import (
     WALL_CLOCK_FIELDS,
     Evaluator,
     Recorder,
+    count_targets,
     format_summary,
 )
 from peergrad.train.sampler import ShardSampler, worker_seed
@@ -271,6 +272,7 @@ class Prepared:
     schedule: Any = None
     total: int = 0
     eval_every: int = 1
+    targets_per_sample: int = 1  # of the first batch's first sample (L for token windows)
 
 
 def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
@@ -320,7 +322,10 @@ def prepare(config: TrainConfig, task: Task | None = None) -> Prepared:
     schedule = LRSchedule.parse(
         config.lr_schedule, warmup_steps=config.warmup_steps, total_steps=total
     )
-    return Prepared(algorithm, comm, built, sampler, device, dtype, schedule, total, eval_every)
+    per_sample = count_targets(torch.as_tensor(first_batch[1][0]))
+    return Prepared(
+        algorithm, comm, built, sampler, device, dtype, schedule, total, eval_every, per_sample
+    )
 
 
 def setting_warnings(
@@ -565,6 +570,8 @@ def _recorder(
         config.workers,
         val=built.val,
         metric_mode=built.task.metric_mode,
+        metric_name=built.task.metric_name,
+        per_sample=prep.targets_per_sample,
     )
     return Recorder(
         config,

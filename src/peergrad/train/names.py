@@ -22,6 +22,8 @@ __all__ = [
     "PLOT_AXIS_NAMES",
     "ROOT_DATASETS",
     "SYSTEM_PRESET_NAMES",
+    "TEXT_DATASET_NAMES",
+    "TEXT_DATA_OPTIONS",
     "TOPOLOGY_NAMES",
 ]
 
@@ -45,6 +47,8 @@ ALGORITHM_NAMES: tuple[str, ...] = (
     "choco-sgd",
     "distributed-adam",
     "local-sgd",
+    "post-local-sgd",
+    "diloco",
 )
 #: ``peergrad.topology.TOPOLOGIES``
 TOPOLOGY_NAMES: tuple[str, ...] = (
@@ -66,11 +70,16 @@ DATASET_NAMES: tuple[str, ...] = (
     "cifar10",
     "cifar100",
     "synthetic-logistic",
+    "pydoc-topics",
 )
+#: ``peergrad.data.TEXT_DATASETS``: the built-in data sets of next-token windows (language
+#: modelling: token-level cross-entropy, perplexity), and the ``--data-set`` keys they take
+TEXT_DATASET_NAMES: tuple[str, ...] = ("pydoc-topics",)
+TEXT_DATA_OPTIONS: tuple[str, ...] = ("seq_len",)
 #: ``peergrad.data.PARTITIONS``
-PARTITION_NAMES: tuple[str, ...] = ("iid", "sorted", "dirichlet")
+PARTITION_NAMES: tuple[str, ...] = ("iid", "sorted", "dirichlet", "contiguous")
 #: ``peergrad.models.MODELS``
-MODEL_NAMES: tuple[str, ...] = ("logreg", "mlp", "lenet5", "resnet20")
+MODEL_NAMES: tuple[str, ...] = ("logreg", "mlp", "lenet5", "resnet20", "transformer")
 #: ``peergrad.system.PRESETS``
 SYSTEM_PRESET_NAMES: tuple[str, ...] = ("uniform", "datacenter", "two-datacenters", "edge")
 #: ``peergrad.train.plots.PLOT_AXES`` (that module imports matplotlib)

@@ -185,8 +185,11 @@ class WorkerModel:
         loss_fn: ``loss_fn(outputs, targets) -> scalar``, the mean over the batch. ``None``:
             cross-entropy of logits ``[B, C]`` against integer labels ``[B]``.
         metric: ``"accuracy"`` (``argmax(outputs, -1) == targets``, needs logits and integer
-            labels), ``None`` (no metric, e.g. regression), or ``metric(outputs, targets) ->
-            scalar``, the mean over the batch (:meth:`evaluate` sums it as ``B * metric``).
+            labels), ``"perplexity"`` (``exp`` of the mean loss over the evaluated data:
+            :meth:`evaluate` sums the loss as the metric, :meth:`metric_from_mean` takes the
+            ``exp`` of its mean), ``None`` (no metric, e.g. regression), or ``metric(outputs,
+            targets) -> scalar``, the mean over the batch (:meth:`evaluate` sums it as ``B *
+            metric``).
 
     Attributes:
         module, layout (:class:`FlatParams` of the trainable parameters), loss_fn (``None``
@@ -195,8 +198,8 @@ class WorkerModel:
     Raises:
         TypeError: ``module`` is not an ``nn.Module``; ``loss_fn`` or ``metric`` is neither
             ``None`` nor callable (nor ``"accuracy"``).
-        ValueError: ``metric`` is a string other than ``"accuracy"``; the module has no
-            trainable parameter.
+        ValueError: ``metric`` is a string other than ``"accuracy"`` and ``"perplexity"``; the
+            module has no trainable parameter.
     """
 
     def __init__(
@@ -213,8 +216,11 @@ class WorkerModel:
                 f"{type(loss_fn).__name__}"
             )
         if isinstance(metric, str):
-            if metric != "accuracy":
-                raise ValueError(f"metric must be 'accuracy', None or a callable, got {metric!r}")
+            if metric not in ("accuracy", "perplexity"):
+                raise ValueError(
+                    f"metric must be 'accuracy', None or a callable (or 'perplexity'), got "
+                    f"{metric!r}"
+                )
         elif metric is not None and not callable(metric):
             raise TypeError(
                 "metric must be 'accuracy', None or a callable metric(outputs, targets) -> "
@@ -282,8 +288,16 @@ class WorkerModel:
             return loss
         if self.metric == "accuracy":
             return loss, (out.argmax(dim=-1) == yb).sum()
+        if self.metric == "perplexity":
+            return loss, loss  # exp of its mean: metric_from_mean
         assert callable(self.metric)
         return loss, self.metric(out, yb) * yb.shape[0]
+
+    def metric_from_mean(self, mean: Tensor) -> Tensor:
+        """The metric of a data set from the mean of :meth:`evaluate`'s summed metric over its
+        samples: ``exp(mean)`` for ``"perplexity"`` (the mean loss, so ``exp(mean token
+        cross-entropy)`` for a language model), ``mean`` itself for every other metric."""
+        return mean.exp() if self.metric == "perplexity" else mean
 
     def _mode(self, train: bool) -> None:
         """Training: every submodule back to its recorded mode (not a blanket ``train()``,
@@ -556,7 +570,7 @@ class WorkerModel:
                         f"outputs of shape {tuple(out.shape)} and targets of shape "
                         f"{tuple(yb.shape)} ({yb.dtype}); use metric=None for regression"
                     )
-            elif self.metric is not None:
+            elif self.metric is not None and self.metric != "perplexity":
                 assert callable(self.metric)
                 try:
                     value = self.metric(out, yb)

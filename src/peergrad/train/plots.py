@@ -34,6 +34,8 @@ LEGEND_INSIDE_MAX = 6  # more curves than this get one legend beside the panels
 PANELS = (("train_loss", "train loss of x̄", True), ("test_accuracy", "test accuracy of x̄", False))
 #: The second panel of a run whose metric is lower-is-better (``Task(metric_mode="min")``).
 MIN_METRIC_PANEL = ("test_metric", "test metric of x̄ (lower is better)", False)
+#: The second panel of a language model's run (``Task(metric="perplexity")``), log scale.
+PERPLEXITY_PANEL = ("test_perplexity", "test perplexity of x̄ (lower is better)", True)
 
 Records: TypeAlias = Sequence[Mapping[str, Any]]
 #: What a curve's label maps to: one run's records, or several runs' (a band).
@@ -91,12 +93,29 @@ def _visible(run: Records, x_key: str) -> list[Mapping[str, Any]]:
 
 
 def metric_mode_of(runs: Mapping[str, Runs]) -> str:
-    """``"min"`` when the records name a lower-is-better metric (``test_metric``) and none an
-    accuracy, else ``"max"``: the direction of the runs' metric, read from their records."""
+    """``"min"`` when the records name a lower-is-better metric (``test_metric``,
+    ``test_perplexity``) and none an accuracy, else ``"max"``: the direction of the runs'
+    metric, read from their records."""
     records = [r for value in runs.values() for run in as_runs(value) for r in run]
-    has_min = any(r.get("test_metric") is not None for r in records)
+    has_min = any(
+        r.get("test_metric") is not None or r.get("test_perplexity") is not None for r in records
+    )
     has_max = any(r.get("test_accuracy") is not None for r in records)
     return "min" if has_min and not has_max else "max"
+
+
+def _metric_panel(
+    runs: Mapping[str, Runs], metric_mode: str, metric_name: str | None
+) -> tuple[str, str, bool]:
+    """The second panel: accuracy (``"max"``), perplexity (``metric_name="perplexity"``, or
+    None with perplexity in the records), else the lower-is-better ``test_metric``."""
+    if metric_mode == "max":
+        return PANELS[1]
+    if metric_name is None:
+        records = [r for value in runs.values() for run in as_runs(value) for r in run]
+        if any(r.get("test_perplexity") is not None for r in records):
+            metric_name = "perplexity"
+    return PERPLEXITY_PANEL if metric_name == "perplexity" else MIN_METRIC_PANEL
 
 
 def plot_curves(
@@ -107,6 +126,7 @@ def plot_curves(
     *,
     target_accuracy: float | None = None,
     metric_mode: str | None = None,
+    metric_name: str | None = None,
 ) -> Path:
     """One figure with train loss and test accuracy against ``x_key`` (a key of
     :data:`X_AXES`), one curve per label.
@@ -117,8 +137,10 @@ def plot_curves(
     the accuracy panel. Bytes are drawn on a log axis (records at 0 bytes, i.e. before any
     communication, are left out of that plot). ``metric_mode``: ``"min"`` draws the task's
     lower-is-better ``test_metric`` in the second panel (and the target there), ``"max"``
-    ``test_accuracy``; None reads it from the records (:func:`metric_mode_of`). Raises
-    ``ValueError`` for an unknown ``x_key`` or ``metric_mode``.
+    ``test_accuracy``; None reads it from the records (:func:`metric_mode_of`).
+    ``metric_name="perplexity"`` (or None with ``test_perplexity`` in the records) draws the
+    perplexity on a log axis instead of ``test_metric``. Raises ``ValueError`` for an unknown
+    ``x_key`` or ``metric_mode``.
     """
     if x_key not in X_AXES:
         raise ValueError(f"x_key must be one of {', '.join(X_AXES)}, got {x_key!r}")
@@ -126,7 +148,7 @@ def plot_curves(
         metric_mode = metric_mode_of(runs)
     if metric_mode not in ("max", "min"):
         raise ValueError(f"metric_mode must be one of 'max', 'min', got {metric_mode!r}")
-    panels = PANELS if metric_mode == "max" else (PANELS[0], MIN_METRIC_PANEL)
+    panels = (PANELS[0], _metric_panel(runs, metric_mode, metric_name))
     # many curves: one legend for both panels, right of them, instead of one inside each panel
     outside = len(runs) > LEGEND_INSIDE_MAX
     fig, axes = plt.subplots(1, len(panels), figsize=(13.5 if outside else 11, 4))
@@ -251,6 +273,7 @@ def plot_comparison(
     *,
     target_accuracy: float | None = None,
     metric_mode: str | None = None,
+    metric_name: str | None = None,
 ) -> list[Path]:
     """``compare_vs_{samples,bytes,simulated_time,rounds}.png`` in ``out_dir``, one curve per
     label; a label mapping to several runs (seeds) is drawn as mean ± std (see
@@ -265,6 +288,7 @@ def plot_comparison(
             title,
             target_accuracy=target_accuracy,
             metric_mode=metric_mode,
+            metric_name=metric_name,
         )
         for suffix, x_key in COMPARE_AXES.items()
     ]

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_FIELDS",
+    "METRIC_NAMES",
     "MIN_METRIC_FIELDS",
     "SYSTEM_FIELDS",
     "SYSTEM_SUMMARY_FIELDS",
@@ -70,7 +71,7 @@ METRIC_FIELDS: dict[str, str] = {
     "lr": "learning rate (step size) of the last step, after the schedule (record 0: of step 1); "
     "None for an algorithm without one",
     "train_loss": "loss (the task's; cross-entropy for the built-ins) of the averaged model x̄ "
-    "on (up to 10,000 of) the training set",
+    "on (up to 10,000 samples, or windows holding up to 10,000 tokens, of) the training set",
     "minibatch_loss": "mean of the workers' minibatch losses since the previous record",
     "test_loss": "loss of x̄ on the test set (None without test data)",
     "test_accuracy": "accuracy (or the task's metric) of x̄ on the test set, in [0, 1] for "
@@ -123,6 +124,11 @@ MIN_METRIC_FIELDS: dict[str, str] = {
     "worker_test_accuracy": "worker_test_metric",
     "best_test_accuracy": "best_test_metric",
 }
+#: The words a record's metric fields carry (``test_<word>``), with the direction of each:
+#: ``accuracy`` (higher is better: accuracy, or a user's higher-is-better metric), ``metric``
+#: (a user's lower-is-better metric) and ``perplexity`` (the built-in language-model metric,
+#: ``Task(metric="perplexity")``).
+METRIC_NAMES: dict[str, str] = {"accuracy": "max", "metric": "min", "perplexity": "min"}
 _MIN_DOCS = {
     "test_metric": "the task's lower-is-better metric (metric_mode='min') of x̄ on the test set; "
     "None without test data",
@@ -130,25 +136,49 @@ _MIN_DOCS = {
     "a split",
     "worker_test_metric": "mean over (up to eval_workers) workers' own models of the task's "
     "lower-is-better test metric",
+    "test_perplexity": "perplexity of x̄ on the test set: exp(test_loss), exp of the mean token "
+    "cross-entropy (lower is better)",
+    "val_perplexity": "perplexity of x̄ on the validation split: exp(val_loss)",
+    "worker_test_perplexity": "mean over (up to eval_workers) workers' own models of their "
+    "test perplexity exp(own test loss)",
 }
 
 
-def metric_field(name: str, metric_mode: str = "max") -> str:
-    """The record field ``name`` (``test_accuracy``, ``val_accuracy``, ``worker_test_accuracy``,
-    ``best_test_accuracy``; any other field is returned as is) of a run whose metric has
-    direction ``metric_mode``: ``test_metric`` ... for ``"min"`` (see :data:`MIN_METRIC_FIELDS`).
-    ``ValueError`` names ``metric_mode`` and its allowed values."""
+def _word(metric_mode: str, metric_name: str | None) -> str:
     if metric_mode not in ("max", "min"):
         raise ValueError(f"metric_mode must be one of 'max', 'min', got {metric_mode!r}")
-    return MIN_METRIC_FIELDS.get(name, name) if metric_mode == "min" else name
+    if metric_name is None:
+        return "accuracy" if metric_mode == "max" else "metric"
+    if METRIC_NAMES.get(metric_name) != metric_mode:
+        allowed = ", ".join(f"{k} ({v})" for k, v in METRIC_NAMES.items())
+        raise ValueError(
+            f"metric_name must be one of {allowed} and agree with metric_mode {metric_mode!r}, "
+            f"got {metric_name!r}"
+        )
+    return metric_name
 
 
-def metric_fields(metric_mode: str = "max") -> dict[str, str]:
-    """The fields of every record of a run whose metric has direction ``metric_mode`` (with
-    their meaning): :data:`METRIC_FIELDS`, the metric's fields renamed for ``"min"``."""
+def metric_field(name: str, metric_mode: str = "max", metric_name: str | None = None) -> str:
+    """The record field ``name`` (``test_accuracy``, ``val_accuracy``, ``worker_test_accuracy``,
+    ``best_test_accuracy``; any other field is returned as is) of a run whose metric has
+    direction ``metric_mode`` and the word ``metric_name`` (:data:`METRIC_NAMES`; None: the
+    default word of the direction): ``test_metric`` ... for ``"min"`` (see
+    :data:`MIN_METRIC_FIELDS`), ``test_perplexity`` ... for ``metric_name="perplexity"``.
+    ``ValueError`` names ``metric_mode`` and its allowed values, or ``metric_name`` when it is
+    unknown or disagrees with the direction."""
+    word = _word(metric_mode, metric_name)
+    if word == "accuracy" or name not in MIN_METRIC_FIELDS:
+        return name
+    return name.replace("accuracy", word)
+
+
+def metric_fields(metric_mode: str = "max", metric_name: str | None = None) -> dict[str, str]:
+    """The fields of every record of a run whose metric has direction ``metric_mode`` (and
+    word ``metric_name``, see :func:`metric_field`), with their meaning: :data:`METRIC_FIELDS`,
+    the metric's fields renamed."""
     out: dict[str, str] = {}
     for name, doc in METRIC_FIELDS.items():
-        field = metric_field(name, metric_mode)
+        field = metric_field(name, metric_mode, metric_name)
         out[field] = _MIN_DOCS.get(field, doc)
     return out
 
@@ -159,15 +189,40 @@ def reaches(value: float, target: float, metric_mode: str = "max") -> bool:
     return value >= target if metric_mode == "max" else value <= target
 
 
-def train_eval_indices(n_train: int) -> Tensor:
-    """The training samples ``train_loss`` is measured on: all of them up to
-    :data:`TRAIN_EVAL_MAX`, else that many chosen by a fixed generator (seed 0), in order."""
+def train_eval_indices(n_train: int, limit: int = TRAIN_EVAL_MAX) -> Tensor:
+    """The training samples ``train_loss`` is measured on: all of them up to ``limit``
+    (:data:`TRAIN_EVAL_MAX`), else that many chosen by a fixed generator (seed 0), in order."""
     g = torch.Generator().manual_seed(0)
-    return torch.randperm(n_train, generator=g)[:TRAIN_EVAL_MAX].sort().values
+    return torch.randperm(n_train, generator=g)[:limit].sort().values
+
+
+def targets_per_sample(data: TensorData | MapData) -> int:
+    """How many class targets one sample of in-memory data holds (:func:`count_targets` of the
+    first sample's target); 1 for a Dataset (not read here: the run passes the count of its
+    first batch, :class:`Evaluator`)."""
+    if isinstance(data, TensorData):
+        return count_targets(data.y[0])
+    return 1
+
+
+def count_targets(target: Tensor) -> int:
+    """The class targets of one sample: ``L`` for a window of ``L`` integer token ids, 1 for a
+    class label and for floating-point targets (regression outputs count as one sample)."""
+    if target.is_floating_point() or target.is_complex():
+        return 1
+    return max(1, int(target.numel()))
 
 
 class Evaluator:
-    """Metrics of the averaged model x̄ and of (a fixed subset of) the workers' own models."""
+    """Metrics of the averaged model x̄ and of (a fixed subset of) the workers' own models.
+
+    ``chunk`` and the training subset of ``train_loss`` (:data:`TRAIN_EVAL_MAX`) count targets:
+    for data whose samples hold ``k`` targets each (windows of ``k`` next tokens,
+    :func:`targets_per_sample`) they are ``chunk // k`` and ``TRAIN_EVAL_MAX // k`` samples
+    (at least 1), so a language model is evaluated on as many tokens per chunk and per
+    ``train_loss`` as a classifier on samples (``per_sample``: ``k``; None:
+    :func:`targets_per_sample`). ``metric_name``: the word of the metric's fields
+    (:func:`metric_field`)."""
 
     def __init__(
         self,
@@ -180,16 +235,20 @@ class Evaluator:
         *,
         val: TensorData | MapData | None = None,
         metric_mode: str = "max",
+        metric_name: str | None = None,
+        per_sample: int | None = None,
     ) -> None:
         self.model = model
         self.metric_mode = metric_mode
+        self.metric_name = _word(metric_mode, metric_name)
         self.test = test
         self.val = val
-        keep = train_eval_indices(len(train))
+        per = max(1, per_sample) if per_sample is not None else targets_per_sample(train)
+        keep = train_eval_indices(len(train), max(1, TRAIN_EVAL_MAX // per))
         self.train = train.subset(keep)
         m = min(eval_workers, n_workers)
         self.worker_rows = torch.linspace(0, n_workers - 1, m).round().long().unique()
-        self.chunk = chunk
+        self.chunk = max(1, chunk // per)
 
     def _stats(
         self, models: list[tuple[Tensor, dict[str, Tensor]]], data: TensorData | MapData
@@ -206,8 +265,9 @@ class Evaluator:
                 if m_ is not None:
                     acc[1] = m_.double() if acc[1] is None else acc[1] + m_.double()
         count = len(data)
+        finish = self.model.metric_from_mean
         return [
-            (loss / count, metric / count if metric is not None else None)  # type: ignore[operator, misc]
+            (loss / count, finish(metric / count) if metric is not None else None)  # type: ignore[operator, misc]
             for loss, metric in sums
         ]
 
@@ -253,8 +313,8 @@ class Evaluator:
             out["val_loss"] = float(val_loss[0])
             out["val_accuracy"] = float(val_metric[0]) if val_metric is not None else None
         out["consensus_distance"] = float(consensus)
-        if self.metric_mode != "max":  # a lower-is-better metric is not called an accuracy
-            out = {metric_field(k, self.metric_mode): v for k, v in out.items()}
+        if self.metric_name != "accuracy":  # a lower-is-better metric is not called an accuracy
+            out = {metric_field(k, self.metric_mode, self.metric_name): v for k, v in out.items()}
         return out
 
 
@@ -519,6 +579,8 @@ class Recorder:
         saving_now = self.saving and (step % every == 0 or step == self.total)  # type: ignore[operator]
         recording = step % self.eval_every == 0 or step == self.total
         sync = saving_now or recording or step % NONFINITE_SYNC_EVERY == 0
+        if saving_now:  # averages posted with mean_start land in the state before it is read
+            ckpt.drain_in_flight(self.session.comm)
         self.check_finite(step, losses, g, saving_now, sync)
         self.loss_sum += losses.detach().to("cpu", torch.float64)[:, None]
         self.loss_count += 1
@@ -534,15 +596,18 @@ class Recorder:
     # ------------------------------------------------------------------ the end
     def summary(self) -> dict[str, Any]:
         """The last record, the best test metric (``best_test_accuracy``, the largest; for a
-        lower-is-better metric ``best_test_metric``, the smallest; None without one), the
-        metric's direction ``metric_mode`` and the engine."""
-        mode = self.evaluator.metric_mode
+        lower-is-better metric ``best_test_metric`` or ``best_test_perplexity``, the smallest;
+        None without one), the metric's direction ``metric_mode`` (and ``metric_name`` for
+        perplexity) and the engine."""
+        mode, word = self.evaluator.metric_mode, self.evaluator.metric_name
         summary = dict(self.records[-1])
-        key = metric_field("test_accuracy", mode)
+        key = metric_field("test_accuracy", mode, word)
         values = [r[key] for r in self.records if r.get(key) is not None]
         pick = max if mode == "max" else min
-        summary[metric_field("best_test_accuracy", mode)] = pick(values) if values else None
+        summary[metric_field("best_test_accuracy", mode, word)] = pick(values) if values else None
         summary["metric_mode"] = mode
+        if word == "perplexity":  # not the direction's default word: say which it is
+            summary["metric_name"] = word
         summary["engine"] = self.config.engine
         system_clock = getattr(self.session.comm, "clock", None)
         if system_clock is not None:  # SYSTEM_SUMMARY_FIELDS
@@ -582,6 +647,8 @@ def _postfix(rec: dict[str, Any]) -> dict[str, str]:
     out = {"loss": f"{rec['train_loss']:.4f}"}
     if rec.get("test_accuracy") is not None:
         out["acc"] = f"{rec['test_accuracy']:.4f}"
+    elif rec.get("test_perplexity") is not None:
+        out["ppl"] = f"{rec['test_perplexity']:.4g}"
     elif rec.get("test_metric") is not None:
         out["metric"] = f"{rec['test_metric']:.4g}"
     if rec.get("lr") is not None:
@@ -593,10 +660,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A two-column text table of the final metrics."""
     mode = summary.get("metric_mode") if summary.get("metric_mode") in ("max", "min") else "max"
     # mode is "max" or "min" (checked on the line above)
+    word = summary.get("metric_name")
+    word = word if METRIC_NAMES.get(word) == mode else None  # type: ignore[arg-type]
     names = (
-        *metric_fields(cast(str, mode)),
+        *metric_fields(cast(str, mode), word),
         *SYSTEM_FIELDS,
-        metric_field("best_test_accuracy", cast(str, mode)),
+        metric_field("best_test_accuracy", cast(str, mode), word),
     )
     rows = [(k, summary[k]) for k in names if k in summary]
     system = summary.get("system")

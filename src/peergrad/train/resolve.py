@@ -32,6 +32,7 @@ from peergrad._importing import import_object
 from peergrad.train.checks import check_fields, unknown_dataset, unknown_model
 from peergrad.train.names import BUFFERS as BUFFERS
 from peergrad.train.names import LOSSES as _LOSSES
+from peergrad.train.names import TEXT_DATA_OPTIONS, TEXT_DATASET_NAMES
 
 __all__ = [
     "LOSSES",
@@ -42,6 +43,8 @@ __all__ = [
     "resolve_dataset",
     "resolve_loss",
     "resolve_model",
+    "resolve_text_loss",
+    "text_seq_len",
 ]
 
 #: Built-in names of ``--loss`` (besides ``package.module:callable``).
@@ -324,13 +327,58 @@ def _info(train: Any, test: Any) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_builtin(spec: str, root: str | None, seed: int, download: bool) -> Any:
+def _load_builtin(
+    spec: str, root: str | None, seed: int, download: bool, seq_len: int | None = None
+) -> Any:
     """:func:`peergrad.data.load_dataset`, kept for the next call with the same arguments: the
     runs of a comparison (labels x grid values x seeds) read the data set once. One data set is
-    kept (CIFAR-10 is 600 MB in float32); its tensors are never modified in place by a run."""
+    kept (CIFAR-10 is 600 MB in float32); its tensors are never modified in place by a run.
+    ``seq_len``: of a text data set (None for the others)."""
     from peergrad.data import load_dataset
 
+    if seq_len is not None:
+        return load_dataset(spec, seq_len=seq_len)
     return load_dataset(spec, root=root, seed=seed, download=download)
+
+
+def text_seq_len(spec: str, options: Mapping[str, Any]) -> int:
+    """The window length of the built-in text data set ``spec`` from its ``--data-set``
+    options (``seq_len``, default :data:`peergrad.data.DEFAULT_SEQ_LEN`; a string is parsed).
+
+    Raises:
+        ValueError: one line: an option other than ``seq_len``, or ``seq_len`` outside ``[1,
+            shortest split - 1]`` (:func:`peergrad.data.text.check_seq_len`), naming
+            ``--data-set seq_len`` and the range.
+    """
+    from peergrad.data.text import DEFAULT_SEQ_LEN, check_seq_len
+
+    unknown = sorted(set(options) - set(TEXT_DATA_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"--data-set {', '.join(unknown)}: the built-in data set {spec!r} has no such "
+            f"option; accepted: {', '.join(TEXT_DATA_OPTIONS)}"
+        )
+    value = options.get("seq_len", DEFAULT_SEQ_LEN)
+    if isinstance(value, str):
+        value = parse_option_value(value)
+    try:
+        return check_seq_len(value, spec)
+    except ValueError as exc:
+        raise ValueError(f"--data-set seq_len={options.get('seq_len')}: {exc}") from None
+
+
+def _text_dataset(spec: str, options: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """:func:`resolve_dataset` of a built-in text data set (its ``seq_len`` option)."""
+    text = _load_builtin(spec, None, 0, False, text_seq_len(spec, options))
+    info = {
+        "input_shape": text.input_shape,
+        "num_classes": text.num_classes,
+        "name": spec,
+        "description": text.description,
+        "val": (text.x_val, text.y_val),
+        "text": True,
+    }
+    return (text.x_train, text.y_train), (text.x_test, text.y_test), info
 
 
 def resolve_dataset(
@@ -345,7 +393,9 @@ def resolve_dataset(
 
     * a built-in name of :data:`peergrad.data.DATASETS`: the in-memory tensors
       ``(x_train, y_train), (x_test, y_test)`` of :func:`peergrad.data.load_dataset`
-      (``root``, ``download``, ``seed`` as there; built-ins take no ``options``);
+      (``root``, ``download``, ``seed`` as there; built-ins take no ``options`` but the text
+      data sets' ``seq_len``, :func:`text_seq_len`; a text data set also gives its validation
+      windows as ``info["val"] = (x_val, y_val)`` and ``info["text"] = True``);
     * ``package.module:callable``: ``callable(**options)``, which must return ``(train, test)``,
       each a map-style ``torch.utils.data.Dataset`` or an ``(x, y)`` pair of tensors (``test``
       may be None).
@@ -368,6 +418,8 @@ def resolve_dataset(
     if ":" not in spec:
         if spec not in DATASETS:
             raise unknown_dataset(spec)
+        if spec in TEXT_DATASET_NAMES:
+            return _text_dataset(spec, options)
         if options:
             raise ValueError(
                 f"--data-set {', '.join(sorted(options))}: the built-in data set {spec!r} takes "
@@ -443,6 +495,50 @@ def resolve_loss(
     return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], fn), None
 
 
+def resolve_text_loss(
+    spec: str,
+) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str | None, str]:
+    """``(loss_fn, metric, metric_mode)`` of ``--loss SPEC`` on a built-in text data set
+    (next-token windows): ``cross-entropy`` -> the mean token cross-entropy
+    (:func:`peergrad.models.token_cross_entropy`), ``"perplexity"``, ``"min"``; a
+    ``package.module:callable`` -> (the callable, None, ``"max"``), as :func:`resolve_loss`.
+
+    Raises:
+        ValueError: ``--loss mse`` (the targets are token ids), or what :func:`resolve_loss`
+            raises.
+    """
+    if spec == "mse":
+        raise ValueError(
+            "--loss mse: a text data set's targets are token ids (next-token prediction); use "
+            "--loss cross-entropy (token cross-entropy, recorded with perplexity) or "
+            "package.module:callable"
+        )
+    if spec == "cross-entropy":
+        from peergrad.models import token_cross_entropy
+
+        return token_cross_entropy, "perplexity", "min"
+    fn, _ = resolve_loss(spec)
+    return fn, None, "max"
+
+
+def _check_text_preset(config: Any) -> None:
+    """A built-in text ``--dataset``: its ``seq_len`` fits, ``--loss`` is not ``mse`` and a
+    built-in ``--model`` is the ``transformer`` (the others read float features), whose sizes
+    fit (built on ``meta``: ``d_model`` divisible by ``n_heads``, ``seq_len <= context`` ...)."""
+    from peergrad.data.text import VOCAB_SIZE
+
+    seq_len = text_seq_len(config.dataset, config.data_options)
+    resolve_text_loss(config.loss)
+    model = config.model
+    if isinstance(model, str) and ":" not in model:
+        if model != "transformer":
+            raise ValueError(
+                f"--model {model}: --dataset {config.dataset} is text (int64 windows of token "
+                "ids -> next-token logits); use --model transformer or package.module:callable"
+            )
+        _builtin_model(model, dict(config.model_options), (seq_len,), VOCAB_SIZE)
+
+
 def check_resolvable(config: Any, *, custom_task: bool = False) -> None:
     """The checks of what is resolved here, before any work (no data loaded, no model built):
     part of :func:`peergrad.train.validate.validate`, after the torch-free
@@ -452,7 +548,9 @@ def check_resolvable(config: Any, *, custom_task: bool = False) -> None:
     (:func:`~peergrad.train.logs.check_tensorboard`); a ``package.module:callable`` ``--model``
     / ``--dataset`` imports and is callable, and takes the ``--model-set`` / ``--data-set``
     keys; a ``torchvision:NAME`` / ``timm:NAME`` model has its package; a built-in ``--model``
-    takes its ``--model-set`` keys. With ``custom_task`` (the run trains a
+    takes its ``--model-set`` keys; a built-in text ``--dataset`` (``pydoc-topics``) has a
+    ``seq_len`` that fits its splits, no ``--loss mse`` and, among the built-in models, the
+    ``transformer``. With ``custom_task`` (the run trains a
     :class:`~peergrad.train.task.Task`) ``--model``, ``--dataset`` and their options are labels
     only and are not checked.
 
@@ -488,6 +586,8 @@ def check_resolvable(config: Any, *, custom_task: bool = False) -> None:
     if not (isinstance(dataset, str) and ":" not in dataset):
         fn = import_callable(dataset, flag="--dataset")
         _check_options(fn, config.data_options, flag="--data-set", what=f"--dataset {dataset}")
+    elif dataset in TEXT_DATASET_NAMES:
+        _check_text_preset(config)
 
 
 def check_config(config: Any, *, custom_task: bool = False) -> None:

@@ -38,10 +38,19 @@ if TYPE_CHECKING:
     from peergrad.train.config import TrainConfig
     from peergrad.train.params import WorkerModel
 
-__all__ = ["METRIC_MODES", "BuiltTask", "Task", "build_task", "task_from_config"]
+__all__ = [
+    "BUILTIN_METRICS",
+    "METRIC_MODES",
+    "BuiltTask",
+    "Task",
+    "build_task",
+    "task_from_config",
+]
 
 #: Values of :attr:`Task.metric_mode`: higher is better (``"max"``), lower is better (``"min"``).
 METRIC_MODES: tuple[str, ...] = ("max", "min")
+#: Built-in metrics of :attr:`Task.metric`, with the direction each must have.
+BUILTIN_METRICS: dict[str, str] = {"accuracy": "max", "perplexity": "min"}
 
 
 @dataclasses.dataclass
@@ -66,17 +75,26 @@ class Task:
         test_data: the same kinds, or None (then the test metrics are None).
         loss_fn: ``loss_fn(outputs, targets) -> scalar`` (the mean over the batch); None means
             cross-entropy on class labels.
-        metric: ``"accuracy"`` (argmax of the outputs equals the target), a callable
-            ``metric(outputs, targets) -> scalar`` (the mean over the batch, like ``loss_fn``),
-            or None (regression: no metric).
+        metric: ``"accuracy"`` (argmax of the outputs equals the target), ``"perplexity"``
+            (a language model's: ``exp`` of the mean loss over the evaluated split, so with the
+            token cross-entropy ``exp(mean token cross-entropy)``; needs ``metric_mode="min"``),
+            a callable ``metric(outputs, targets) -> scalar`` (the mean over the batch, like
+            ``loss_fn``), or None (regression: no metric).
         metric_mode: the metric's direction: ``"max"`` (default: higher is better, as accuracy)
             or ``"min"`` (lower is better: an error such as MAE or RMSE, perplexity). Learning-
             rate grids select, targets are reached and ``best_*`` values are taken in this
             direction. A ``"max"`` metric is recorded as ``test_accuracy`` / ``val_accuracy`` /
             ``worker_test_accuracy`` (``best_test_accuracy`` in the summary), a ``"min"`` one
             as ``test_metric`` / ``val_metric`` / ``worker_test_metric`` (``best_test_metric``):
-            a value that should go down is not called an accuracy. ``"accuracy"`` is ``"max"``.
+            a value that should go down is not called an accuracy. ``"accuracy"`` is ``"max"``;
+            ``"perplexity"`` is ``"min"`` and recorded under its own name: ``test_perplexity``
+            / ``val_perplexity`` / ``worker_test_perplexity`` (``best_test_perplexity``).
         name: label of the run (run-folder names, plots).
+        val_data: a validation split of the task's own (the same kinds as ``test_data``), or
+            None. When given, it is the run's validation split: ``val_loss`` and the validation
+            metric of x̄ are recorded at every evaluation and ``config.val_fraction`` cuts
+            nothing from ``train_data`` (its value is not used). The built-in text data set
+            ``pydoc-topics`` brings its contiguous validation block this way.
 
     Construction checks the types (``TypeError`` naming the attribute); the data's items are
     checked when a run starts (a Dataset whose items are not ``(input, target)`` pairs is refused
@@ -90,6 +108,7 @@ class Task:
     metric: str | Callable[[Tensor, Tensor], Tensor] | None = "accuracy"
     name: str = "custom"
     metric_mode: str = "max"
+    val_data: Any = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.model, nn.Module) or callable(self.model)):
@@ -97,9 +116,9 @@ class Task:
                 "model must be an nn.Module or a zero-argument callable returning one, got "
                 f"{type(self.model).__name__}"
             )
-        for what in ("train_data", "test_data"):
+        for what in ("train_data", "test_data", "val_data"):
             data = getattr(self, what)
-            if data is None and what == "test_data":
+            if data is None and what != "train_data":
                 continue
             if not _data_like(data):
                 raise TypeError(
@@ -111,10 +130,10 @@ class Task:
                 f"loss_fn must be callable(outputs, targets) -> scalar or None, got "
                 f"{type(self.loss_fn).__name__}"
             )
-        if not (self.metric is None or self.metric == "accuracy" or callable(self.metric)):
+        if not (self.metric is None or self.metric in BUILTIN_METRICS or callable(self.metric)):
             raise TypeError(
-                f"metric must be 'accuracy', a callable(outputs, targets) or None, got "
-                f"{self.metric!r}"
+                f"metric must be 'accuracy', 'perplexity', a callable(outputs, targets) or None, "
+                f"got {self.metric!r}"
             )
         if not (isinstance(self.name, str) and self.name and "/" not in self.name):
             raise TypeError(f"name must be a non-empty string without '/', got {self.name!r}")
@@ -128,6 +147,20 @@ class Task:
                 "metric_mode must be 'max' for metric='accuracy' (higher is better); "
                 "metric_mode='min' is for a callable metric that should go down"
             )
+        if self.metric == "perplexity" and self.metric_mode != "min":
+            raise ValueError(
+                "metric_mode must be 'min' for metric='perplexity' (lower is better), got "
+                f"{self.metric_mode!r}"
+            )
+
+    @property
+    def metric_name(self) -> str:
+        """The word of the metric's record fields (``test_<word>``, ``val_<word>`` ...):
+        ``"perplexity"`` for that metric, else ``"accuracy"`` for a higher-is-better metric and
+        ``"metric"`` for a lower-is-better one (:func:`peergrad.train.recorder.metric_field`)."""
+        if self.metric == "perplexity":
+            return "perplexity"
+        return "accuracy" if self.metric_mode == "max" else "metric"
 
     def describe(self, module: nn.Module | None = None) -> dict[str, Any]:
         """What ``config.json`` records about this task (``"task"``): ``name``, ``model`` (the
@@ -195,7 +228,10 @@ def task_from_config(config: TrainConfig) -> Task:
     Data, model and loss come from :mod:`peergrad.train.resolve` (built-in names load the
     in-memory tensors of :func:`peergrad.data.load_dataset`; ``package.module:callable`` specs
     call the user's code); the model is a factory, so its initialisation follows
-    ``config.seed``. ``task.name`` is ``config.dataset``.
+    ``config.seed``. ``task.name`` is ``config.dataset``. A built-in text data set
+    (``pydoc-topics``) selects the language-model task: ``--loss cross-entropy`` is the mean
+    token cross-entropy with the ``"perplexity"`` metric (``metric_mode="min"``), and its
+    contiguous validation block is ``val_data``.
     """
     from peergrad.train import resolve
 
@@ -209,6 +245,18 @@ def task_from_config(config: TrainConfig) -> Task:
     factory = resolve.resolve_model(
         config.model, dict(config.model_options), info.get("input_shape"), info.get("num_classes")
     )
+    if info.get("text"):
+        text_loss, text_metric, mode = resolve.resolve_text_loss(config.loss)
+        return Task(
+            model=factory,
+            train_data=train_data,
+            test_data=test_data,
+            loss_fn=text_loss,
+            metric=text_metric,
+            name=config.dataset,
+            metric_mode=mode,
+            val_data=info["val"],
+        )
     loss_fn, metric = resolve.resolve_loss(config.loss)
     return Task(
         model=factory,
@@ -234,7 +282,8 @@ class BuiltTask:
     train: TensorData | MapData
     test: TensorData | MapData | None
     shards: list[Tensor]
-    val: TensorData | MapData | None = None  # the validation split (config.val_fraction > 0)
+    # the validation split: task.val_data, else cut by config.val_fraction > 0
+    val: TensorData | MapData | None = None
 
     @property
     def layout(self) -> Any:
@@ -267,14 +316,16 @@ def build_task(
 ) -> BuiltTask:
     """Check the data and build the module, shards and :class:`WorkerModel` for ``config``.
 
-    With ``config.val_fraction > 0`` the training data is first cut by
+    Validation: ``task.val_data`` when given (nothing is cut from the training data); else with
+    ``config.val_fraction > 0`` the training data is first cut by
     :func:`peergrad.data.validation_split` (fixed, seed-independent); the shards are drawn from
     the rest and the held-out part is ``val``.
 
-    Shards: :func:`peergrad.data.partition` of the train labels (``iid`` needs only the number of
-    samples; ``sorted`` and ``dirichlet`` need integer class labels: a Dataset's ``targets``, or
-    one pass reading every item). Then the module (:meth:`Task.make_module` with
-    ``config.seed``), moved to ``device`` and ``dtype`` (floating-point tensors only).
+    Shards: :func:`peergrad.data.partition` of the train labels (``iid`` and ``contiguous``
+    need only the number of samples; ``sorted`` and ``dirichlet`` need integer class labels: a
+    Dataset's ``targets``, or one pass reading every item). Then the module
+    (:meth:`Task.make_module` with ``config.seed``), moved to ``device`` and ``dtype``
+    (floating-point tensors only).
 
     Raises ``TypeError`` / ``ValueError`` naming the attribute (``train_data``, ``test_data``,
     ``model``) or the option (``--batch-size``, ``--partition``) before any step.
@@ -288,7 +339,9 @@ def build_task(
     if task.test_data is not None:
         test = as_data(task.test_data, what="test_data", loader_workers=workers)
     val = None
-    if config.val_fraction:
+    if task.val_data is not None:
+        val = as_data(task.val_data, what="val_data", loader_workers=workers)
+    elif config.val_fraction:
         from peergrad.data import validation_split
 
         keep, held_out = validation_split(len(train), config.val_fraction)
@@ -304,14 +357,15 @@ def build_task(
             f"the {n_train} training samples of {source} and each must hold "
             "one batch; lower --batch-size or --workers"
         )
-    if config.partition == "iid":
-        labels = torch.zeros(n_train, dtype=torch.int64)  # iid shards depend on N only
+    if config.partition in ("iid", "contiguous"):
+        labels = torch.zeros(n_train, dtype=torch.int64)  # these shards depend on N only
     else:
         labels = train.labels()
         if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
             raise ValueError(
                 f"--partition {config.partition} needs integer class labels as targets; the "
-                f"train_data targets are {labels.dtype} {tuple(labels.shape)} (use --partition iid)"
+                f"train_data targets are {labels.dtype} {tuple(labels.shape)} (use --partition "
+                "iid or contiguous)"
             )
     shards = partition(
         labels,
