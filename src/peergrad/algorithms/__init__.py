@@ -14,7 +14,7 @@ Public and stable (what a user algorithm may import from here):
 - the registry and resolver: :data:`ALGORITHMS`, :data:`REGISTRY`, :data:`ENTRY_POINT_GROUP`,
   :func:`resolve_algorithm`, :func:`make_algorithm`, :func:`check_algorithm_class`,
   :func:`probe_algorithm`, :func:`algorithm_spec`, :func:`describe`;
-- the 18 registered algorithms and their state classes.
+- the 20 registered algorithms and their state classes.
 
 Everything else (other names in the submodules, ``peergrad.algorithms.docs``, anything with a
 leading underscore) is internal and may change.
