@@ -14,11 +14,26 @@
 # Every label: 3 seeds, inner lr chosen from {1e-3, 3e-3} on the validation split (lowest
 # validation perplexity), b2 = 0.95, simulated time under the `two-datacenters` system profile.
 # Usage: bash experiments/diloco_language_model/run.sh [OUT_DIR] [extra compare flags]
-#   with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad); SEEDS, LR_GRID, STEPS override.
+#   with `peergrad` on PATH (or PEERGRAD=.venv/bin/peergrad); SEEDS, LR_GRID, STEPS override;
+#   EDGE=1 runs only the grid-edge check below into OUT_DIR-edge.
 set -euo pipefail
 out=${1:-runs/diloco_language_model}
 shift || true
 pg=${PEERGRAD:-peergrad}
+# The lr-grid edges: the first comparison chose the upper edge (3e-3) for sync and the lower
+# edge (1e-3) for DiLoCo; EDGE=1 runs the grid one step beyond for sync and DiLoCo H = 50
+# (runs are deterministic per label, lr and seed, so the two folders together are the grids
+# {1e-3, 3e-3, 1e-2} and {3e-4, 1e-3, 3e-3}).
+if [[ ${EDGE:-0} == 1 ]]; then
+    "$pg" compare --algorithms distributed-adam@sync,diloco@H50 --workers 8 \
+        --dataset pydoc-topics --model transformer --partition iid --data-set seq_len=32 \
+        --batch-size 8 --steps "${STEPS:-600}" --eval-every 100 --eval-workers 1 \
+        --weight-decay 0 --set b2=0.95 --system two-datacenters --seeds "${SEEDS:-0,1,2}" \
+        --no-progress --set-for distributed-adam@sync:preset=adam \
+        --set-for distributed-adam@sync:lr-grid=0.01 --set-for diloco@H50:period=50 \
+        --set-for diloco@H50:lr-grid=0.0003 --out "$out-edge"
+    exit 0
+fi
 if [[ -f $out/compare.json ]]; then
     exec "$pg" compare --resume "$out" --no-progress
 fi
