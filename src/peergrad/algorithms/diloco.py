@@ -52,8 +52,7 @@ distributed engine the all-reduce runs behind those tau inner steps. The result 
 ``DistributedOptimizer.state_dict`` call ``comm.synchronize()`` before reading the state, and a
 resumed run applies the saved average at t + tau as the uninterrupted run does. A compressed
 outer exchange (all-gather, compressed all-reduce) runs blocking at the post and its result is
-applied tau steps later (same iterates; not overlapped). A communicator without ``mean_start``
-averages at the post (same numbers and bytes).
+applied tau steps later (same iterates; not overlapped).
 
 Communication (bytes per worker and sync of fragment p, ``D_p`` its numel, ``b`` the itemsize):
 ``2 (n - 1) / n * D_p * b`` (all-reduce) uncompressed; compressed as
@@ -472,11 +471,7 @@ class DiLoCo(LocalSGD):
             if state.inflight is None:
                 return comm.mean(delta)
             out = state.inflight[:, a:b]
-            start = getattr(comm, "mean_start", None)
-            if start is None:  # a communicator without posted means: average now
-                out.copy_(comm.mean(delta))
-            else:
-                start(delta, out=out)
+            comm.mean_start(delta, out=out)
             return None
         if state.error is not None:
             delta.add_(state.error[:, a:b])
@@ -494,10 +489,7 @@ class DiLoCo(LocalSGD):
         """Fragment ``cols``'s averaged pseudo-gradient, once its all-reduce is done."""
         assert state.inflight is not None
         out = state.inflight[:, cols[0] : cols[1]]
-        wait_for = getattr(comm, "wait_for", None)
-        if wait_for is not None:
-            wait_for(out)
-        return out
+        return comm.wait_for(out)
 
     def _apply(
         self,

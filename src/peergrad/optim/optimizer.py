@@ -375,9 +375,7 @@ class DistributedOptimizer(
                 pending, seg.pending = seg.pending, None
                 pending.wait(seg.comm.workspace(self._seg_x(seg), "drain"))
                 seg.comm.ops.clear()
-        drain = getattr(self._comm, "synchronize", None)  # means posted with mean_start
-        if drain is not None:
-            drain()
+        self._comm.synchronize()  # means posted with mean_start
         self._start_round()
 
     def average_parameters(self) -> None:

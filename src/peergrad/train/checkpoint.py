@@ -144,13 +144,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 # ------------------------------------------------------------------ state <-> plain containers
 def drain_in_flight(comm: Any) -> None:
-    """Wait for every average posted with ``comm.mean_start`` (``comm.synchronize()``; nothing
-    for a communicator without it): their results land in the algorithm's state (Streaming
-    DiLoCo's in-flight fragments), which a checkpoint may then read. Call it before reading the
-    state for a checkpoint or a ``state_dict``."""
-    synchronize = getattr(comm, "synchronize", None)
-    if synchronize is not None:
-        synchronize()
+    """Wait for every average posted with ``comm.mean_start`` (``comm.synchronize()``): their
+    results land in the algorithm's state (Streaming DiLoCo's in-flight fragments), which a
+    checkpoint may then read. Call it before reading the state for a checkpoint or a
+    ``state_dict``."""
+    comm.synchronize()
 
 
 def to_plain(obj: Any) -> Any:
