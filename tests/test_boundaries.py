@@ -71,13 +71,28 @@ def test_import_detector_resolves_relative_imports(tmp_path: Path) -> None:
     assert "peergrad.data.datasets" in peergrad_imports(f)
 
 
-def test_only_comm_distributed_imports_torch_distributed() -> None:
+#: The engines' communicators: torch.distributed's process group, and the elastic engine, whose
+#: process groups are torchft's (it needs torch.distributed's TCPStore and ReduceOp).
+ENGINE_MODULES = ("comm/distributed.py", "comm/elastic.py")
+
+
+def test_only_the_engine_modules_import_torch_distributed() -> None:
     offenders = [
         str(p.relative_to(SRC))
         for p in SRC.rglob("*.py")
-        if imports_torch_distributed(p) and p.relative_to(SRC).as_posix() != "comm/distributed.py"
+        if imports_torch_distributed(p) and p.relative_to(SRC).as_posix() not in ENGINE_MODULES
     ]
     assert offenders == []
+
+
+def test_only_the_elastic_engine_imports_torchft() -> None:
+    offenders = [
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if "torchft" in p.read_text() and "import torchft" in p.read_text()
+        or "from torchft" in p.read_text()
+    ]
+    assert offenders == ["comm/elastic.py"]
 
 
 def test_detector_finds_an_import(tmp_path: Path) -> None:

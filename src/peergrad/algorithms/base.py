@@ -91,6 +91,12 @@ class Algorithm:
     failures: ClassVar[str] = "supported"
     #: One line: what failures do to the method's invariants, or why it refuses them.
     failures_note: ClassVar[str] = ""
+    #: Behaviour on the elastic engine (``--elastic``, torchft), where a worker that leaves is
+    #: gone and one that rejoins receives a live peer's state: "supported", "refused", or None
+    #: (default) for the same as ``failures``. :func:`check_elastic` checks it.
+    elastic: ClassVar[str | None] = None
+    #: One line for the elastic engine when it differs from ``failures_note``.
+    elastic_note: ClassVar[str] = ""
     #: Whether one step is the same computation when the buffer is cut into column ranges: every
     #: coordinate's update depends only on that coordinate of ``x``, ``g`` and the state, every
     #: message is combined coordinate by coordinate (gossip, all-reduce), and the state tensors
@@ -257,6 +263,30 @@ def check_failures(algorithm: Algorithm, topology: Any, profile: Any) -> None:
             f"{option} is set in the system profile, but topology {topology.name!r} is directed "
             f"(a directed W cannot stay doubly stochastic when a link or worker drops); use an "
             f"undirected topology such as ring, torus or erdos-renyi with {algorithm.name}"
+        )
+
+
+def check_elastic(algorithm: Algorithm, topology: Any) -> None:
+    """Raise ``ValueError`` (one line) when ``algorithm`` cannot run on the elastic engine
+    (``--elastic``): its ``elastic`` behaviour (``failures`` when None) is "refused", or it
+    gossips on a directed topology (a directed W cannot stay doubly stochastic when a worker
+    leaves). Call it before any work."""
+    behaviour = algorithm.elastic if algorithm.elastic is not None else algorithm.failures
+    note = algorithm.elastic_note or algorithm.failures_note
+    if behaviour not in FAILURE_BEHAVIOURS:
+        raise ValueError(
+            f"{algorithm.name}: elastic must be one of {', '.join(FAILURE_BEHAVIOURS)} or None, "
+            f"got {behaviour!r}"
+        )
+    if behaviour == "refused":
+        raise ValueError(
+            f"--elastic: {algorithm.name} cannot survive a change of the workers present: {note}"
+        )
+    if algorithm.uses_topology() and topology.directed:
+        raise ValueError(
+            f"--elastic: topology {topology.name!r} is directed (a directed W cannot stay doubly "
+            f"stochastic when a worker leaves); use an undirected topology such as ring, torus "
+            f"or erdos-renyi with {algorithm.name}"
         )
 
 

@@ -146,6 +146,12 @@ def check_environment(config: TrainConfig) -> None:
     system_profile(config)  # --system: the preset or TOML file, for --workers workers
     if config.engine != "distributed":
         return
+    if config.elastic:  # one process per worker, no torchrun needed: its id from the environment
+        from peergrad.comm.elastic import elastic_worker_id, require_torchft
+
+        require_torchft()
+        elastic_worker_id(config.workers)
+        return
     from peergrad.comm import distributed
 
     if not distributed.launched_by_torchrun():

@@ -308,6 +308,21 @@ class TrainConfig:
         "the summary each worker's compute / communication / idle split; see `peergrad system` "
         "(default: none, the communication-only simulated_comm_time_s)",
     )
+    elastic: bool = option(
+        False,
+        group="setup",
+        kind="switch",
+        help="distributed engine: keep training when a worker dies and let a restarted worker "
+        "rejoin from a live peer (torchft; each worker its own process, REPLICA_GROUP_ID=i; "
+        "needs pip install 'peergrad[ft]' and --out; see docs/guide/elastic.md)",
+    )
+    lighthouse: str | None = option(
+        None,
+        group="setup",
+        metavar="URL",
+        help="--elastic: the torchft lighthouse, http://HOST:PORT (default: $TORCHFT_LIGHTHOUSE, "
+        "else worker 0 starts one on port 29510 of this machine)",
+    )
     timeout_s: float = option(
         60.0,
         group="setup",

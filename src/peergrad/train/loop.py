@@ -45,13 +45,12 @@ from tqdm.auto import tqdm
 from peergrad.algorithms import Algorithm, check_failures
 from peergrad.algorithms.base import bind_run
 from peergrad.algorithms.registry import algorithm_spec
-from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.comm.base import Communicator
 from peergrad.data.source import BatchGather
-from peergrad.system import SystemClock, SystemProfile, count_step_flops
-from peergrad.topology import make_topology, torus_shape
+from peergrad.topology import torus_shape
 from peergrad.train import build
 from peergrad.train import checkpoint as ckpt
+from peergrad.train.comms import clocked_communicator, gather_rows, make_communicator
 from peergrad.train.config import PRESET_FIELDS, TrainConfig
 from peergrad.train.folders import check_run_folder, clear_run_files
 from peergrad.train.guard import (
@@ -189,70 +188,6 @@ def run_dir_for(
         k += 1
         path = base.with_name(f"{base.name}-{k}")
     return path
-
-
-def clocked_communicator(
-    config: TrainConfig,
-    comm: Communicator,
-    profile: SystemProfile,
-    built: BuiltTask,
-    batch: tuple[Any, Any],
-) -> Communicator:
-    """The simulated communicator of ``comm``'s topology with a :class:`SystemClock` of
-    ``profile``. A profile that gives ``compute.device_flops`` only gets its step's FLOPs from
-    :func:`~peergrad.system.count_step_flops` on one worker's minibatch ``batch`` (forward and
-    backward of the task's module and loss). ``simulated_comm_time_s`` uses the profile's links
-    when they are uniform (the communicator's default), else ``--latency-ms`` /
-    ``--bandwidth-gbps`` (their defaults: :func:`~peergrad.train.build.system_profile` refuses
-    others)."""
-    from peergrad.train.params import cross_entropy
-
-    if profile.step_s is None:
-        loss = built.model.loss_fn if built.model.loss_fn is not None else cross_entropy
-        profile = profile.with_flops_per_step(count_step_flops(built.module, batch, loss))
-    network = (
-        None
-        if profile.links.is_uniform
-        else NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
-    )
-    if config.engine == "distributed":  # the profile imposed on the real processes
-        from peergrad.comm import distributed
-
-        assert isinstance(comm, distributed.DistributedCommunicator)
-        if network is None:  # as the simulated engine: the profile's uniform links
-            network = NetworkModel(profile.links.latency_s, profile.links.bandwidth_bytes_per_s)
-        return distributed.DistributedCommunicator(
-            comm.topology, network=network, timeout_s=comm.timeout_s, profile=profile
-        )
-    return SimulatedCommunicator(comm.topology, network=network, clock=SystemClock(profile))
-
-
-def make_communicator(config: TrainConfig, device: torch.device) -> Communicator:
-    """The communicator of ``config.engine`` (joins the process group for ``distributed``)."""
-    topology = make_topology(
-        config.topology,
-        config.workers,
-        seed=config.seed,
-        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
-    )
-    network = NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
-    if config.engine == "simulated":
-        return SimulatedCommunicator(topology, network=network)
-    from peergrad.comm import distributed
-
-    distributed.init_process_group(timeout_s=config.timeout_s, device=device)
-    return distributed.DistributedCommunicator(
-        topology, network=network, timeout_s=config.timeout_s
-    )
-
-
-def gather_rows(x: Tensor, comm: Communicator) -> Tensor:
-    """All workers' rows ``[n, D]`` (on the distributed engine: on rank 0; others keep theirs)."""
-    gather = getattr(comm, "gather", None)
-    if gather is None:
-        return x
-    full = gather(x)
-    return x if full is None else full
 
 
 @dataclasses.dataclass
@@ -465,6 +400,8 @@ def train(
     :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) naming the step reached and the last
     checkpoint.
     """
+    if config.elastic:  # torchft: peergrad.train.elastic
+        return _train_elastic(config, task, write, on_record, resume, stop_after, overwrite, plots)
     writes_out = _check_run_arguments(config, write, resume, stop_after, overwrite)
     prep = prepare(config, task)
     session = _session(config, prep)
@@ -488,6 +425,59 @@ def train(
         recorder.finish(summary, title, plots=plots)
     out = (recorder.out_dir, recorder.records, summary, x_all, session.state, prep.comm)
     return RunResult(*out, hyperparameters, session.buffers)
+
+
+def _train_elastic(
+    config: TrainConfig,
+    task: Task | None,
+    write: bool,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    resume: bool,
+    stop_after: int | None,
+    overwrite: bool,
+    plots: bool,
+) -> RunResult:
+    """:func:`train` on the elastic engine (:mod:`peergrad.train.elastic`): ``x`` of the result
+    is this worker's row; ``out_dir`` the run folder on the worker that wrote it last."""
+    from peergrad.train import elastic
+
+    elastic.check_elastic_config(config, resume=resume, stop_after=stop_after, write=write)
+    prep = prepare(config, task)
+    session = _session(config, prep)
+    run_dir = Path(config.out) if write and config.out else None
+    recorder = _recorder(config, prep, session, task, False, on_record)
+    run = elastic.ElasticRun(config, session, recorder, run_dir)
+    start = run.comm.join()  # 0: a fresh run; > 0: rejoined, with a live peer's state (run.load)
+    hyperparameters = session.algorithm.options()
+
+    def first_files() -> None:
+        if run_dir is not None:
+            if overwrite:
+                clear_run_files(str(run_dir))
+            recorder.out_dir = run_dir
+            recorded = config.record(hyperparameters)
+            _start_files(recorder, recorded, prep.task, task is not None, True)
+
+    if start == 0:
+
+        def check() -> None:
+            if run_dir is not None:
+                check_run_folder(str(run_dir), overwrite=overwrite)
+
+        elastic.start_fresh(config, session, check_folder=check, write_first_files=first_files)
+    session.read = prep.task.train.reader(prep.sampler)
+    with tqdm(total=prep.total, initial=start, dynamic_ncols=True,
+              disable=progress_disabled(config.progress, run.is_writer)) as bar:
+        last = run.run(prep.total, bar, record_first=start == 0)
+    summary = recorder.summary()
+    if last >= prep.total and run.is_writer:
+        recorder.out_dir = run_dir
+        title = f"{config.algorithm_label} on {config.topology} (n={config.workers}, elastic)"
+        recorder.finish(summary, title, plots=plots)
+    recorder.close()
+    run.comm.shutdown()
+    out = (run_dir if run.is_writer else None, recorder.records, summary, session.x)
+    return RunResult(*out, session.state, run.comm, hyperparameters, session.buffers)
 
 
 def _check_run_arguments(
@@ -519,7 +509,8 @@ def _session(config: TrainConfig, prep: Prepared) -> Session:
     distributed = config.engine == "distributed"
     x = prep.task.x0.expand(len(worker_ids), -1).clone()
     buffers = model.init_buffers(len(worker_ids))
-    if distributed:  # every rank starts from rank 0's model (a user's module may differ per rank)
+    if distributed and not config.elastic:  # every rank starts from rank 0's model (elastic:
+        # after the first quorum, peergrad.train.elastic)
         comm.broadcast(x)  # type: ignore[attr-defined]
         for b in buffers.values():
             comm.broadcast(b)  # type: ignore[attr-defined]

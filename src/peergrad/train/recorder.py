@@ -53,6 +53,7 @@ __all__ = [
     "METRIC_NAMES",
     "MIN_METRIC_FIELDS",
     "SYSTEM_FIELDS",
+    "ELASTIC_FIELDS",
     "SYSTEM_SUMMARY_FIELDS",
     "TRAIN_EVAL_MAX",
     "WALL_CLOCK_FIELDS",
@@ -94,6 +95,11 @@ METRIC_FIELDS: dict[str, str] = {
 SYSTEM_FIELDS: dict[str, str] = {
     "simulated_time_s": "simulated wall-clock time in seconds under the system profile: "
     "compute + communication + waiting of the slowest worker (peergrad.system.SystemClock)",
+}
+#: Record fields present only on the elastic engine (``--elastic``), after :data:`METRIC_FIELDS`.
+ELASTIC_FIELDS: dict[str, str] = {
+    "workers_present": "workers in the quorum when the record was made (torchft's; elastic "
+    "engine only): the means over workers in the record are over these",
 }
 #: Keys of ``summary.json``'s ``system`` object (a run with ``--system``): the profile as given
 #: and each worker's clock split over the whole run, seconds, mean and max over the workers;
@@ -475,6 +481,9 @@ class Recorder:
         simulated_time_s = getattr(comm, "simulated_time_s", None)
         if simulated_time_s is not None:  # a system profile (SYSTEM_FIELDS)
             rec["simulated_time_s"] = simulated_time_s
+        workers_present = getattr(comm, "workers_present", None)
+        if workers_present is not None:  # the elastic engine (ELASTIC_FIELDS)
+            rec["workers_present"] = int(workers_present)
         self.loss_sum.zero_()
         self.loss_count = 0
         self.records.append(rec)
@@ -546,7 +555,8 @@ class Recorder:
             full = torch.zeros(1, 2 * n, dtype=torch.float64)
             if self.first_bad:
                 full[0, self.worker_ids[0]], full[0, n + self.worker_ids[0]] = self.first_bad[0]
-            both = (s.comm.mean(full, account=False)[0] * n).round().to(torch.int64)
+            m = getattr(s.comm, "workers_present", n)  # elastic: the mean is over the quorum
+            both = (s.comm.mean(full, account=False)[0] * m).round().to(torch.int64)
             steps_all, codes_all = both[:n], both[n:]
             if not bool(steps_all.any()):
                 return
@@ -665,6 +675,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     names = (
         *metric_fields(cast(str, mode), word),
         *SYSTEM_FIELDS,
+        *ELASTIC_FIELDS,
         metric_field("best_test_accuracy", cast(str, mode), word),
     )
     rows = [(k, summary[k]) for k in names if k in summary]

@@ -14,6 +14,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 from peergrad.algorithms.base import LossClosure
 from peergrad.train.recorder import Recorder, clock
@@ -21,7 +22,7 @@ from peergrad.train.recorder import Recorder, clock
 if TYPE_CHECKING:
     from peergrad.train.session import Session
 
-__all__ = ["run_steps"]
+__all__ = ["one_step", "run_steps"]
 
 
 def __getattr__(name: str) -> object:
@@ -57,34 +58,42 @@ def run_steps(
 
 def _steps(s: Session, recorder: Recorder, start: int, total: int, stop_after: int | None) -> int:
     g_out = torch.empty_like(s.x)  # reused every step (see Algorithm.step on g's lifetime)
-    # the simulated engine's system clock (SimulatedCommunicator.compute / hold_absent)
-    compute = getattr(s.comm, "compute", None)
-    hold_absent = getattr(s.comm, "hold_absent", None)
     step = start
     for step in range(start + 1, total + 1):
         if s.stop_requested():
             raise KeyboardInterrupt  # Ctrl-C, taken between steps
         t0 = clock()
-        algorithm = s.schedule.apply(s.algorithm, step)
-        rounds = getattr(s.comm, "rounds", 0)
         s.comm.begin_step(step)  # type: ignore[attr-defined]  # on both communicators
-        # absent workers (system profile churn) keep x and their state: rows saved here
-        held = hold_absent(s.x, s.state) if hold_absent is not None else None
-        pending = algorithm.pre_gradient(s.x, s.state, s.comm)
-        if compute is not None:
-            compute()  # the rounds started so far left before the gradient (pre_gradient)
-        xb, yb = s.read(s.sampler.next().to(s.device))
-        g, losses = s.grad(s.x, xb, yb, out=g_out)
-        # line searches get the loss at x from the gradient pass, trials from s.loss
-        closure = LossClosure(lambda xt, xb=xb, yb=yb: s.loss(xt, xb, yb), losses)  # type: ignore[misc]
-        s.state = algorithm.step(s.x, g, s.state, s.comm, closure=closure, pending=pending)
-        if held is not None:
-            held.restore(s.x, s.state)
-        if s.average_buffers is not None and getattr(s.comm, "rounds", 0) != rounds:
-            s.average_buffers(s.buffers, s.comm)
-        if s.device.type == "cuda":
-            torch.cuda.synchronize(s.device)
+        losses, g = one_step(s, step, g_out)
         recorder.after_step(step, losses, g, clock() - t0)
         if stop_after is not None and stop_after <= step < total:
             break
     return step
+
+
+def one_step(s: Session, step: int, g_out: Tensor) -> tuple[Tensor, Tensor]:
+    """Step ``step`` of the session after ``comm.begin_step``: the step size, the minibatch, the
+    gradients and the algorithm's update of ``s.x`` / ``s.state`` (buffers averaged when due);
+    returns ``(losses [w], g [w, D])``. Shared by :func:`run_steps` and the elastic loop."""
+    # the simulated engine's system clock (SimulatedCommunicator.compute / hold_absent)
+    compute = getattr(s.comm, "compute", None)
+    hold_absent = getattr(s.comm, "hold_absent", None)
+    algorithm = s.schedule.apply(s.algorithm, step)
+    rounds = getattr(s.comm, "rounds", 0)
+    # absent workers (system profile churn) keep x and their state: rows saved here
+    held = hold_absent(s.x, s.state) if hold_absent is not None else None
+    pending = algorithm.pre_gradient(s.x, s.state, s.comm)
+    if compute is not None:
+        compute()  # the rounds started so far left before the gradient (pre_gradient)
+    xb, yb = s.read(s.sampler.next().to(s.device))
+    g, losses = s.grad(s.x, xb, yb, out=g_out)
+    # line searches get the loss at x from the gradient pass, trials from s.loss
+    closure = LossClosure(lambda xt, xb=xb, yb=yb: s.loss(xt, xb, yb), losses)  # type: ignore[misc]
+    s.state = algorithm.step(s.x, g, s.state, s.comm, closure=closure, pending=pending)
+    if held is not None:
+        held.restore(s.x, s.state)
+    if s.average_buffers is not None and getattr(s.comm, "rounds", 0) != rounds:
+        s.average_buffers(s.buffers, s.comm)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize(s.device)
+    return losses, g
