@@ -81,6 +81,9 @@ log = logging.getLogger("peergrad.elastic")
 #: Port of the lighthouse peergrad starts on worker 0 when ``TORCHFT_LIGHTHOUSE`` is not set.
 DEFAULT_LIGHTHOUSE_PORT = 29510
 INSTALL_HINT = "pip install 'peergrad[ft]' (torchft >= 0.2)"
+#: Consecutive failed steps after which a worker stops (torchft's ``max_retries``): a failure
+#: that a new quorum does not cure, e.g. a broken network with every worker still alive.
+MAX_FAILED_STEPS = 20
 
 
 class WorkerLost(PeerFailure):
@@ -277,6 +280,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
             hostname="localhost",
             checkpoint_transport=PGTransport(self.pg, timeout=timeout, device=torch.device("cpu")),
             init_sync=False,
+            max_retries=MAX_FAILED_STEPS,
         )
         self._joined = False
         self._present_mask: Tensor | None = None
@@ -374,18 +378,25 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
             try:
                 self._wait(self.pg.allreduce([flag], _reduce_op("MIN")), "commit agreement")
             except WorkerLost as exc:
-                self.manager.report_error(exc)
+                self.report_error(exc)
                 flag.zero_()
-        if not bool(flag[0]):
-            self.manager.report_error(RuntimeError("a worker of the quorum failed this step"))
+        if not bool(flag[0]) and self.manager.errored() is None:
+            self.report_error(RuntimeError("a worker of the quorum failed this step"))
         committed = bool(self.manager.should_commit())
         if committed:
             self.current_step = int(self.manager.current_step())
         return committed
 
     def report_error(self, exc: BaseException) -> None:
-        """Tell torchft this worker's step failed (its :meth:`commit` then returns False)."""
+        """Tell torchft this worker's step failed (its :meth:`commit` then returns False) and
+        abort the quorum's process group, so that the peers still waiting on this worker fail
+        at once instead of after ``timeout_s`` and all survivors reach the next quorum
+        together (torchft builds a new group when the membership changes)."""
         self.manager.report_error(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+        try:
+            self.pg.abort()
+        except Exception:  # an already broken group: nothing left to stop
+            pass
 
     def shutdown(self) -> None:
         """Stop this worker's torchft manager (its heartbeat ends: the others go on without it)."""

@@ -190,15 +190,7 @@ class ElasticRun:
             s.sampler.next()
         torch.manual_seed(worker_seed(self.config.seed, 7919 * step + comm.worker + 1))
         self.done = r.reached = step
-        got = x_digest(s.x)
-        self.healed = {"source": int(saved["worker"]), "step": step + 1, "x_sha1": got}
-        note = (
-            f"elastic: worker {comm.worker} rejoined at step {step + 1}: model and algorithm "
-            f"state from worker {saved['worker']} (x sha1 {got[:12]})"
-        )
-        tqdm.write(note, file=sys.stderr)
-        self._membership({"event": "joined", "worker": comm.worker, "step": step + 1,
-                          "source": int(saved["worker"]), "x_sha1": got}, force=True)
+        self.healed = {"source": int(saved["worker"]), "step": step + 1, "x_sha1": x_digest(s.x)}
 
     # ------------------------------------------------------------------ records
     def _membership(self, event: dict[str, Any], *, force: bool = False) -> None:
@@ -217,6 +209,16 @@ class ElasticRun:
         """One line per worker that left or joined since the last quorum (the writer's; a
         rejoining worker reports its own join in :meth:`load`)."""
         events, self.comm.events = self.comm.events, []
+        if self.healed is not None:  # this worker rejoined (self.load) in this quorum
+            got, comm = self.healed, self.comm
+            tqdm.write(
+                f"elastic: worker {comm.worker} rejoined at step {got['step']}: model and "
+                f"algorithm state from worker {got['source']} (x sha1 {got['x_sha1'][:12]}; "
+                f"{comm.workers_present} of {comm.n_workers} workers present)",
+                file=sys.stderr,
+            )
+            self._membership({"event": "joined", "worker": comm.worker, **got}, force=True)
+            self.healed = None
         for ev in events:
             if ev["event"] == "joined" and ev["worker"] == self.comm.worker:
                 continue
