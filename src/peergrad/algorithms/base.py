@@ -145,6 +145,13 @@ class Algorithm:
         """Start communication that may overlap the gradient computation (default: none)."""
         return None
 
+    def membership_changed(self, x: Tensor, state: Any, comm: Communicator) -> Any:
+        """The elastic engine calls this on every worker present right after a quorum whose
+        workers differ from the last one's (a worker left or joined; on a rejoining worker
+        after it received a live peer's state), before the step. Return the state to go on
+        with (default: unchanged). Local: no communication."""
+        return state
+
     def check_topology(self, comm: Communicator) -> None:
         """Raise ``ValueError`` when the communicator's topology does not suit the method."""
 

@@ -94,7 +94,10 @@ have (``local_state`` other than keep, ``nesterov_style`` other than torch, ``wa
 0, ``warmup_sync``/``first_sync`` other than models/period, ``gossip``); plus
 :class:`~peergrad.algorithms.local_sgd.LocalSGD`'s checks.
 
-Under failures (absent workers): refused; see ``failures_note``.
+Under failures (absent workers): refused; see ``failures_note``. On the elastic engine
+(``--elastic``, torchft): supported (``elastic_note``): a rejoining worker takes the anchor and
+the outer state from a live peer, and a compressed outer exchange then runs over the workers
+present (the ``reduce-scatter`` exchange needs all of them and stops the run otherwise).
 """
 
 from __future__ import annotations
@@ -285,6 +288,14 @@ class DiLoCo(LocalSGD):
     failures_note: ClassVar[str] = (
         "the outer parameters (anchor) must stay identical on every worker, and an absent "
         "worker would miss outer steps and keep a stale anchor for the rest of the run"
+    )
+    #: On the elastic engine a worker that leaves is gone and one that rejoins receives a live
+    #: peer's anchor, outer momentum and inner state, so the anchors stay identical.
+    elastic: ClassVar[str | None] = "supported"
+    elastic_note: ClassVar[str] = (
+        "the outer all-reduce averages the pseudo-gradients of the workers present; a "
+        "rejoining worker receives a live peer's anchor, outer momentum and inner optimizer "
+        "state, so the anchors stay identical on every worker"
     )
     paper: ClassVar[str] = (
         "Douillard et al. 2023, arXiv:2311.08105 (DiLoCo); 2025, arXiv:2501.18512 (Streaming)"

@@ -55,6 +55,13 @@ Raises ``ValueError`` for ``lr <= 0``, momentum outside [0, 1), ``weight_decay <
 Under failures (a system profile's dropped links or absent workers): link drops keep mean(y) =
 mean(g_prev) (each surviving W is doubly stochastic), but a leaving worker takes its share of the
 tracker with it: the present workers' trackers stop averaging their gradients.
+
+On the elastic engine (``--elastic``): when the workers present change (a worker left, or one
+rejoined with a live peer's state), every worker present re-initialises its tracker from its
+last gradient, ``tracker = grad_prev`` (:meth:`GradientTracking.membership_changed`), so
+``mean(y) = mean(g_prev)`` holds again over the workers present. Its memory of the earlier
+gradients is lost: the first steps after a change are plain local gradient steps plus gossip,
+as at the start of a run. [U] not from the papers.
 """
 
 from __future__ import annotations
@@ -116,6 +123,10 @@ class GradientTracking(SGDAlgorithm):
         "leaving worker takes its share of the tracker with it: the present workers' trackers "
         "stop averaging their gradients"
     )
+    elastic_note: ClassVar[str] = (
+        "when the workers present change, each worker present re-initialises its tracker from "
+        "its last gradient (tracker = grad_prev), so mean(y) = mean(g_prev) holds again over them"
+    )
     paper: ClassVar[str] = (
         "Qu & Li, arXiv:1605.07112 / DIGing, arXiv:1607.03218 (CTA); "
         "Pu & Nedić, arXiv:1805.11454 (DSGT, ATC)"
@@ -141,6 +152,13 @@ class GradientTracking(SGDAlgorithm):
             grad_prev=torch.zeros_like(x),
             momentum_buffer=torch.zeros_like(x),
         )
+
+    def membership_changed(self, x: Tensor, state: GTState, comm: Communicator) -> GTState:
+        """Elastic engine, the workers present changed: ``tracker = grad_prev`` (see the module
+        docstring), which restores ``mean(tracker) = mean(grad_prev)`` over the workers
+        present."""
+        state.tracker.copy_(state.grad_prev)
+        return state
 
     def overlaps(self, comm: Communicator) -> bool:
         """Whether the fused gossip starts before the gradient: CTA on a static W only."""

@@ -342,7 +342,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         before = list(self.membership.present)
         self.manager.start_quorum()
         self.current_step = int(self.manager.current_step())
-        members = sorted(self.pg.members) if self.manager.errored() is None else [self.worker]
+        members = sorted(self.pg.members)
         self.membership = Membership(present=members, step=self.current_step)
         self._present_mask = None
         if len(members) < self.n_workers:

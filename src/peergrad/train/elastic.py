@@ -205,10 +205,12 @@ class ElasticRun:
         present = self.comm.present
         return bool(present) and self.comm.worker == present[0]
 
-    def _report_membership(self) -> None:
+    def _report_membership(self) -> bool:
         """One line per worker that left or joined since the last quorum (the writer's; a
-        rejoining worker reports its own join in :meth:`load`)."""
+        rejoining worker reports its own join). Returns whether the workers present changed
+        (or this worker was healed)."""
         events, self.comm.events = self.comm.events, []
+        changed = bool(events) or self.healed is not None
         if self.healed is not None:  # this worker rejoined (self.load) in this quorum
             got, comm = self.healed, self.comm
             tqdm.write(
@@ -231,6 +233,7 @@ class ElasticRun:
                 )
                 if ev["event"] == "left":
                     self._membership(ev)
+        return changed
 
     # ------------------------------------------------------------------ the loop
     def run(self, total: int, bar: Any = None, *, record_first: bool = False) -> int:
@@ -248,7 +251,8 @@ class ElasticRun:
             t0 = clock()
             before = self.done
             comm.begin_step()  # the quorum; a worker behind is healed here (self.load)
-            self._report_membership()
+            if self._report_membership():  # the workers present changed: the algorithm's hook
+                s.state = s.algorithm.membership_changed(s.x, s.state, comm)
             if bar is not None:
                 if self.done != before:
                     bar.update(self.done - before)
