@@ -112,9 +112,10 @@ def test_no_faults_equals_the_plain_distributed_engine(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_leaves_is_the_simulated_engines_churn(tmp_path: Path) -> None:
-    """Worker 2 leaves after step 5 (its run ends there); the others run 10 more steps with the
-    Metropolis-Hastings weights of the workers present (complete graph). The simulated engine with worker 2
-    offline from step 6 on gives the same parameters, to 1e-12, on all four workers."""
+    """Worker 2 leaves after step 5 (its run ends there); the others run 10 more steps with
+    the Metropolis-Hastings weights of the workers present (complete graph). The simulated
+    engine with worker 2 offline from step 6 on gives the same parameters, to 1e-12, on all
+    four workers."""
     # complete graph: the survivors' weights (1/3) differ from W's (1/4); on a ring they would
     # not (Metropolis-Hastings gives 1/3 on a ring and on the path that survives)
     opts = {**BASE, "algorithm": "dpsgd", "steps": 15, "topology": "complete"}
@@ -182,7 +183,11 @@ def test_options_the_elastic_engine_refuses(
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [({"REPLICA_GROUP_ID": "3"}, 3), ({"RANK": "1"}, 1), ({"REPLICA_GROUP_ID": "2", "RANK": "0"}, 2)],
+    [
+        ({"REPLICA_GROUP_ID": "3"}, 3),
+        ({"RANK": "1"}, 1),
+        ({"REPLICA_GROUP_ID": "2", "RANK": "0"}, 2),
+    ],
 )
 def test_worker_id_from_the_environment(env: dict[str, str], expected: int) -> None:
     assert elastic_worker_id(4, env) == expected

@@ -145,6 +145,10 @@ class ElasticWorkers:
                             "step": self.step()})
 
     # ------------------------------------------------------------------ progress
+    def log(self, worker: int) -> str:
+        """The output (stdout and stderr) of worker ``worker``'s last process so far."""
+        return (self.logs / f"worker{worker}-{self._incarnation[worker]}.log").read_text()
+
     def records(self) -> list[dict[str, Any]]:
         return read_jsonl(self.out / "metrics.jsonl")
 

@@ -62,6 +62,7 @@ from peergrad.train.steps import one_step
 
 __all__ = [
     "ElasticRun",
+    "StaleWorker",
     "check_elastic_config",
     "elastic_communicator",
     "start_fresh",
@@ -69,6 +70,11 @@ __all__ = [
 ]
 
 MEMBERSHIP_FILE = "membership.jsonl"
+
+
+class StaleWorker(RuntimeError):
+    """This worker fell behind a run that went on without it (see
+    :meth:`ElasticRun._check_not_behind`)."""
 
 
 def x_digest(x: Tensor) -> str:
@@ -205,12 +211,10 @@ class ElasticRun:
         present = self.comm.present
         return bool(present) and self.comm.worker == present[0]
 
-    def _report_membership(self) -> bool:
+    def _report_membership(self) -> None:
         """One line per worker that left or joined since the last quorum (the writer's; a
-        rejoining worker reports its own join). Returns whether the workers present changed
-        (or this worker was healed)."""
+        rejoining worker reports its own join)."""
         events, self.comm.events = self.comm.events, []
-        changed = bool(events) or self.healed is not None
         if self.healed is not None:  # this worker rejoined (self.load) in this quorum
             got, comm = self.healed, self.comm
             tqdm.write(
@@ -233,7 +237,31 @@ class ElasticRun:
                 )
                 if ev["event"] == "left":
                     self._membership(ev)
-        return changed
+
+    def _check_not_behind(self) -> None:
+        """Stop a worker that the run went on without: after a hang (SIGSTOP, a long pause) the
+        others may have dropped it, gone on and even finished, so that it finds itself in a
+        quorum of its own, behind. The run folder says how far the run got: a worker that is
+        writer of a new membership while the folder holds a later step stops here
+        (``RuntimeError``), before it writes anything."""
+        if self.run_dir is None or not self.is_writer:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        last = 0
+        if path.exists():
+            for line in path.read_text().splitlines()[::-1]:
+                try:
+                    last = int(json.loads(line)["step"])
+                    break
+                except (ValueError, KeyError):
+                    continue
+        if last > self.done:
+            raise StaleWorker(
+                f"elastic: worker {self.comm.worker} is at step {self.done} but the run folder "
+                f"{str(self.run_dir)!r} has records up to step {last}: the run went on without "
+                "this worker (it hung or was cut off); it stops here. Start it again to rejoin "
+                "a run that is still under way."
+            )
 
     # ------------------------------------------------------------------ the loop
     def run(self, total: int, bar: Any = None, *, record_first: bool = False) -> int:
@@ -251,7 +279,9 @@ class ElasticRun:
             t0 = clock()
             before = self.done
             comm.begin_step()  # the quorum; a worker behind is healed here (self.load)
-            if self._report_membership():  # the workers present changed: the algorithm's hook
+            if comm.events or self.healed is not None:  # the workers present changed
+                self._check_not_behind()  # before it writes anything
+                self._report_membership()
                 s.state = s.algorithm.membership_changed(s.x, s.state, comm)
             if bar is not None:
                 if self.done != before:
