@@ -222,3 +222,80 @@ def test_gradient_tracking_reinitialises_its_tracker_when_the_workers_change() -
     torch.testing.assert_close(
         state.tracker[present].mean(0), state.grad_prev[present].mean(0), rtol=0, atol=1e-15
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the communicator's collectives, with and without a worker
+COLLECTIVES = textwrap.dedent(
+    """
+    import sys, torch
+    from peergrad.comm.elastic import ElasticCommunicator
+    from peergrad.topology import make_topology
+    worker, address, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    comm = ElasticCommunicator(make_topology("complete", 3), worker=worker, lighthouse=address,
+                               timeout_s=10)
+    W = comm.topology.at(0)
+    x = torch.arange(5, dtype=torch.float64)[None] * (worker + 1) + 0.25 * worker
+    results = []
+    for step in (1, 2):
+        comm.begin_step()
+        r = {"present": comm.present, "mean": comm.mean(x).clone(), "mix": comm.mix(x, W).clone(),
+             "gather": comm.all_gather(x).clone(), "max": comm.max_over_workers(10 * worker),
+             "bcast": comm.broadcast(x.clone(), src=1)}
+        try:
+            r["a2a"] = comm.all_to_all(x[:, None, :1].expand(1, 3, 1).contiguous()).clone()
+        except ValueError as exc:
+            r["a2a"] = str(exc)
+        r["bytes"] = float(comm.bytes_sent[0])
+        assert comm.commit()
+        results.append(r)
+        if worker == 2:
+            break
+    torch.save(results, out)
+    comm.shutdown()
+    """
+)
+
+
+def test_the_communicators_collectives_over_the_workers_present(tmp_path: Path) -> None:
+    """3 workers on a complete graph, then worker 2 leaves: mean, gossip, all-gather,
+    broadcast and max are over the workers present (gossip with the Metropolis-Hastings
+    weights of the survivors); all-to-all needs every worker."""
+    lighthouse = start_lighthouse(0, min_replicas=1, heartbeat_timeout_ms=500)
+    script = tmp_path / "collectives.py"
+    script.write_text(COLLECTIVES)
+    env = {**os.environ, "RUST_LOG": "warn"}
+    try:
+        procs = [
+            subprocess.Popen([sys.executable, str(script), str(i), lighthouse.address(),
+                              str(tmp_path / f"r{i}.pt")], env=env, stderr=subprocess.PIPE)
+            for i in range(3)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=180)
+            assert p.returncode == 0, err.decode()[-3000:]
+    finally:
+        lighthouse.shutdown()
+    res = [torch.load(tmp_path / f"r{i}.pt", weights_only=False) for i in range(3)]
+    xs = torch.stack([torch.arange(5, dtype=torch.float64) * (i + 1) + 0.25 * i for i in range(3)])
+    for i in range(3):  # step 1: everyone
+        r = res[i][0]
+        assert r["present"] == [0, 1, 2]
+        torch.testing.assert_close(r["mean"][0], xs.mean(0), rtol=0, atol=1e-14)
+        torch.testing.assert_close(r["mix"][0], xs.mean(0), rtol=0, atol=1e-14)  # W = J / 3
+        assert torch.equal(r["gather"][0], xs)
+        assert r["max"] == 20
+        assert torch.equal(r["bcast"][0], xs[1])
+        assert torch.equal(r["a2a"][0, :, 0], xs[:, 0])
+    for i in (0, 1):  # step 2: worker 2 has left
+        r = res[i][1]
+        assert r["present"] == [0, 1]
+        torch.testing.assert_close(r["mean"][0], xs[:2].mean(0), rtol=0, atol=1e-14)
+        # survivors' Metropolis-Hastings weights: 1/2 each (degree 1), not W's 1/3
+        torch.testing.assert_close(r["mix"][0], xs[:2].mean(0), rtol=0, atol=1e-14)
+        assert torch.equal(r["gather"][0], xs[:2])
+        assert r["max"] == 10
+        assert "all_to_all needs every worker" in r["a2a"]
+        sent = r["bytes"] - res[i][0]["bytes"]
+        # step 1: all-reduce 2(3-1)/3·40, gossip 2·40, all-gather (3-1)·40 -> step 2 among 2
+        assert sent == 2 * 1 / 2 * 40 + 1 * 40 + 1 * 40, sent

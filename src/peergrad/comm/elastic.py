@@ -649,6 +649,6 @@ def _reduce_op(name: str) -> Any:
 
 
 def _options(name: str) -> Any:
-    import torch.distributed as dist
+    import torch.distributed.distributed_c10d as c10d
 
-    return getattr(dist, name)()
+    return getattr(c10d, name)()

@@ -108,6 +108,15 @@ def check_elastic_config(
                 f"--elastic: {flag} is not available (a rejoining worker takes its state from a "
                 "live peer, not from files, and the steps of the elastic engine are not paced)"
             )
+    from peergrad.train.build import build_algorithm
+
+    topology = make_topology(
+        config.topology,
+        config.workers,
+        seed=config.seed,
+        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
+    )
+    check_elastic(build_algorithm(config), topology)  # refused methods, directed gossip
 
 
 def elastic_communicator(config: TrainConfig, network: Any) -> ElasticCommunicator:
