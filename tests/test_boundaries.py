@@ -89,8 +89,7 @@ def test_only_the_elastic_engine_imports_torchft() -> None:
     offenders = [
         str(p.relative_to(SRC))
         for p in SRC.rglob("*.py")
-        if "torchft" in p.read_text() and "import torchft" in p.read_text()
-        or "from torchft" in p.read_text()
+        if "import torchft" in p.read_text() or "from torchft" in p.read_text()
     ]
     assert offenders == ["comm/elastic.py"]
 

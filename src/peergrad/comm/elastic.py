@@ -341,6 +341,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
     def _quorum(self) -> None:
         before = list(self.membership.present)
         self.manager.start_quorum()
+        self._quorum_fresh = True
         self.current_step = int(self.manager.current_step())
         members = sorted(self.pg.members)
         self.membership = Membership(present=members, step=self.current_step)
@@ -359,15 +360,17 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
 
     def begin_step(self, step: int | None = None) -> None:
         """Join this step's quorum (``Manager.start_quorum``; a worker behind the quorum is
-        healed here). The first call after :meth:`join` uses the join's quorum."""
+        healed here). A quorum is formed once per step: a call after :meth:`join`, or a second
+        call before :meth:`commit` (``DistributedOptimizer.step`` calls it too, inside a step
+        that :class:`~peergrad.optim.ElasticLoop` has begun), uses the quorum already formed."""
         if not self._joined:
             self.join()
-        if self._skip_next:
-            self._skip_next = False
+        if self._quorum_fresh:
             return
         self._quorum()
 
-    _skip_next = True
+    #: a quorum formed (by join or begin_step) and not yet ended by commit
+    _quorum_fresh = False
 
     def commit(self, ok: bool = True) -> bool:
         """End the step: ``True`` when it succeeded on every present worker (then torchft counts
@@ -382,6 +385,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
                 flag.zero_()
         if not bool(flag[0]) and self.manager.errored() is None:
             self.report_error(RuntimeError("a worker of the quorum failed this step"))
+        self._quorum_fresh = False  # the next step forms its own quorum
         committed = bool(self.manager.should_commit())
         if committed:
             self.current_step = int(self.manager.current_step())

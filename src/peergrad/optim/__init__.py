@@ -97,6 +97,11 @@ Deviations from ``torch.optim``:
   options, including the keys schedulers add such as ``initial_lr``), as torch.optim does. The
   state is stored for the whole buffer, so a checkpoint does not depend on the buckets.
 
+Elastic training (issue 29): on an :class:`~peergrad.comm.elastic.ElasticCommunicator`, wrap
+each step of your loop in ``with loop.step():`` of an :class:`ElasticLoop` around the optimizer;
+a worker may then die and the others go on, and a restarted worker rejoins from a live peer
+(:mod:`peergrad.optim.elastic`).
+
 Layout of the package (all public names are exported here, as when ``peergrad.optim`` was one
 module):
 
@@ -110,12 +115,16 @@ module):
 - :mod:`peergrad.optim.line_search`: the closure and the RNG replay of line searches;
 - :mod:`peergrad.optim.amp`: gradient clipping and mixed precision (``GradScaler``);
 - :mod:`peergrad.optim.buffers`: the module's buffers (``buffers=``);
+- :mod:`peergrad.optim.elastic`: :class:`ElasticLoop`, elastic training from your own loop on
+  the elastic engine (torchft: a worker may die, a restarted one rejoins from a live peer;
+  issue 29);
 - :mod:`peergrad.comm.segments`: the segments' communicators, byte settlement, state split/merge
   and the communication thread (below ``optim/``).
 """
 
 from __future__ import annotations
 
+from peergrad.optim.elastic import ElasticLoop
 from peergrad.optim.groups import GROUP_OPTIONS
 from peergrad.optim.groups import _check_positive as _check_positive
 from peergrad.optim.groups import _dense as _dense
@@ -133,4 +142,10 @@ from peergrad.optim.state import _clone_tree as _clone_tree
 from peergrad.optim.state import _is_dataclass_instance as _is_dataclass_instance
 from peergrad.optim.state import _restore_like as _restore_like
 
-__all__ = ["STATE_DICT_FORMAT", "DistributedOptimizer", "GROUP_OPTIONS", "BUFFER_MODES"]
+__all__ = [
+    "STATE_DICT_FORMAT",
+    "DistributedOptimizer",
+    "ElasticLoop",
+    "GROUP_OPTIONS",
+    "BUFFER_MODES",
+]

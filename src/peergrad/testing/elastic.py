@@ -207,9 +207,11 @@ def _standby(argv: list[str]) -> int:
     """Import what a worker needs, wait for the file ``argv[0]``, then run ``peergrad train``."""
     go = Path(argv[0])
     import torch  # noqa: F401
-    import torchft  # noqa: F401
 
     import peergrad.cli
+    from peergrad.comm.elastic import require_torchft
+
+    require_torchft()  # torchft imported now
     import peergrad.train.elastic  # noqa: F401
 
     while not go.exists():

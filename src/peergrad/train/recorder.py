@@ -96,11 +96,9 @@ SYSTEM_FIELDS: dict[str, str] = {
     "simulated_time_s": "simulated wall-clock time in seconds under the system profile: "
     "compute + communication + waiting of the slowest worker (peergrad.system.SystemClock)",
 }
-#: Record fields present only on the elastic engine (``--elastic``), after :data:`METRIC_FIELDS`.
-ELASTIC_FIELDS: dict[str, str] = {
-    "workers_present": "workers in the quorum when the record was made (torchft's; elastic "
-    "engine only): the means over workers in the record are over these",
-}
+#: Record fields of the elastic engine only (``--elastic``), after :data:`METRIC_FIELDS`.
+ELASTIC_FIELDS = {"workers_present": "workers in the quorum at the record (elastic engine): "
+                  "the record's means over workers are over these"}
 #: Keys of ``summary.json``'s ``system`` object (a run with ``--system``): the profile as given
 #: and each worker's clock split over the whole run, seconds, mean and max over the workers;
 #: per worker ``compute_s + comm_s + idle_s + absent_s`` is its simulated time.
