@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -204,6 +205,9 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         quorum_timeout_s: seconds to wait for a quorum (> 0).
         min_workers: the fewest workers a step may commit with (torchft's
             ``min_replica_size``), in ``[1, n]``.
+        host: the name or address the other workers reach this one at (its torchft manager
+            and the store of the quorum's process group). Default: ``socket.gethostname()``,
+            as torchft's; it must resolve on every machine of the run.
 
     The model and algorithm state a rejoining worker receives come from the callbacks set with
     :meth:`set_state_fns` (torchft's ``state_dict`` / ``load_state_dict``).
@@ -224,6 +228,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         timeout_s: float = 10.0,
         quorum_timeout_s: float = 60.0,
         min_workers: int = 1,
+        host: str | None = None,
     ) -> None:
         n = topology.n
         if not 0 <= worker < n:
@@ -260,7 +265,8 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         self.events: list[dict[str, Any]] = []  # every leave / join seen, in order
         self.current_step = 0
         timeout = timedelta(seconds=timeout_s)
-        self._store = TCPStore("localhost", 0, is_master=True, wait_for_workers=False)
+        host = host or socket.gethostname()
+        self._store = TCPStore(host, 0, is_master=True, wait_for_workers=False)
         self.pg = _quorum_group_class()(timeout=timeout)
         self.manager = Manager(
             pg=self.pg,
@@ -273,11 +279,11 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
             connect_timeout=timedelta(seconds=quorum_timeout_s),
             rank=0,
             world_size=1,
-            store_addr="localhost",
+            store_addr=host,
             store_port=self._store.port,
             lighthouse_addr=lighthouse,
             replica_id=f"peergrad_{worker:05d}",
-            hostname="localhost",
+            hostname=host,
             checkpoint_transport=PGTransport(self.pg, timeout=timeout, device=torch.device("cpu")),
             init_sync=False,
             max_retries=MAX_FAILED_STEPS,
