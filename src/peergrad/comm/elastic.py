@@ -42,6 +42,7 @@ reconfigures its process group only on a membership change.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import socket
@@ -75,6 +76,7 @@ __all__ = [
     "elastic_worker_id",
     "require_torchft",
     "start_lighthouse",
+    "tensor_sha1",
 ]
 
 log = logging.getLogger("peergrad.elastic")
@@ -90,6 +92,11 @@ MAX_FAILED_STEPS = 20
 class WorkerLost(PeerFailure):
     """A wait of an elastic step failed or timed out: some worker of the quorum died, hung or
     left. The step is dropped and retried in the next quorum (:mod:`peergrad.train.elastic`)."""
+
+
+def tensor_sha1(x: Tensor) -> str:
+    """SHA-1 of a tensor's bytes (the model a worker served or received when rejoining)."""
+    return hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def require_torchft() -> Any:
@@ -396,6 +403,21 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         if committed:
             self.current_step = int(self.manager.current_step())
         return committed
+
+    def counters(self) -> dict[str, Any]:
+        """A copy of the byte, time and round counters (a step's snapshot, a served state)."""
+        return {
+            "bytes_sent": self.bytes_sent.clone(),
+            "simulated_comm_time_s": self.simulated_comm_time_s,
+            "rounds": self.rounds,
+        }
+
+    def set_counters(self, saved: dict[str, Any]) -> None:
+        """Put back counters from :meth:`counters` (a dropped step; a live peer's when
+        rejoining)."""
+        self.bytes_sent.copy_(saved["bytes_sent"])
+        self.simulated_comm_time_s = float(saved["simulated_comm_time_s"])
+        self.rounds = int(saved["rounds"])
 
     def report_error(self, exc: BaseException) -> None:
         """Tell torchft this worker's step failed (its :meth:`commit` then returns False) and

@@ -138,9 +138,9 @@ from peergrad.optim.state import _AUTO_NAME as _AUTO_NAME
 from peergrad.optim.state import _FORMATS as _FORMATS
 from peergrad.optim.state import _REQUIRED_KEYS as _REQUIRED_KEYS
 from peergrad.optim.state import STATE_DICT_FORMAT
-from peergrad.optim.state import _clone_tree as _clone_tree
 from peergrad.optim.state import _is_dataclass_instance as _is_dataclass_instance
 from peergrad.optim.state import _restore_like as _restore_like
+from peergrad.optim.state import clone_tree as clone_tree
 
 __all__ = [
     "STATE_DICT_FORMAT",

@@ -7,7 +7,7 @@ group (torchft, PyTorch organisation, https://github.com/pytorch/torchft, ``pip 
 and receives the model and the optimizer's state from a live peer. ``ElasticLoop`` gives a
 user's own training loop that behaviour::
 
-    from peergrad.comm.elastic import ElasticCommunicator
+    from peergrad.comm.elastic import ElasticCommunicator, tensor_sha1
     from peergrad.optim import DistributedOptimizer, ElasticLoop
 
     comm = ElasticCommunicator(make_topology("ring", n), worker=worker_id,
@@ -102,27 +102,20 @@ Deviations and limits:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from peergrad.algorithms import check_elastic
 from peergrad.comm.base import PeerFailure
-from peergrad.comm.elastic import ElasticCommunicator
+from peergrad.comm.elastic import ElasticCommunicator, tensor_sha1
 from peergrad.optim.optimizer import DistributedOptimizer
-from peergrad.optim.state import _clone_tree
+from peergrad.optim.state import clone_tree
 
 __all__ = ["ElasticLoop", "ElasticStep"]
-
-
-def _sha1(x: Tensor) -> str:
-    """SHA-1 of a tensor's bytes (the model a worker sent or received)."""
-    return hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 @dataclasses.dataclass
@@ -242,7 +235,7 @@ class ElasticLoop:
     def _serve(self) -> dict[str, Any]:
         """What a rejoining worker receives from this one (torchft's ``state_dict``)."""
         opt = self.opt
-        digest = _sha1(opt.flat_params)
+        digest = tensor_sha1(opt.flat_params)
         step = self.step_count
         self.events.append(
             {"event": "served", "worker": self.comm.worker, "step": step, "x_sha1": digest}
@@ -272,7 +265,7 @@ class ElasticLoop:
         self._healed = {
             "source": int(saved["worker"]),
             "step": int(saved["step"]) + 1,
-            "x_sha1": _sha1(opt.flat_params),
+            "x_sha1": tensor_sha1(opt.flat_params),
         }
 
     # ------------------------------------------------------------------ membership
@@ -351,11 +344,9 @@ class ElasticLoop:
         return {
             "x": opt.flat_params.detach().clone(),
             "g": opt.flat_grad.detach().clone(),
-            "states": [_clone_tree(seg.state) for seg in opt._segments],
+            "states": [clone_tree(seg.state) for seg in opt._segments],
             "num_steps": opt.num_steps,
-            "bytes": comm.bytes_sent.clone(),
-            "time": comm.simulated_comm_time_s,
-            "rounds": comm.rounds,
+            "comm": comm.counters(),
             "buffers": None if module is None else [b.clone() for b in module.buffers()],
             "rng": torch.get_rng_state(),
         }
@@ -374,8 +365,6 @@ class ElasticLoop:
                 for buf, old in zip(opt._module.buffers(), saved["buffers"], strict=True):
                     buf.copy_(old)
         opt._steps = saved["num_steps"]
-        comm.bytes_sent.copy_(saved["bytes"])
-        comm.simulated_comm_time_s = saved["time"]
-        comm.rounds = saved["rounds"]
+        comm.set_counters(saved["comm"])
         comm.synchronize()
         torch.set_rng_state(saved["rng"])

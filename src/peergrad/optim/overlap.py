@@ -98,7 +98,7 @@ from peergrad.algorithms.base import Algorithm
 from peergrad.comm.base import Communicator
 from peergrad.comm.segments import CommThread, PreAveraged, SegmentComm, cut
 from peergrad.optim.groups import _dense, _Segment
-from peergrad.optim.state import _clone_tree
+from peergrad.optim.state import clone_tree
 
 
 class _Overlap:
@@ -296,7 +296,7 @@ class _Overlap:
                     self._round_info = (edited, versions)
                     refreshed = True
                 seg.started = True
-                seg.saved = (self._seg_x(seg).clone(), _clone_tree(seg.state))
+                seg.saved = (self._seg_x(seg).clone(), clone_tree(seg.state))
                 self._run_segment(seg)
 
     def _finish_round(self) -> None:

@@ -4,7 +4,7 @@ mixin :class:`_Checkpointing`) and copies of algorithm states.
 The state dict stores the algorithm's state for the whole buffer (the segments' states merged by
 :func:`peergrad.comm.segments.merge_state`), so a checkpoint does not depend on the buckets.
 :meth:`_Checkpointing._checked_state` checks a state dict against the optimizer before anything
-changes (``load_state_dict`` then applies it). :func:`_clone_tree` copies a state (the round's
+changes (``load_state_dict`` then applies it). :func:`clone_tree` copies a state (the round's
 snapshots of a bucket, :mod:`peergrad.optim.overlap`); :func:`_restore_like` rebuilds a saved
 one. The RNG replay of line searches moved to :mod:`peergrad.optim.line_search` (issue 25;
 :class:`_RngState` is still importable from here). This module does not import the optimizer:
@@ -248,18 +248,18 @@ class _Checkpointing:
                 )
 
 
-def _clone_tree(state: Any) -> Any:
+def clone_tree(state: Any) -> Any:
     """A copy of an algorithm state whose tensors are cloned (dataclasses, tuples, lists and
     dicts are walked; anything else is shared)."""
     if isinstance(state, Tensor):
         return state.clone()
     if _is_dataclass_instance(state):
         fields = dataclasses.fields(state)
-        return type(state)(**{f.name: _clone_tree(getattr(state, f.name)) for f in fields})
+        return type(state)(**{f.name: clone_tree(getattr(state, f.name)) for f in fields})
     if isinstance(state, dict):
-        return {k: _clone_tree(v) for k, v in state.items()}
+        return {k: clone_tree(v) for k, v in state.items()}
     if isinstance(state, list | tuple):
-        items = [_clone_tree(v) for v in state]
+        items = [clone_tree(v) for v in state]
         return type(state)(*items) if hasattr(state, "_fields") else type(state)(items)
     return state
 

@@ -30,7 +30,6 @@ Not available with ``--elastic`` (refused with one line before any work): checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from peergrad.algorithms import check_elastic
@@ -51,7 +49,9 @@ from peergrad.comm.elastic import (
     WorkerLost,
     elastic_worker_id,
     start_lighthouse,
+    tensor_sha1,
 )
+from peergrad.optim.state import clone_tree
 from peergrad.topology import make_topology
 from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
@@ -66,7 +66,6 @@ __all__ = [
     "check_elastic_config",
     "elastic_communicator",
     "start_fresh",
-    "x_digest",
 ]
 
 MEMBERSHIP_FILE = "membership.jsonl"
@@ -75,11 +74,6 @@ MEMBERSHIP_FILE = "membership.jsonl"
 class StaleWorker(RuntimeError):
     """This worker fell behind a run that went on without it (see
     :meth:`ElasticRun._check_not_behind`)."""
-
-
-def x_digest(x: Tensor) -> str:
-    """SHA-1 of a tensor's bytes (the model a worker sent or received)."""
-    return hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
 def check_elastic_config(
@@ -165,7 +159,7 @@ class ElasticRun:
     def serve(self) -> dict[str, Any]:
         """What a rejoining worker receives from this one (torchft's ``state_dict``)."""
         s, r = self.s, self.recorder
-        digest = x_digest(s.x)
+        digest = tensor_sha1(s.x)
         self._membership({"event": "served", "worker": self.comm.worker, "step": self.done,
                           "x_sha1": digest}, force=True)
         return {
@@ -177,11 +171,7 @@ class ElasticRun:
             "buffers": ckpt.to_plain(s.buffers),
             "lines": list(r.lines),
             "loop": {"wall": r.wall, "loss_sum": r.loss_sum.clone(), "loss_count": r.loss_count},
-            "comm": {
-                "bytes_sent": self.comm.bytes_sent.clone(),
-                "simulated_comm_time_s": self.comm.simulated_comm_time_s,
-                "rounds": self.comm.rounds,
-            },
+            "comm": self.comm.counters(),
         }
 
     def load(self, saved: dict[str, Any]) -> None:
@@ -196,16 +186,13 @@ class ElasticRun:
         loop = saved["loop"]
         r.wall, r.loss_count = float(loop["wall"]), int(loop["loss_count"])
         r.loss_sum.copy_(loop["loss_sum"])
-        counters = saved["comm"]
-        comm.bytes_sent.copy_(counters["bytes_sent"])
-        comm.simulated_comm_time_s = float(counters["simulated_comm_time_s"])
-        comm.rounds = int(counters["rounds"])
+        comm.set_counters(saved["comm"])
         step = int(saved["step"])
         for _ in range(step - self.done):  # this worker's shard continues at the run's step
             s.sampler.next()
         torch.manual_seed(worker_seed(self.config.seed, 7919 * step + comm.worker + 1))
         self.done = r.reached = step
-        self.healed = {"source": int(saved["worker"]), "step": step + 1, "x_sha1": x_digest(s.x)}
+        self.healed = {"source": int(saved["worker"]), "step": step + 1, "x_sha1": tensor_sha1(s.x)}
 
     # ------------------------------------------------------------------ records
     def _membership(self, event: dict[str, Any], *, force: bool = False) -> None:
@@ -322,30 +309,27 @@ class ElasticRun:
         return self.done
 
     def _snapshot(self) -> dict[str, Any]:
-        s, r, comm = self.s, self.recorder, self.comm
+        """What a dropped step must give back, cloned where it lives (no copy to the CPU)."""
+        s, comm = self.s, self.comm
         return {
             "x": s.x.clone(),
-            "state": ckpt.to_plain(s.state),
+            "state": clone_tree(s.state),
             "buffers": {k: b.clone() for k, b in s.buffers.items()},
             "sampler": s.sampler.state_dict(),
             "rng": torch.get_rng_state(),
-            "bytes": comm.bytes_sent.clone(),
-            "time": comm.simulated_comm_time_s,
-            "rounds": comm.rounds,
-            "first_bad": list(r.first_bad),
+            "comm": comm.counters(),
+            "first_bad": list(self.recorder.first_bad),
         }
 
     def _restore(self, saved: dict[str, Any]) -> None:
         s, comm = self.s, self.comm
         s.x.copy_(saved["x"])
-        s.state = ckpt.restore_into(s.state, saved["state"], "state")
+        s.state = saved["state"]
         for k, b in s.buffers.items():
             b.copy_(saved["buffers"][k])
         s.sampler.load_state_dict(saved["sampler"])
         torch.set_rng_state(saved["rng"])
-        comm.bytes_sent.copy_(saved["bytes"])
-        comm.simulated_comm_time_s = saved["time"]
-        comm.rounds = saved["rounds"]
+        comm.set_counters(saved["comm"])
         comm.synchronize()
         self.recorder.first_bad = saved["first_bad"]
 
