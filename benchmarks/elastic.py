@@ -24,27 +24,31 @@ with as many intra-op threads as there are cores, make every step 5 to 18 times 
    the elastic engine adds a roughly constant time per step (a lighthouse round trip for the
    quorum, a 1-element agreement all-reduce, torchft's commit), so the ratio falls as the step
    grows.
-2. **Recovery** (``--fault-steps``, default 400, per algorithm). ``prepare_restart(2)`` (a
+2. **Recovery** (``--fault-steps``, default 600, per algorithm). ``prepare_restart(2)`` (a
    pre-imported standby), SIGKILL worker 2 when the record of step ``--kill-at`` (30) appears,
-   restart it when the record of step ``--restart-at`` (50) appears, wait for the end. The run
-   is longer than part 1's because a restarted worker needs a few seconds to set up (data,
-   model, torchft manager) after its imports, and 50 steps of this small model take about 1 s:
-   with 100 steps the run would end before it rejoins. From the harness's events (wall-clock
-   times of the kill and the restart) and the run folder's ``membership.jsonl`` (``left`` /
-   ``joined`` / ``served``, each with the time the worker wrote it): ``kill -> left`` (the
-   survivors' first quorum without worker 2), ``kill -> next record`` (the harness sees the
-   survivors' next record, up to ``--eval-every`` steps later: an upper bound of the time to
-   their next completed step), ``stall`` (the survivors' own measure: the training wall time
-   of the records' interval holding the failure minus the median interval), ``restart ->
-   joined`` (worker 2's first quorum back, its model and algorithm state received from a live
-   peer); the step of each event; whether the model the rejoined worker received equals the one
-   its peer served (SHA-1); the last step of the records and each worker's exit code;
-   ``workers_present`` over the records; the final test accuracy vs a no-fault run of the
-   same length and algorithm (target: within 1 point). The no-fault run is part 1's elastic
-   run when ``--fault-steps`` equals ``--steps``; else ``peergrad train --engine simulated``
-   with the same arguments (one process, about half the time of an elastic run; the elastic
-   engine without faults gives the same iterates as the simulated one, up to float32 rounding
-   of the reductions: tests/test_elastic.py checks it in float64).
+   restart the standby when the record of step ``--restart-at`` (50) appears; once worker 2 has
+   rejoined and one more record is written, SIGKILL it again and restart it at once as a fresh
+   process (``--cold-restart``, on by default: the imports of torch, torchft and peergrad
+   included), and wait for the end. The runs are longer than part 1's because a restarted
+   worker needs seconds to get ready (about 3 s with the standby, 8 s cold, on 2 cores) and 50
+   steps of this small model take about 1 s: with 100 steps the run would end before it
+   rejoins. From the harness's events (wall-clock times of the kills and the restarts) and the
+   run folder's ``membership.jsonl`` (``left`` / ``joined`` / ``served``, each with the time the
+   worker wrote it), per kill and restart: ``kill -> left`` (the survivors' first quorum
+   without worker 2, written before that quorum's step runs), ``next step`` (estimated: ``kill
+   -> left`` + the survivors' median step time), ``stall`` (the survivors' own measure: the
+   training wall time of the records' interval holding the failure minus the median interval),
+   ``restart -> joined`` (worker 2's first quorum back, its model and algorithm state received
+   from a live peer), the step of each event, and whether the model worker 2 received equals
+   the one its peer served (SHA-1); for the first kill also ``kill -> next record`` (the
+   harness sees the survivors' next record, up to ``--eval-every`` steps later: an upper bound
+   of the time to their next completed step). Then the last step of the records and each
+   worker's exit code, ``workers_present`` over the records, and the final test accuracy vs a
+   no-fault run of the same length and algorithm (target: within 1 point). The no-fault run is
+   part 1's elastic run when ``--fault-steps`` equals ``--steps``; else ``peergrad train
+   --engine simulated`` with the same arguments (one process, about half the time of an
+   elastic run; the elastic engine without faults gives the same iterates as the simulated
+   one, up to float32 rounding of the reductions: tests/test_elastic.py checks it in float64).
 3. **Hang** (``--fault-steps``; ``--hang-algorithms``, default ``--algorithms``). SIGSTOP worker
    2 at the record of step ``--kill-at``; SIGCONT it ``--cont-after`` s later (10) or as soon as
    the other workers have exited, whichever comes first; report ``stop -> left`` (expected:
@@ -63,7 +67,7 @@ written by the workers with ``time.time()`` on the same machine as the harness (
 
 Usage::
 
-    python benchmarks/elastic.py [--steps 100] [--repeats 2] [--fault-steps 400]
+    python benchmarks/elastic.py [--steps 100] [--repeats 2] [--fault-steps 600]
         [--algorithms dpsgd allreduce] [--heavy] [--skip-overhead] [--skip-recovery]
         [--skip-hang] [--device cpu] [--out DIR] [--json PATH]
 
@@ -209,10 +213,6 @@ def overhead(
 
 
 # ---------------------------------------------------------------------------------- helpers
-def harness_event(events: list[Record], kind: str) -> Record:
-    return next(e for e in events if e["event"] == kind and e["worker"] == VICTIM)
-
-
 def first_after(membership: list[Record], kind: str, t0: float) -> Record | None:
     """The first membership line of ``kind`` about worker 2 written at or after ``t0``."""
     hits = (m for m in membership if m["event"] == kind and m["worker"] == VICTIM)
@@ -245,6 +245,13 @@ def stall_s(records: list[Record], step: int) -> float | None:
     return deltas[hit] - statistics.median(deltas.values())
 
 
+def step_ms(records: list[Record], eval_every: int) -> float | None:
+    """Median training wall time per step between records, in ms."""
+    walls = [float(r["wall_time_s"]) for r in records]
+    deltas = [b - a for a, b in zip(walls, walls[1:], strict=False)]
+    return 1000 * statistics.median(deltas) / eval_every if deltas else None
+
+
 def diff(a: Record | None, b: Record | None) -> float | None:
     return None if a is None or b is None else b["time"] - a["time"]
 
@@ -264,8 +271,42 @@ def elastic_lines(run: ElasticWorkers, worker: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- 2. recovery
+def wait_joined(run: ElasticWorkers, since: float, timeout_s: float) -> Record | None:
+    """Wait for worker 2's ``joined`` line written after ``since`` (None: the run ended first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        joined = first_after(run.membership(), "joined", since)
+        if joined is not None or all(p.poll() is not None for p in run.procs.values()):
+            return joined
+        time.sleep(0.05)
+    return None
+
+
+def cycle(membership: list[Record], records: list[Record], kill: Record, restart: Record) -> Record:
+    """The figures of one kill and restart of worker 2 (see the module docstring)."""
+    left = first_after(membership, "left", kill["time"])
+    joined = first_after(membership, "joined", restart["time"])
+    same = False  # the model worker 2 loaded is the one its live peer served (SHA-1)
+    if joined is not None:
+        for m in membership:
+            if m["event"] == "served" and m["worker"] == joined["source"]:
+                same = same or (m["step"] + 1 == joined["step"] and m["x_sha1"] == joined["x_sha1"])
+    return {
+        "kill_step": kill["step"],
+        "left_step": left and left["step"],
+        "kill_to_left_s": diff(kill, left),
+        "stall_s": stall_s(records, kill["step"]),
+        "restart_step": restart["step"],
+        "joined_step": joined and joined["step"],
+        "restart_to_joined_s": diff(restart, joined),
+        "joined_from": joined and joined["source"],
+        "model_equal_to_served": same,
+    }
+
+
 def recovery(args: argparse.Namespace, algorithm: str, root: Path, reference: float) -> Record:
-    """Kill worker 2 at step ``--kill-at``, restart it at ``--restart-at``, let the run end."""
+    """Kill worker 2 at step ``--kill-at``, restart its standby at ``--restart-at``; once it has
+    rejoined, kill it again and restart it cold at once (``--cold-restart``); let the run end."""
     with elastic_workers(args, algorithm, root / f"recovery-{algorithm}", args.fault_steps) as run:
         run.prepare_restart(VICTIM)
         run.wait_for_step(args.kill_at, args.run_timeout)
@@ -274,31 +315,24 @@ def recovery(args: argparse.Namespace, algorithm: str, root: Path, reference: fl
         next_seen = time.time()
         run.wait_for_step(args.restart_at, args.run_timeout)
         run.restart(VICTIM)
+        if args.cold_restart and wait_joined(run, run.events[-1]["time"], args.run_timeout):
+            run.wait_for_step(run.step() + 1, args.run_timeout)  # a step with worker 2 back
+            run.kill(VICTIM)
+            run.restart(VICTIM)  # no standby prepared: imports, then the rest
         codes = run.wait(args.run_timeout)
         events, membership, records = list(run.events), run.membership(), run.records()
         lines = elastic_lines(run, VICTIM)
-    kill, restart = harness_event(events, "kill"), harness_event(events, "restart")
-    left = first_after(membership, "left", kill["time"])
-    joined = first_after(membership, "joined", restart["time"])
-    same = False  # the model worker 2 loaded is the one its live peer served (SHA-1)
-    if joined is not None:
-        for m in membership:
-            if m["event"] == "served" and m["worker"] == joined["source"]:
-                same = same or (m["step"] + 1 == joined["step"] and m["x_sha1"] == joined["x_sha1"])
+    kills = [e for e in events if e["event"] == "kill"]
+    restarts = [e for e in events if e["event"] == "restart"]
+    cycles = [cycle(membership, records, k, r) for k, r in zip(kills, restarts, strict=True)]
     final = records[-1]
     return {
         "algorithm": algorithm,
-        "kill_step": kill["step"],
-        "left_step": left and left["step"],
-        "kill_to_left_s": diff(kill, left),
+        **cycles[0],
         "next_record_step": next_step,
-        "kill_to_next_record_s": next_seen - kill["time"],
-        "stall_s": stall_s(records, kill["step"]),
-        "restart_step": restart["step"],
-        "joined_step": joined and joined["step"],
-        "restart_to_joined_s": diff(restart, joined),
-        "joined_from": joined and joined["source"],
-        "model_equal_to_served": same,
+        "kill_to_next_record_s": next_seen - kills[0]["time"],
+        "step_ms": step_ms(records, args.eval_every),
+        "cold": cycles[1] if len(cycles) > 1 else None,
         "final_step": int(final["step"]),
         "exit_codes": codes,
         "workers_present": present_over_time(records),
@@ -380,28 +414,40 @@ def print_overhead(rows: list[Record]) -> None:
 
 
 def print_recovery(rows: list[Record]) -> None:
-    print(f"\nrecovery: SIGKILL worker {VICTIM}, restart it (seconds; [steps])")
     print(
-        f"{'algorithm':<10} {'kill->left':>15} {'kill->next rec':>15} {'stall':>6} "
-        f"{'restart->joined':>17} {'model==served':>13} {'last step':>9} {'accuracy':>9} "
-        f"{'no-fault':>9} {'diff':>8}"
+        f"\nrecovery: SIGKILL worker {VICTIM}, restart it (seconds; [steps]). next step (est.): "
+        "kill->left + the survivors' median step time; standby: restarted from a pre-imported "
+        "process at the record of --restart-at; cold: killed again once back, and restarted at "
+        "once as a fresh process"
+    )
+    print(
+        f"{'algorithm':<10} {'restart':<8} {'kill->left':>15} {'next step':>10} "
+        f"{'next record':>13} {'stall':>6} {'restart->joined':>18} {'model==served':>13}"
     )
     for r in rows:
+        for kind, c in (("standby", r), ("cold", r["cold"])):
+            if c is None:
+                continue
+            est = None
+            if c["kill_to_left_s"] is not None and r["step_ms"] is not None:
+                est = c["kill_to_left_s"] + r["step_ms"] / 1000
+            nxt = f"{fmt(r['kill_to_next_record_s']):>6} [{r['next_record_step']}]"
+            print(
+                f"{r['algorithm']:<10} {kind:<8} {fmt(c['kill_to_left_s']):>6} "
+                f"[{c['kill_step']}->{c['left_step']}]{'':<2} {fmt(est):>10} "
+                f"{nxt if kind == 'standby' else '':>13} {fmt(c['stall_s']):>6} "
+                f"{fmt(c['restart_to_joined_s']):>6} [{c['restart_step']}->{c['joined_step']}] "
+                f"{'yes' if c['model_equal_to_served'] else 'NO':>13}"
+            )
         ref, acc = r["reference_accuracy"], r["test_accuracy"]
         gap = 100 * abs(acc - ref)
         print(
-            f"{r['algorithm']:<10} {fmt(r['kill_to_left_s']):>6} [{r['kill_step']}->"
-            f"{r['left_step']}]{'':<3} {fmt(r['kill_to_next_record_s']):>8} "
-            f"[{r['next_record_step']}] {fmt(r['stall_s']):>6} "
-            f"{fmt(r['restart_to_joined_s']):>6} [{r['restart_step']}->{r['joined_step']}] "
-            f"{'yes' if r['model_equal_to_served'] else 'NO':>13} {r['final_step']:>9} "
-            f"{100 * acc:8.2f}% {100 * ref:8.2f}% {gap:5.2f}pt "
-            f"{'(<= 1: ok)' if gap <= 1.0 else '(> 1: NOT MET)'}"
+            f"{'':<10} last step {r['final_step']}, exit codes {r['exit_codes']}, final test "
+            f"accuracy {100 * acc:.2f}% vs {100 * ref:.2f}% without faults: {gap:.2f} points "
+            f"{'(<= 1: ok)' if gap <= 1.0 else '(> 1: NOT MET)'}; survivors' step "
+            f"{fmt(r['step_ms'])} ms"
         )
-        print(
-            f"{'':<10} workers_present by step: {r['workers_present']}; exit codes "
-            f"{r['exit_codes']}"
-        )
+        print(f"{'':<10} workers_present by step: {r['workers_present']}")
 
 
 def print_hang(rows: list[Record], timeout_s: float) -> None:
@@ -441,7 +487,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--fault-steps",
         type=int,
-        default=400,
+        default=600,
         help="steps of the recovery and hang runs (>= --restart-at + 10)",
     )
     add("--eval-every", type=int, default=5, help="steps between records (>= 1)")
@@ -456,6 +502,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--kill-at", type=int, default=30, help="kill / stop worker 2 at this step's record")
     add("--restart-at", type=int, default=50, help="restart worker 2 at this step's record")
+    add(
+        "--cold-restart",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="recovery: once worker 2 has rejoined, kill it again and restart it cold",
+    )
     add("--cont-after", type=float, default=10.0, help="SIGCONT the stopped worker after s")
     add("--timeout-s", type=float, default=5.0, help="the elastic workers' --timeout-s (> 0)")
     add("--seed", type=int, default=0)

@@ -60,7 +60,8 @@ def _run_elastic(tmp: Path, per_worker: list[dict[str, Any]], timeout_s: float =
         for i, opts in enumerate(per_worker):
             opts = {**opts, "engine": "distributed", "elastic": True,
                     "lighthouse": lighthouse.address()}
-            env = {**os.environ, "REPLICA_GROUP_ID": str(i), "RUST_LOG": "warn"}
+            env = {**os.environ, "REPLICA_GROUP_ID": str(i), "RUST_LOG": "warn",
+                   "OMP_NUM_THREADS": "1"}
             log = open(tmp / f"worker{i}.log", "wb")  # noqa: SIM115
             procs.append(subprocess.Popen(
                 [sys.executable, str(script), json.dumps(opts), str(tmp / f"x{i}.pt")],
@@ -264,7 +265,7 @@ def test_the_communicators_collectives_over_the_workers_present(tmp_path: Path) 
     lighthouse = start_lighthouse(0, min_replicas=1, heartbeat_timeout_ms=500)
     script = tmp_path / "collectives.py"
     script.write_text(COLLECTIVES)
-    env = {**os.environ, "RUST_LOG": "warn"}
+    env = {**os.environ, "RUST_LOG": "warn", "OMP_NUM_THREADS": "1"}
     try:
         procs = [
             subprocess.Popen([sys.executable, str(script), str(i), lighthouse.address(),

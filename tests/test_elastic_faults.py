@@ -1,5 +1,9 @@
 """Issue 29's fault tests: 4 elastic workers of ``peergrad train`` (real MNIST digits), one
-killed (SIGKILL) at step 30 of 100 and restarted at step 50, or hung (SIGSTOP).
+killed (SIGKILL) at step 30 and restarted at step 50, or hung (SIGSTOP).
+
+The run has 400 steps, not the issue's 100: with one thread per worker (as torchrun sets it) a
+step takes 10-20 ms here, and a restarted worker needs 2-5 s to build its data and model and
+join, so 50 steps after the restart the others would already be done.
 
 What is checked: the survivors finish every step; the quorum drops to 3 and comes back to 4;
 the restarted worker receives a live peer's model (the SHA-1 the peer sent equals the one it
@@ -21,20 +25,21 @@ pytest.importorskip("torchft")
 from peergrad.testing.elastic import ElasticWorkers  # noqa: E402
 from peergrad.train import TrainConfig, train  # noqa: E402
 
-STEPS = 100
-ARGS = ["--topology", "ring", "--steps", str(STEPS), "--eval-every", "5", "--seed", "0"]
+STEPS = 400
+EVERY = 10
+ARGS = ["--topology", "ring", "--steps", str(STEPS), "--eval-every", str(EVERY), "--seed", "0"]
 
 
 def _reference_accuracy(algorithm: str) -> float:
     """Final test accuracy without faults (simulated engine, same run)."""
     config = TrainConfig(algorithm=algorithm, topology="ring", workers=4, steps=STEPS,
-                         eval_every=5, seed=0, progress=False)
+                         eval_every=EVERY, seed=0, progress=False)
     return float(train(config, write=False, plots=False).records[-1]["test_accuracy"])
 
 
 @pytest.mark.parametrize(
     "algorithm",
-    ["dpsgd", pytest.param("allreduce", marks=pytest.mark.slow)],
+    ["dpsgd", "allreduce"],
 )
 def test_a_killed_worker_is_dropped_and_a_restarted_one_rejoins(
     algorithm: str, tmp_path: Path
@@ -49,17 +54,18 @@ def test_a_killed_worker_is_dropped_and_a_restarted_one_rejoins(
         codes = run.wait(timeout_s=300)
     assert codes == {0: 0, 1: 0, 2: 0, 3: 0}, codes
     records = run.records()
-    assert [r["step"] for r in records] == list(range(0, STEPS + 1, 5))  # every step, once
+    assert [r["step"] for r in records] == list(range(0, STEPS + 1, EVERY))  # each once
     present = [r["workers_present"] for r in records]
-    assert present[:7] == [4] * 7 and 3 in present and present[-1] == 4, present
+    assert present[:4] == [4] * 4 and 3 in present and present[-1] == 4, present
     events = run.membership()
     left = [e for e in events if e["event"] == "left"]
     joined = [e for e in events if e["event"] == "joined"]
-    assert [e["worker"] for e in left] == [2] and 30 <= left[0]["step"] <= 35, events
+    assert [e["worker"] for e in left] == [2] and 30 <= left[0]["step"] <= 40, events
     assert [e["worker"] for e in joined] == [2] and joined[0]["step"] > 50, events
     served = [e for e in events if e["event"] == "served" and e["step"] + 1 == joined[0]["step"]]
     assert [e["worker"] for e in served] == [joined[0]["source"]], events
     assert served[0]["x_sha1"] == joined[0]["x_sha1"]  # the live peer's model, as it was sent
+    assert joined[0]["source"] != 2
     accuracy = records[-1]["test_accuracy"]
     reference = _reference_accuracy(algorithm)
     assert abs(accuracy - reference) <= 0.01, (accuracy, reference)
@@ -69,12 +75,12 @@ def test_a_hung_worker_is_dropped_after_the_timeout(tmp_path: Path) -> None:
     """SIGSTOP: the stopped worker's heartbeat stops, the others' waits on it fail (after at
     most ``--timeout-s``), the lighthouse forms the next quorum without it, and the others
     finish. Woken up at the end, it finds itself behind and is healed (or exits)."""
-    args = ["--algorithm", "allreduce", *ARGS[:2], "--steps", "60", "--eval-every", "5"]
+    args = ["--algorithm", "allreduce", *ARGS[:2], "--steps", "300", "--eval-every", "10"]
     run = ElasticWorkers(4, args, out=tmp_path / "run", timeout_s=3.0)
     with run:
         run.wait_for_step(20)
         run.stop(1)
-        run.wait_for_step(60, timeout_s=240)
+        run.wait_for_step(300, timeout_s=240)
         run.cont(1)
         codes = run.wait(timeout_s=120)
     assert codes[0] == codes[2] == codes[3] == 0, codes
@@ -83,8 +89,9 @@ def test_a_hung_worker_is_dropped_after_the_timeout(tmp_path: Path) -> None:
     assert codes[1] != 0, codes
     assert "the run went on without this worker" in run.log(1)
     records = run.records()
-    assert [r["step"] for r in records] == list(range(0, 61, 5))
-    assert [r["workers_present"] for r in records][4:] == [4, 3, 3, 3, 3, 3, 3, 3, 3]
+    assert [r["step"] for r in records] == list(range(0, 301, 10))
+    present = [r["workers_present"] for r in records]
+    assert present[:3] == [4] * 3 and set(present[4:]) == {3}, present
     left = [e for e in run.membership() if e["event"] == "left"]
     assert [e["worker"] for e in left] == [1], run.membership()
     stopped = next(e for e in run.events if e["event"] == "stop")

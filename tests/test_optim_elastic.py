@@ -148,7 +148,8 @@ class _Run:
         self.procs: list[tuple[int, subprocess.Popen[bytes]]] = []
 
     def start(self, worker: int, **cfg: Any) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "REPLICA_GROUP_ID": str(worker), "RUST_LOG": "warn"}
+        env = {**os.environ, "REPLICA_GROUP_ID": str(worker), "RUST_LOG": "warn",
+               "OMP_NUM_THREADS": "1"}
         log = open(self.tmp / f"log{worker}_{len(self.procs)}", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, str(self.script), json.dumps({**self.cfg, **cfg}), str(self.tmp)],
@@ -243,7 +244,6 @@ def test_no_faults_equals_the_simulated_engine(tmp_path: Path) -> None:
     assert not torch.equal(got[0]["x"], got[1]["x"])  # gossip: the workers differ
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_dropped_and_a_restarted_one_rejoins(tmp_path: Path) -> None:
     """Worker 2 is killed inside step 8 after its opt.step() (its peers have updated x and
     wait in the commit): they drop step 8, restore the snapshot and redo it with the two of

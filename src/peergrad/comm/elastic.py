@@ -74,6 +74,7 @@ __all__ = [
     "ElasticCommunicator",
     "WorkerLost",
     "elastic_worker_id",
+    "preload",
     "require_torchft",
     "start_lighthouse",
     "tensor_sha1",
@@ -131,12 +132,21 @@ def elastic_worker_id(n: int, environ: dict[str, str] | None = None) -> int:
     return worker
 
 
+def preload() -> None:
+    """Import now what a worker's first step would import (torchft, its checkpoint transport,
+    ``torch._dynamo`` that ``torch.func`` pulls in): a standby process that will replace a dead
+    worker calls it while it waits, so that its rejoin is not seconds of imports."""
+    require_torchft()
+    import torch._dynamo  # noqa: F401
+    import torchft.checkpointing.pg_transport  # noqa: F401
+
+
 def start_lighthouse(
     port: int = DEFAULT_LIGHTHOUSE_PORT,
     *,
     min_replicas: int = 1,
     heartbeat_timeout_ms: int = 1000,
-    join_timeout_ms: int = 1000,
+    join_timeout_ms: int = 5000,
     quorum_tick_ms: int = 10,
 ) -> Any:
     """Start torchft's lighthouse in this process (``torchft.coordination.LighthouseServer``)

@@ -61,6 +61,9 @@ class ElasticWorkers:
         out: the run folder.
         heartbeat_timeout_ms: the lighthouse's: how long a silent worker stays in the quorum.
         timeout_s: ``--timeout-s`` of the workers (a hung peer's collective fails after it).
+        threads: ``OMP_NUM_THREADS`` of the workers (default 1, as torchrun sets it: several
+            workers with torch's default threads each oversubscribe the cores, 5-18x slower
+            steps on a 2-core machine); None leaves the environment's.
         env: extra environment of the workers.
     """
 
@@ -72,6 +75,7 @@ class ElasticWorkers:
         out: str | Path,
         heartbeat_timeout_ms: int = 1000,
         timeout_s: float = 5.0,
+        threads: int | None = 1,
         env: dict[str, str] | None = None,
     ) -> None:
         if n < 1:
@@ -79,7 +83,7 @@ class ElasticWorkers:
         self.n, self.out = n, Path(out)
         self.logs = self.out.parent / f"{self.out.name}-logs"
         self.lighthouse = start_lighthouse(
-            0, min_replicas=1, heartbeat_timeout_ms=heartbeat_timeout_ms, join_timeout_ms=1000
+            0, min_replicas=1, heartbeat_timeout_ms=heartbeat_timeout_ms, join_timeout_ms=5000
         )
         self.address = str(self.lighthouse.address())
         self.args = [
@@ -87,7 +91,8 @@ class ElasticWorkers:
             *("--engine", "distributed", "--elastic", "--workers", str(n)),
             *("--out", str(self.out), "--lighthouse", self.address, "--timeout-s", str(timeout_s)),
         ]
-        self.env = {**os.environ, "RUST_LOG": "warn", **(env or {})}
+        omp = {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
+        self.env = {**os.environ, "RUST_LOG": "warn", **omp, **(env or {})}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.standbys: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
         self.events: list[dict[str, Any]] = []  # what this harness did, with times
@@ -206,12 +211,10 @@ class ElasticWorkers:
 def _standby(argv: list[str]) -> int:
     """Import what a worker needs, wait for the file ``argv[0]``, then run ``peergrad train``."""
     go = Path(argv[0])
-    import torch  # noqa: F401
-
     import peergrad.cli
-    from peergrad.comm.elastic import require_torchft
+    from peergrad.comm.elastic import preload
 
-    require_torchft()  # torchft imported now
+    preload()
     import peergrad.train.elastic  # noqa: F401
 
     while not go.exists():

@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from peergrad.algorithms import check_elastic
+from peergrad.comm.base import PeerFailure
 from peergrad.comm.elastic import (
     DEFAULT_LIGHTHOUSE_PORT,
     ElasticCommunicator,
@@ -63,6 +64,7 @@ from peergrad.train.steps import one_step
 __all__ = [
     "ElasticRun",
     "StaleWorker",
+    "check_not_finished",
     "check_elastic_config",
     "elastic_communicator",
     "start_fresh",
@@ -71,9 +73,20 @@ __all__ = [
 MEMBERSHIP_FILE = "membership.jsonl"
 
 
-class StaleWorker(RuntimeError):
+class StaleWorker(PeerFailure):
     """This worker fell behind a run that went on without it (see
-    :meth:`ElasticRun._check_not_behind`)."""
+    :meth:`ElasticRun._check_not_behind`); ``peergrad train`` reports it in one line."""
+
+
+def check_not_finished(run_dir: Path | None, *, overwrite: bool = False) -> None:
+    """``ValueError`` when the run folder holds a finished run (``summary.json``), unless
+    ``overwrite``: a worker restarted after the others finished has nothing to rejoin (it would
+    otherwise wait for a quorum that never comes)."""
+    if run_dir is not None and not overwrite and (run_dir / "summary.json").exists():
+        raise ValueError(
+            f"--out {str(run_dir)!r}: that run has finished (summary.json is there), so there is "
+            "nothing to rejoin; start a new run in another folder, or pass --overwrite"
+        )
 
 
 def check_elastic_config(
@@ -269,6 +282,7 @@ class ElasticRun:
             recorder.out_dir = self.run_dir if self.is_writer else None
             recorder.record(0)
         g_out = torch.empty_like(s.x)
+        lost_s = 0.0  # time of the dropped attempts, counted in the next kept step's
         while self.done < total:
             if s.stop_requested():
                 raise KeyboardInterrupt
@@ -296,12 +310,14 @@ class ElasticRun:
                 ok = False
             if not comm.commit(ok):
                 self._restore(saved)
+                lost_s += clock() - t0
                 continue
             self.done = step
             assert losses is not None and g is not None
             recorder.out_dir = self.run_dir if self.is_writer else None
+            seconds, lost_s = clock() - t0 + lost_s, 0.0
             try:
-                recorder.after_step(step, losses, g, clock() - t0)
+                recorder.after_step(step, losses, g, seconds)
             except WorkerLost as exc:  # a peer died during the record: the step is kept
                 if bar is not None:
                     bar.update(1)

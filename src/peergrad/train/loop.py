@@ -447,6 +447,7 @@ def _train_elastic(
     run_dir = Path(config.out) if write and config.out else None
     recorder = _recorder(config, prep, session, task, False, on_record)
     run = elastic.ElasticRun(config, session, recorder, run_dir)
+    elastic.check_not_finished(run_dir, overwrite=overwrite)
     start = run.comm.join()  # 0: a fresh run; > 0: rejoined, with a live peer's state (run.load)
     hyperparameters = session.algorithm.options()
 
