@@ -17,6 +17,7 @@ import pytest
 import peergrad
 from peergrad.comm.base import Communicator
 from peergrad.comm.distributed import DistributedCommunicator
+from peergrad.comm.elastic import ElasticCommunicator
 from peergrad.comm.segments import SegmentComm
 from peergrad.comm.simulated import SimulatedCommunicator
 
@@ -24,6 +25,9 @@ SRC = Path(peergrad.__file__).parent
 #: Feature probes (``hasattr(comm, ...)``) and engine-specific extras the callers check for
 #: before use; they are not part of the protocol.
 OPTIONAL = {"mix_start_takes_workspace", "system", "rank", "gather", "timeout_s", "clock", "rounds"}
+#: Callers bound to one engine's communicator (checked at construction), which may use its own
+#: members: ``ElasticLoop`` takes an ``ElasticCommunicator`` only (quorum, commit, rejoin).
+ENGINE_SPECIFIC = {"optim/elastic.py"}
 
 
 def protocol_members() -> set[str]:
@@ -36,6 +40,8 @@ def comm_attributes(folder: Path) -> dict[str, list[str]]:
     """Attributes read from names ``comm`` / ``self.comm`` / ``self._comm`` (file:line)."""
     used: dict[str, list[str]] = {}
     for path in sorted(folder.rglob("*.py")):
+        if path.relative_to(SRC).as_posix() in ENGINE_SPECIFIC:
+            continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if not isinstance(node, ast.Attribute):
@@ -61,7 +67,9 @@ def test_callers_use_only_protocol_members(folder: str) -> None:
     assert not missing, f"used on communicators but not in the Communicator protocol: {missing}"
 
 
-@pytest.mark.parametrize("cls", [SimulatedCommunicator, DistributedCommunicator])
+@pytest.mark.parametrize(
+    "cls", [SimulatedCommunicator, DistributedCommunicator, ElasticCommunicator]
+)
 def test_both_engines_implement_the_protocol(cls: type) -> None:
     instance_attributes = {"topology", "n_workers", "network", "bytes_sent", "workspace"}
     instance_attributes |= {"simulated_comm_time_s"}

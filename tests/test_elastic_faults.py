@@ -59,13 +59,21 @@ def test_a_killed_worker_is_dropped_and_a_restarted_one_rejoins(
     assert present[:4] == [4] * 4 and 3 in present and present[-1] == 4, present
     events = run.membership()
     left = [e for e in events if e["event"] == "left"]
-    joined = [e for e in events if e["event"] == "joined"]
     assert [e["worker"] for e in left] == [2] and 30 <= left[0]["step"] <= 40, events
-    assert [e["worker"] for e in joined] == [2] and joined[0]["step"] > 50, events
-    served = [e for e in events if e["event"] == "served" and e["step"] + 1 == joined[0]["step"]]
-    assert [e["worker"] for e in served] == [joined[0]["source"]], events
-    assert served[0]["x_sha1"] == joined[0]["x_sha1"]  # the live peer's model, as it was sent
-    assert joined[0]["source"] != 2
+    # worker 2 rejoins once, after its restart. A survivor may be healed too: when worker 2
+    # dies inside the commit agreement, the all-reduce can finish on some survivors and fail
+    # on others; those are then behind and take a peer's state at the next quorum (torchft).
+    joined = [e for e in events if e["event"] == "joined"]
+    rejoins = [e for e in joined if e["worker"] == 2]
+    assert len(rejoins) == 1 and rejoins[0]["step"] > 50, events
+    assert all(e["step"] <= left[0]["step"] + 1 for e in joined if e["worker"] != 2), events
+    for e in joined:  # each loaded the live peer's model exactly as that peer sent it
+        served = [
+            s for s in events
+            if s["event"] == "served" and s["step"] + 1 == e["step"] and s["worker"] == e["source"]
+        ]
+        assert len(served) == 1 and e["source"] != e["worker"], events
+        assert served[0]["x_sha1"] == e["x_sha1"]
     accuracy = records[-1]["test_accuracy"]
     reference = _reference_accuracy(algorithm)
     assert abs(accuracy - reference) <= 0.01, (accuracy, reference)
