@@ -300,3 +300,28 @@ def test_the_communicators_collectives_over_the_workers_present(tmp_path: Path) 
         sent = r["bytes"] - res[i][0]["bytes"]
         # step 1: all-reduce 2(3-1)/3·40, gossip 2·40, all-gather (3-1)·40 -> step 2 among 2
         assert sent == 2 * 1 / 2 * 40 + 1 * 40 + 1 * 40, sent
+
+
+def test_worker_0_starts_the_lighthouse_when_none_is_given(tmp_path: Path) -> None:
+    """Without --lighthouse and $TORCHFT_LIGHTHOUSE, worker 0 starts one on port 29510 and the
+    other worker finds it on localhost (the single-machine default)."""
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("localhost", 29510)) == 0:
+            pytest.skip("port 29510 is in use here")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHFT_LIGHTHOUSE"}
+    env.update(RUST_LOG="warn", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "peergrad", "train", "--engine", "distributed", "--elastic",
+            "--workers", "2", "--steps", "6", "--eval-every", "3", "--out", str(out),
+            "--timeout-s", "10"]
+    procs = [
+        subprocess.Popen(args, env={**env, "REPLICA_GROUP_ID": str(i)},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=180)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["workers_present"]) for r in records] == [(0, 2), (3, 2), (6, 2)]
