@@ -91,7 +91,7 @@ QUICK_START = (
     "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e . "
     "&& .venv/bin/peergrad train",
     # .ci/run runs this test command: keep the two in step
-    "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e '.[dev,tensorboard]' "
+    "python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e '.[dev,tensorboard,ft]' "
     "&& .venv/bin/python -m pytest",
 )
 
