@@ -56,12 +56,13 @@ from peergrad.optim.state import clone_tree
 from peergrad.topology import make_topology
 from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
-from peergrad.train.recorder import NonFiniteError, Recorder, clock
+from peergrad.train.recorder import Recorder, clock
 from peergrad.train.sampler import worker_seed
 from peergrad.train.session import Session
 from peergrad.train.steps import one_step
 
 __all__ = [
+    "MEMBERSHIP_FILE",
     "ElasticRun",
     "StaleWorker",
     "check_not_finished",
@@ -371,4 +372,3 @@ def start_fresh(
         write_first_files()
 
 
-__all__ += ["MEMBERSHIP_FILE", "NonFiniteError"]
