@@ -31,7 +31,7 @@ an all-to-all of ``P``-element slots (its ``n - 1`` slots for the other workers)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -61,6 +61,20 @@ def check_out(x: Tensor, out: Tensor, what: str) -> None:
             f"{what}: out must have the shape, dtype and device of x {tuple(x.shape)} "
             f"{x.dtype} {x.device}, got {tuple(out.shape)} {out.dtype} {out.device}"
         )
+
+
+def post_key(x: Tensor, out: Tensor, posted: Container[tuple[object, ...]]) -> tuple[object, ...]:
+    """The key (:func:`memory_key`) of a new ``mean_start`` of ``x`` into ``out``, for the
+    communicator's table ``posted`` of means in flight. ``ValueError`` when ``out`` is unlike
+    ``x`` (:func:`check_out`) or a mean posted into it is still in flight."""
+    check_out(x, out, "mean_start")
+    key = memory_key(out)
+    if key in posted:
+        raise ValueError(
+            "mean_start: a mean posted into this out is still in flight; call "
+            "comm.wait_for(out) first"
+        )
+    return key
 
 
 def memory_key(t: Tensor) -> tuple[object, ...]:

@@ -64,9 +64,9 @@ from peergrad.comm.base import (
     NetworkModel,
     PeerFailure,
     Workspace,
-    check_out,
     memory_key,
     message_nbytes,
+    post_key,
 )
 from peergrad.comm.pacing import ImposedPacing
 from peergrad.comm.peer_failure import FAILED_PREFIX as FAILED_PREFIX
@@ -470,13 +470,7 @@ class DistributedCommunicator(
         all-reduce completed (:class:`PendingMean`). ``ValueError``: ``out`` unlike ``x``, or
         still in flight."""
         self._check(x, "mean_start")
-        check_out(x, out, "mean_start")
-        key = memory_key(out)
-        if key in self._in_flight:
-            raise ValueError(
-                "mean_start: a mean posted into this out is still in flight; call "
-                "comm.wait_for(out) first"
-            )
+        key = post_key(x, out, self._in_flight)
         nbytes = message_nbytes(x, message_bytes)
         modelled = account if record is None else record
         delay = 0.0

@@ -74,9 +74,9 @@ from peergrad.comm.base import (
     GossipRounds,
     NetworkModel,
     Workspace,
-    check_out,
     memory_key,
     message_nbytes,
+    post_key,
 )
 from peergrad.topology import MixingMatrix, Topology, graph_edges, surviving_weights
 
@@ -394,13 +394,7 @@ class SimulatedCommunicator(AllReduceAccounting, GossipRounds["_Round"]):
         :meth:`wait_for`). ``out`` stays posted until :meth:`wait_for` (or
         :meth:`synchronize`), so that posting into it again raises ``ValueError`` here as on
         the distributed engine, where the all-reduce is then still in flight."""
-        check_out(x, out, "mean_start")
-        key = memory_key(out)
-        if key in self._posted:
-            raise ValueError(
-                "mean_start: a mean posted into this out is still in flight; call "
-                "comm.wait_for(out) first"
-            )
+        key = post_key(x, out, self._posted)
         handle = None
         if account and self.clock is not None:
             self._check(x, "mean_start")
