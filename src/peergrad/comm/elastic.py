@@ -17,31 +17,30 @@ workers of the current quorum ("present"):
   worker present, W itself. One send per present out-neighbour and one receive per present
   in-neighbour (``send``/``recv`` on the quorum's process group), then the weighted sum.
 - ``all_gather``: the present workers' payloads, ``[1, m, P]`` in worker order (as the simulated
-  engine under churn). ``all_to_all`` needs every worker (refused while one is absent).
+  engine under churn). ``all_to_all`` needs every worker (refused while one is absent). No
+  ``gather`` (a run's result holds this worker's row only).
 - ``mean_start``/``wait_for``: the all-reduce runs blocking at the post (no overlap here).
 
 Per step (:mod:`peergrad.train.elastic` drives it): :meth:`ElasticCommunicator.begin_step` joins
-the step's quorum (``Manager.start_quorum``: a worker behind the others is healed there, its
-model and algorithm state received from a live peer through torchft's checkpoint transport and
-handed to the ``load_state`` callback), the algorithm runs, and :meth:`ElasticCommunicator.commit`
-agrees with the quorum (one 1-element all-reduce: a step is kept only if it succeeded on every
-present worker, so the workers never disagree on the step count) and calls
-``Manager.should_commit``. A peer that dies or hangs makes a wait fail or time out
-(:class:`WorkerLost`); the step is then dropped everywhere and retried in the next quorum, which
-the lighthouse forms without the lost worker once its heartbeat times out.
+the step's quorum (``Manager.start_quorum``; a worker behind the others is healed there from a
+live peer through torchft's checkpoint transport, handed to the ``load`` callback), the
+algorithm runs, and :meth:`ElasticCommunicator.commit` keeps the step only if it succeeded on
+every worker present (a 1-element all-reduce, then ``Manager.should_commit``; a worker that dies
+inside that all-reduce can let it finish on some survivors only, and the others, one step
+behind, are healed at the next quorum). A peer that dies or hangs makes a wait fail or time out
+(:class:`WorkerLost`): the step is dropped and retried in the next quorum, which the lighthouse
+forms without the lost worker once its heartbeat times out.
 
 Accounting: ``bytes_sent`` counts what this worker sends (present out-neighbours; collectives
 among the m present workers); ``simulated_comm_time_s`` keeps the nominal n-worker formulas.
 
-Deviations and limits (documented in ``docs/guide/elastic.md``): ``mean_start`` does not overlap;
-a failed step costs its gradient (the minibatch is drawn again); a wait that fails while the
-membership stays the same (a transient network error) cannot be recovered, since torchft
-reconfigures its process group only on a membership change.
+Limits (``docs/guide/elastic.md``): ``mean_start`` does not overlap; a dropped step costs its
+gradient; a wait that fails while the membership stays the same cannot be cured (torchft
+rebuilds its process group only when the membership changes).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -61,9 +60,9 @@ from peergrad.comm.base import (
     NetworkModel,
     PeerFailure,
     Workspace,
-    check_out,
     memory_key,
     message_nbytes,
+    post_key,
 )
 from peergrad.comm.pending import PendingMix
 from peergrad.topology import MixingMatrix, Topology
@@ -171,7 +170,6 @@ def _quorum_group_class() -> type:
 
     class QuorumGloo(ProcessGroupGloo):  # type: ignore[misc]
         members: list[int] = []
-        pg_rank: int = 0
 
         def configure(  # noqa: PLR0913 - torchft's signature
             self,
@@ -195,17 +193,8 @@ def _quorum_group_class() -> type:
                 global_ranks,
             )
             self.members = list(global_ranks or [])
-            self.pg_rank = rank
 
     return QuorumGloo
-
-
-@dataclasses.dataclass
-class Membership:
-    """One quorum as this worker sees it: the worker ids present (ascending) and the step."""
-
-    present: list[int]
-    step: int
 
 
 class ElasticCommunicator(AllReduceAccounting, MixFromStart):
@@ -278,7 +267,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         self._edges: dict[int, tuple[Tensor, Tensor]] = {}
         self._serve: Callable[[], Any] | None = None
         self._load: Callable[[Any], None] | None = None
-        self.membership = Membership(present=[], step=0)
+        self._members: list[int] = []  # the worker ids of the current quorum, ascending
         self.events: list[dict[str, Any]] = []  # every leave / join seen, in order
         self.current_step = 0
         timeout = timedelta(seconds=timeout_s)
@@ -332,11 +321,37 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
     @property
     def present(self) -> list[int]:
         """The worker ids of the current quorum, ascending."""
-        return self.membership.present
+        return self._members
 
     @property
     def workers_present(self) -> int:
-        return len(self.membership.present)
+        return len(self._members)
+
+    @property
+    def is_lowest(self) -> bool:
+        """Whether this worker is the lowest of the current quorum (the one that writes the run
+        folder and prints the membership changes)."""
+        return bool(self._members) and self.worker == self._members[0]
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """The leaves and joins seen since the last call (a worker always is in its own
+        quorums, so its own rejoin is never among them: it reports that itself)."""
+        events, self.events = self.events, []
+        return events
+
+    def describe(self, event: dict[str, Any], what: str = "its state") -> str:
+        """The one line that reports a leave or a join; for this worker's own rejoin (``event``
+        with ``source`` and ``x_sha1`` of the model received) it names ``what`` came from which
+        peer."""
+        where = f"{self.workers_present} of {self.n_workers} workers present"
+        w, step = event["worker"], event["step"]
+        if "source" not in event:
+            return f"elastic: worker {w} {event['event']} at step {step} ({where})"
+        sha, source = event["x_sha1"][:12], event["source"]
+        return (
+            f"elastic: worker {w} rejoined at step {step}: {what} from worker {source} "
+            f"(x sha1 {sha}; {where})"
+        )
 
     def join(self, start_timeout_s: float = 60.0) -> int:
         """Join the run: the first quorum. Returns the number of steps committed so far (0 for a
@@ -362,12 +377,12 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
         return self.current_step
 
     def _quorum(self) -> None:
-        before = list(self.membership.present)
+        before = list(self._members)
         self.manager.start_quorum()
         self._quorum_fresh = True
         self.current_step = int(self.manager.current_step())
         members = sorted(self.pg.members)
-        self.membership = Membership(present=members, step=self.current_step)
+        self._members = members
         self._present_mask = None
         if len(members) < self.n_workers:
             mask = torch.zeros(self.n_workers, dtype=torch.bool)
@@ -588,13 +603,7 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
     ) -> None:
         """``out.copy_(mean(x))`` at once (no overlap on this engine); ``out`` stays posted until
         :meth:`wait_for`, and posting into it again raises ``ValueError``."""
-        check_out(x, out, "mean_start")
-        key = memory_key(out)
-        if key in self._posted:
-            raise ValueError(
-                "mean_start: a mean posted into this out is still in flight; call "
-                "comm.wait_for(out) first"
-            )
+        key = post_key(x, out, self._posted)
         out.copy_(self.mean(x, message_bytes=message_bytes, account=account, record=record))
         self._posted[key] = out
 
@@ -664,14 +673,6 @@ class ElasticCommunicator(AllReduceAccounting, MixFromStart):
                 raise self._lost("broadcast", None, exc) from exc
             self._wait(work, "broadcast")
         return x
-
-    def gather(self, x: Tensor) -> Tensor | None:
-        """The present workers' rows ``[m, ...]`` (worker order) on the lowest present worker
-        (None elsewhere); not accounted."""
-        rows = self.all_gather(x.reshape(1, -1), account=False)[0]
-        if self.worker != self.present[0]:
-            return None
-        return rows.reshape(len(self.present), *x.shape[1:])
 
     def max_over_workers(self, value: int) -> int:
         """The largest ``value`` of the present workers (one 1-element all-reduce)."""

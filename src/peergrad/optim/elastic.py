@@ -273,27 +273,17 @@ class ElasticLoop:
         """Record (and print) the changes of the workers present since the last quorum; when
         there were any (or this worker was healed), let the algorithm adapt its state."""
         comm, opt = self.comm, self.opt
-        seen, comm.events = list(comm.events), []
+        seen = comm.take_events()
         changed = bool(seen)
-        lowest = bool(comm.present) and comm.worker == comm.present[0]
         if self._healed is not None:
-            got, self._healed = self._healed, None
-            changed = True
-            self.events.append({"event": "joined", "worker": comm.worker, **got})
-            self._say(
-                f"elastic: worker {comm.worker} rejoined at step {got['step']}: parameters and "
-                f"optimizer state from worker {got['source']} (x sha1 {got['x_sha1'][:12]}; "
-                f"{comm.workers_present} of {comm.n_workers} workers present)"
-            )
+            joined = {"event": "joined", "worker": comm.worker, **self._healed}
+            self._healed, changed = None, True
+            self.events.append(joined)
+            self._say(comm.describe(joined, "parameters and optimizer state"))
         for ev in seen:
-            if ev["event"] == "joined" and ev["worker"] == comm.worker:
-                continue
             self.events.append(dict(ev))
-            if lowest:
-                self._say(
-                    f"elastic: worker {ev['worker']} {ev['event']} at step {ev['step']} "
-                    f"({comm.workers_present} of {comm.n_workers} workers present)"
-                )
+            if comm.is_lowest:
+                self._say(comm.describe(ev))
         if changed:
             for seg in opt._segments:
                 seg.state = seg.algorithm.membership_changed(opt._seg_x(seg), seg.state, seg.comm)

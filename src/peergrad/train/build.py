@@ -16,6 +16,7 @@ from peergrad.algorithms import Algorithm, make_algorithm
 from peergrad.algorithms.registry import probe_algorithm
 from peergrad.comm import NetworkModel
 from peergrad.system import SystemProfile, load_profile
+from peergrad.topology import Topology, make_topology
 from peergrad.train.config import TrainConfig
 from peergrad.train.names import DTYPE_NAMES
 
@@ -23,6 +24,7 @@ __all__ = [
     "DEVICES_HELP",
     "DTYPES",
     "build_algorithm",
+    "build_topology",
     "check_algorithm",
     "check_environment",
     "resolve_device",
@@ -121,6 +123,17 @@ def build_algorithm(config: TrainConfig) -> Algorithm:
     (``--set momentum=0.5 --momentum 0.2``, naming both), or an option the algorithm does not
     have or does not accept (the algorithm's own checks)."""
     return make_algorithm(config.algorithm, **config.algorithm_options())
+
+
+def build_topology(config: TrainConfig) -> Topology:
+    """The gossip schedule of ``config``: ``--topology`` over ``--workers`` workers, seeded by
+    ``--seed`` (``--erdos-renyi-p`` for that topology)."""
+    return make_topology(
+        config.topology,
+        config.workers,
+        seed=config.seed,
+        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
+    )
 
 
 def check_algorithm(config: TrainConfig) -> Algorithm:

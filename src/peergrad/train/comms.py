@@ -12,7 +12,7 @@ from torch import Tensor
 from peergrad.comm import NetworkModel, SimulatedCommunicator
 from peergrad.comm.base import Communicator
 from peergrad.system import SystemClock, SystemProfile, count_step_flops
-from peergrad.topology import make_topology
+from peergrad.train.build import build_topology
 from peergrad.train.config import TrainConfig
 from peergrad.train.task import BuiltTask
 
@@ -57,19 +57,14 @@ def clocked_communicator(
 
 def make_communicator(config: TrainConfig, device: torch.device) -> Communicator:
     """The communicator of ``config.engine`` (joins the process group for ``distributed``)."""
-    topology = make_topology(
-        config.topology,
-        config.workers,
-        seed=config.seed,
-        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
-    )
+    topology = build_topology(config)
     network = NetworkModel.from_ms_gbps(config.latency_ms, config.bandwidth_gbps)
     if config.engine == "simulated":
         return SimulatedCommunicator(topology, network=network)
     if config.elastic:  # torchft: no process group of all workers (peergrad.train.elastic)
         from peergrad.train.elastic import elastic_communicator
 
-        return elastic_communicator(config, network)
+        return elastic_communicator(config, topology, network)
     from peergrad.comm import distributed
 
     distributed.init_process_group(timeout_s=config.timeout_s, device=device)

@@ -53,7 +53,7 @@ from peergrad.comm.elastic import (
     tensor_sha1,
 )
 from peergrad.optim.state import clone_tree
-from peergrad.topology import make_topology
+from peergrad.topology import Topology
 from peergrad.train import checkpoint as ckpt
 from peergrad.train.config import TrainConfig
 from peergrad.train.recorder import Recorder, clock
@@ -116,30 +116,22 @@ def check_elastic_config(
                 f"--elastic: {flag} is not available (a rejoining worker takes its state from a "
                 "live peer, not from files, and the steps of the elastic engine are not paced)"
             )
-    from peergrad.train.build import build_algorithm
+    from peergrad.train.build import build_algorithm, build_topology
 
-    topology = make_topology(
-        config.topology,
-        config.workers,
-        seed=config.seed,
-        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
-    )
-    check_elastic(build_algorithm(config), topology)  # refused methods, directed gossip
+    # refused methods, directed gossip: before the manager starts
+    check_elastic(build_algorithm(config), build_topology(config))
 
 
-def elastic_communicator(config: TrainConfig, network: Any) -> ElasticCommunicator:
-    """The elastic communicator of this process (worker ``REPLICA_GROUP_ID`` / ``RANK``).
+def elastic_communicator(
+    config: TrainConfig, topology: Topology, network: Any
+) -> ElasticCommunicator:
+    """The elastic communicator of this process (worker ``REPLICA_GROUP_ID`` / ``RANK``) over
+    ``topology``.
 
     Lighthouse: ``--lighthouse``, else ``$TORCHFT_LIGHTHOUSE``; with neither, worker 0 starts one
     in its own process on port :data:`DEFAULT_LIGHTHOUSE_PORT` (single machine: the run then
     ends if worker 0 dies; start ``torchft_lighthouse`` separately to survive that) and the
     others connect to it on localhost."""
-    topology = make_topology(
-        config.topology,
-        config.workers,
-        seed=config.seed,
-        p=config.erdos_renyi_p if config.topology == "erdos-renyi" else None,
-    )
     worker = elastic_worker_id(config.workers)
     address = config.lighthouse or os.environ.get("TORCHFT_LIGHTHOUSE")
     server = None
@@ -166,7 +158,6 @@ class ElasticRun:
         self.comm = comm
         self.done = 0  # steps this worker has committed (= the run's step once it has joined)
         self.healed: dict[str, Any] | None = None
-        check_elastic(session.algorithm, comm.topology)
         comm.set_state_fns(self.serve, self.load)
 
     # ------------------------------------------------------------------ rejoining
@@ -218,35 +209,24 @@ class ElasticRun:
 
     @property
     def is_writer(self) -> bool:
-        present = self.comm.present
-        return bool(present) and self.comm.worker == present[0]
+        return self.comm.is_lowest
 
     def _report_membership(self) -> None:
         """One line per worker that left or joined since the last quorum (the writer's; a
         rejoining worker reports its own join)."""
-        events, self.comm.events = self.comm.events, []
+        comm = self.comm
+        events = comm.take_events()
         if self.healed is not None:  # this worker rejoined (self.load) in this quorum
-            got, comm = self.healed, self.comm
-            tqdm.write(
-                f"elastic: worker {comm.worker} rejoined at step {got['step']}: model and "
-                f"algorithm state from worker {got['source']} (x sha1 {got['x_sha1'][:12]}; "
-                f"{comm.workers_present} of {comm.n_workers} workers present)",
-                file=sys.stderr,
-            )
-            self._membership({"event": "joined", "worker": comm.worker, **got}, force=True)
+            joined = {"event": "joined", "worker": comm.worker, **self.healed}
             self.healed = None
+            tqdm.write(comm.describe(joined, "model and algorithm state"), file=sys.stderr)
+            self._membership(joined, force=True)
+        if not comm.is_lowest:
+            return
         for ev in events:
-            if ev["event"] == "joined" and ev["worker"] == self.comm.worker:
-                continue
-            if self.is_writer:
-                verb = "left" if ev["event"] == "left" else "joined"
-                tqdm.write(
-                    f"elastic: worker {ev['worker']} {verb} at step {ev['step']} "
-                    f"({self.comm.workers_present} of {self.comm.n_workers} workers present)",
-                    file=sys.stderr,
-                )
-                if ev["event"] == "left":
-                    self._membership(ev)
+            tqdm.write(comm.describe(ev), file=sys.stderr)
+            if ev["event"] == "left":
+                self._membership(ev)
 
     def _check_not_behind(self) -> None:
         """Stop a worker that the run went on without: after a hang (SIGSTOP, a long pause) the
@@ -368,7 +348,7 @@ def start_fresh(
     for b in session.buffers.values():
         comm.broadcast(b)
     comm.barrier()  # every worker checked the folder before the writer touches it
-    if comm.worker == comm.present[0]:
+    if comm.is_lowest:
         write_first_files()
 
 
